@@ -1,0 +1,107 @@
+"""Write a tiny random-weight Voxtral in Mistral's format, for development and tests.
+
+Model hubs are out of reach on build machines, so the test suite serves this directory with
+`--load-format dummy`: vLLM initialises random weights and exercises its real Voxtral code path
+(audio encoder, tokenizer, sampling, streaming) at a fraction of the cost. The text it produces is
+noise.
+
+Usage: `python -m server.devmodel DIR`
+"""
+
+import argparse
+import json
+from importlib import resources
+from pathlib import Path
+
+from mistral_common.tokens.tokenizers.base import SpecialTokens
+
+# Smallest shape seen working with vLLM's CPU attention (head_dim 16 is refused).
+DIM = 128
+LAYERS = 2
+HEADS = 2
+HEAD_DIM = 64
+HIDDEN = 256
+NUM_SPECIAL_TOKENS = 100
+NUM_VOCAB_TOKENS = 2000
+SOURCE_VOCAB = "tekken_240911.json"
+
+
+def tokenizer_json() -> dict:
+    """A Tekken v7 tokenizer: the first real vocabulary entries plus every special token."""
+    source = resources.files("mistral_common") / "data" / SOURCE_VOCAB
+    full = json.loads(source.read_text(encoding="utf-8"))
+    vocab = full["vocab"][:NUM_VOCAB_TOKENS]
+    special = [{"rank": i, "token_str": str(tok), "is_control": True} for i, tok in enumerate(SpecialTokens)]
+    assert len(special) <= NUM_SPECIAL_TOKENS
+    return {
+        "config": {
+            "pattern": full["config"]["pattern"],
+            "num_vocab_tokens": NUM_VOCAB_TOKENS,
+            "default_vocab_size": NUM_VOCAB_TOKENS + NUM_SPECIAL_TOKENS,
+            "default_num_special_tokens": NUM_SPECIAL_TOKENS,
+            "version": "v7",
+        },
+        "vocab": vocab,
+        "special_tokens": special,
+        "audio": {
+            "sampling_rate": 16000,
+            "frame_rate": 12.5,
+            "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400},
+            "chunk_length_s": 30.0,
+        },
+    }
+
+
+def params_json() -> dict:
+    """Decoder and Whisper-style audio encoder arguments, as in Voxtral's params.json."""
+    return {
+        "dim": DIM,
+        "n_layers": LAYERS,
+        "head_dim": HEAD_DIM,
+        "hidden_dim": HIDDEN,
+        "n_heads": HEADS,
+        "n_kv_heads": HEADS,
+        "rope_theta": 1_000_000.0,
+        "norm_eps": 1e-5,
+        "vocab_size": NUM_VOCAB_TOKENS + NUM_SPECIAL_TOKENS,
+        "max_position_embeddings": 32768,
+        "multimodal": {
+            "whisper_model_args": {
+                "encoder_args": {
+                    "audio_encoding_args": {
+                        "sampling_rate": 16000,
+                        "num_mel_bins": 128,
+                        "hop_length": 160,
+                        "window_size": 400,
+                    },
+                    "dim": DIM,
+                    "n_layers": LAYERS,
+                    "head_dim": HEAD_DIM,
+                    "hidden_dim": HIDDEN,
+                    "n_heads": HEADS,
+                    "vocab_size": 51866,
+                    "max_source_positions": 1500,
+                },
+                "downsample_args": {"downsample_factor": 4},
+            }
+        },
+    }
+
+
+def write_model(directory: Path) -> Path:
+    """Write `params.json` and `tekken.json` into `directory` (created if needed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "params.json").write_text(json.dumps(params_json(), indent=2))
+    (directory / "tekken.json").write_text(json.dumps(tokenizer_json()))
+    return directory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", type=Path)
+    args = parser.parse_args()
+    print(write_model(args.directory))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""All settings of the edge, read from the environment (and an optional `.env` file).
+
+Every field here is documented in the README's settings table; keep the two in step.
+"""
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The edge's configuration. Environment variables use the field name in upper case."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # Where the edge listens.
+    host: str = "0.0.0.0"
+    port: int = 8000
+    log_level: str = "info"
+
+    # The vLLM backend.
+    vllm_url: str | None = Field(
+        default=None, description="Base URL of an external vLLM (or RunPod OpenAI URL); unset = start one locally"
+    )
+    vllm_api_key: str | None = None
+    vllm_host: str = "127.0.0.1"
+    vllm_port: int = 8001
+    voxtral_model: str = "mistralai/Voxtral-Mini-3B-2507"
+    served_model_name: str | None = None
+    vllm_load_format: str = "mistral"
+    vllm_args: str = ""
+    vllm_startup_timeout_s: float = 1800.0
+    backend_timeout_s: float = 300.0
+    backend_connect_timeout_s: float = 5.0
+    max_backend_concurrency: int = 16
+    max_output_tokens: int | None = None
+
+    # Model names clients may send; all map to the served model.
+    model_aliases: str = "whisper-1,gpt-4o-transcribe,gpt-4o-mini-transcribe,voxtral"
+
+    # Audio input.
+    max_upload_mb: float = 1024.0
+    max_audio_s: float = 7200.0
+    max_chunk_s: float = 30.0
+    media_dir: str | None = None
+
+    # Fetching audio from URLs.
+    allowed_url_hosts: str = ""
+    fetch_timeout_s: float = 60.0
+    fetch_max_redirects: int = 5
+
+    # Speech detection.
+    vad_threshold: float = 0.5
+    vad_min_silence_ms: int = 300
+    vad_speech_pad_ms: int = 200
+    vad_intra_op_threads: int = 1
+
+    @property
+    def model_alias_set(self) -> set[str]:
+        return {a.strip() for a in self.model_aliases.split(",") if a.strip()}
+
+    @property
+    def allowed_host_set(self) -> set[str]:
+        return {h.strip().lower() for h in self.allowed_url_hosts.split(",") if h.strip()}
+
+    @property
+    def backend_url(self) -> str:
+        """Base URL of vLLM's OpenAI API, ending in `/v1`."""
+        if self.vllm_url:
+            url = self.vllm_url.rstrip("/")
+            return url if url.endswith("/v1") else url + "/v1"
+        return f"http://{self.vllm_host}:{self.vllm_port}/v1"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
