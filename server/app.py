@@ -1,0 +1,124 @@
+"""The edge application: wiring of settings, shared clients, middleware and routes.
+
+`create_app()` is what uvicorn runs (`server.launcher` starts it with `factory=True`).
+"""
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server import metrics
+from server.errors import install_error_handlers, too_large
+from server.fetch import SafeFetcher
+from server.model_names import ModelNames
+from server.routes import audio, chat, service
+from server.settings import Settings, get_settings
+from server.transcription import TranscriptionService
+from server.vllm_client import VLLMClient
+from vad import SileroModel
+
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+log = logging.getLogger("edge")
+
+
+class BodyLimit:
+    """Refuse request bodies above `MAX_UPLOAD_MB` with 413, by header or while they stream in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit_mb = self.max_bytes / 1_048_576
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            return await too_large(f"The request body is larger than {limit_mb:g} MB.").response()(scope, receive, send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise too_large(f"The request body is larger than {limit_mb:g} MB.")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class RequestMetrics:
+    """Count requests by route template and status, and time them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.REQUESTS.labels(route, str(status)).inc()
+            metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        backend = VLLMClient(settings)
+        fetcher = SafeFetcher(settings)
+        app.state.settings = settings
+        app.state.backend = backend
+        app.state.fetcher = fetcher
+        app.state.models = ModelNames(settings, backend)
+        app.state.transcriber = TranscriptionService(
+            settings, backend, fetcher, SileroModel(intra_op_threads=settings.vad_intra_op_threads)
+        )
+        log.info("edge ready; backend %s", settings.backend_url)
+        try:
+            yield
+        finally:
+            await fetcher.aclose()
+            await backend.aclose()
+
+    app = FastAPI(
+        title="Voxtral edge",
+        description="OpenAI-compatible speech API for Voxtral served by vLLM.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(audio.router)
+    app.include_router(chat.router)
+    app.include_router(service.router)
+    app.mount("/ui", StaticFiles(directory=UI_DIR, check_dir=False), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        """The browser UI; its assets are under /ui/."""
+        return FileResponse(UI_DIR / "index.html")
+
+    app.add_middleware(BodyLimit, max_bytes=int(settings.max_upload_mb * 1_048_576))
+    app.add_middleware(RequestMetrics)
+    return app

@@ -1,0 +1,188 @@
+"""Starts vLLM (unless `VLLM_URL` points at one) and then the edge, and stops both together.
+
+`./serve.sh` runs `python -m server.launcher`; the RunPod worker uses `VLLMProcess` directly.
+vLLM runs in its own virtual environment (`VLLM_PYTHON`) because it pins much of its world; the
+edge only talks to it over HTTP. If vLLM dies, the launcher stops the edge and exits non-zero
+with vLLM's last log lines.
+"""
+
+import asyncio
+import collections
+import ctypes
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import uvicorn
+
+from server.settings import Settings, get_settings
+
+log = logging.getLogger("launcher")
+
+PR_SET_PDEATHSIG = 1
+
+
+class VLLMDied(RuntimeError):
+    """vLLM exited; the message carries its last log lines."""
+
+
+def served_model_name(settings: Settings) -> str:
+    return settings.served_model_name or settings.voxtral_model
+
+
+def vllm_command(settings: Settings) -> list[str]:
+    """The command line that serves `VOXTRAL_MODEL` with Mistral's formats, plus `VLLM_ARGS`."""
+    return [
+        settings.vllm_python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        settings.voxtral_model,
+        "--served-model-name",
+        served_model_name(settings),
+        "--tokenizer-mode",
+        "mistral",
+        "--config-format",
+        "mistral",
+        "--load-format",
+        settings.vllm_load_format,
+        "--host",
+        settings.vllm_host,
+        "--port",
+        str(settings.vllm_port),
+        *shlex.split(settings.vllm_args),
+    ]
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the launcher itself is killed, so vLLM is never orphaned."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class VLLMProcess:
+    """A vLLM server child process whose output is echoed and whose last lines are kept."""
+
+    def __init__(self, settings: Settings, *, keep_lines: int = 40) -> None:
+        self.settings = settings
+        self.health_url = f"http://{settings.vllm_host}:{settings.vllm_port}/health"
+        self._lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = vllm_command(self.settings)
+        log.info("starting vLLM: %s", shlex.join(cmd))
+        self._proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self._proc and self._proc.stdout
+        for raw in self._proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self._lines.append(line)
+            print(f"[vllm] {line}", file=sys.stderr, flush=True)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def last_lines(self) -> str:
+        return "\n".join(self._lines)
+
+    def wait_healthy(self, timeout_s: float) -> None:
+        """Block until `/health` answers 200; raise `VLLMDied` or `TimeoutError` otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.returncode is not None:
+                raise VLLMDied(f"vLLM exited with code {self.returncode}:\n{self.last_lines()}")
+            try:
+                if httpx.get(self.health_url, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"vLLM did not become healthy in {timeout_s:.0f} s:\n{self.last_lines()}")
+
+    def stop(self, timeout_s: float = 20) -> None:
+        """Stop vLLM and every process it started (its own process group)."""
+        if not self._proc or self._proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self._proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self._proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+async def _serve_edge(settings: Settings, vllm: VLLMProcess | None) -> int:
+    """Run the edge until it is told to stop; stop it early (exit 1) if vLLM dies."""
+    config = uvicorn.Config(
+        "server.app:create_app", factory=True, host=settings.host, port=settings.port, log_level=settings.log_level
+    )
+    server = uvicorn.Server(config)
+    exit_code = 0
+
+    async def watch_vllm() -> None:
+        nonlocal exit_code
+        while vllm is not None and vllm.returncode is None:
+            await asyncio.sleep(1)
+        if vllm is not None:
+            log.error("vLLM exited with code %s; stopping the edge.\n%s", vllm.returncode, vllm.last_lines())
+            exit_code = 1
+            server.should_exit = True
+
+    watcher = asyncio.create_task(watch_vllm())
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+    return exit_code
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    vllm: VLLMProcess | None = None
+    if settings.vllm_url:
+        log.info("using the vLLM at %s", settings.backend_url)
+    else:
+        vllm = VLLMProcess(settings)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        vllm.start()
+    try:
+        if vllm:
+            vllm.wait_healthy(settings.vllm_startup_timeout_s)
+        shown = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
+        base = f"http://{shown}:{settings.port}"
+        print(f"\n  API   {base}/v1\n  UI    {base}/\n  Docs  {base}/docs\n", file=sys.stderr, flush=True)
+        code = asyncio.run(_serve_edge(settings, vllm))
+    except (VLLMDied, TimeoutError) as exc:
+        log.error("%s", exc)
+        code = 1
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        if vllm:
+            vllm.stop()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Prometheus metrics of the edge, served at `/metrics` (names start with `edge_`)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+REQUESTS = Counter("edge_requests_total", "HTTP requests by route and status", ["route", "status"])
+AUDIO_SECONDS = Counter("edge_audio_seconds_total", "Seconds of audio processed", ["route"])
+STAGE_SECONDS = Histogram(
+    "edge_stage_seconds",
+    "Time spent per request stage: decode, vad, backend, total",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+REQUEST_SECONDS = Histogram("edge_request_seconds", "Total request latency by route", ["route"], buckets=LATENCY_BUCKETS)
+BACKEND_CHUNKS = Counter("edge_backend_chunks_total", "Audio chunks sent to vLLM", ["task"])
+
+REALTIME_SESSIONS = Gauge("edge_realtime_sessions", "Realtime sessions open now")
+REALTIME_TURNS = Counter("edge_realtime_turns_total", "Realtime turns by outcome", ["outcome"])
+TURN_SECONDS = Histogram(
+    "edge_realtime_turn_seconds",
+    "Latency from speech_stopped to the completed transcript: total, edge and backend parts",
+    ["part"],
+    buckets=LATENCY_BUCKETS,
+)

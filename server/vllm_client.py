@@ -1,0 +1,176 @@
+"""The edge's only door to vLLM: an httpx client for its OpenAI-compatible API.
+
+Failures are translated once, here, into `APIError`s with the status a client should see:
+vLLM unreachable → 503 with `Retry-After`; vLLM timing out → 504; vLLM failing (5xx or a broken
+stream) → 502; vLLM refusing a request (4xx) → the same status with vLLM's own message.
+"""
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from server.errors import APIError
+from server.settings import Settings
+
+RETRY_AFTER_S = "5"
+
+
+@dataclass
+class TranscriptionResult:
+    """What vLLM returned for one audio chunk."""
+
+    text: str
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StreamUsage:
+    """Token counts reported at the end of a streamed transcription."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def _error_from_response(status: int, body: bytes) -> APIError:
+    """Turn a vLLM error response into the error the client sees."""
+    try:
+        err = json.loads(body).get("error", {})
+        message = err.get("message") or body.decode(errors="replace")
+        param = err.get("param")
+    except (ValueError, AttributeError):
+        message, param = body.decode(errors="replace")[:500] or f"HTTP {status}", None
+    if status >= 500:
+        return APIError(502, f"The speech backend failed: {message}", code="backend_error")
+    code = "model_not_found" if status == 404 else "backend_rejected"
+    return APIError(status, message, param=param, code=code)
+
+
+class VLLMClient:
+    """Async client for vLLM's `/v1` API, shared by every request of the app."""
+
+    def __init__(self, settings: Settings) -> None:
+        headers = {"Authorization": f"Bearer {settings.vllm_api_key}"} if settings.vllm_api_key else {}
+        timeout = httpx.Timeout(settings.backend_timeout_s, connect=settings.backend_connect_timeout_s)
+        self.base_url = settings.backend_url
+        self.max_output_tokens = settings.max_output_tokens
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        try:
+            response = await self._http.send(request, stream=stream)
+        except httpx.TimeoutException as exc:
+            raise APIError(504, "The speech backend timed out.", code="backend_timeout") from exc
+        except httpx.TransportError as exc:
+            raise APIError(
+                503,
+                f"The speech backend is unreachable ({type(exc).__name__}).",
+                code="backend_unavailable",
+                headers={"Retry-After": RETRY_AFTER_S},
+            ) from exc
+        if response.status_code >= 400:
+            body = await response.aread()
+            await response.aclose()
+            raise _error_from_response(response.status_code, body)
+        return response
+
+    def _audio_form(
+        self, wav: bytes, *, model: str, language: str | None, temperature: float, stream: bool
+    ) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]:
+        data = {"model": model, "response_format": "json", "temperature": str(temperature)}
+        if language:
+            data["language"] = language
+        if self.max_output_tokens:
+            data["max_completion_tokens"] = str(self.max_output_tokens)
+        if stream:
+            data.update(stream="true", stream_include_usage="true")
+        return data, {"file": ("audio.wav", wav, "audio/wav")}
+
+    async def transcribe(
+        self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float
+    ) -> TranscriptionResult:
+        """Transcribe (or translate) one WAV chunk."""
+        data, files = self._audio_form(wav, model=model, language=language, temperature=temperature, stream=False)
+        request = self._http.build_request("POST", f"/audio/{_route(task)}", data=data, files=files)
+        response = await self._send(request)
+        try:
+            body = response.json()
+            return TranscriptionResult(text=body["text"], usage=body.get("usage") or {})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise APIError(502, "The speech backend sent an unreadable transcription.", code="backend_error") from exc
+
+    async def transcribe_stream(
+        self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float, usage: StreamUsage
+    ) -> AsyncIterator[str]:
+        """Yield text deltas of one chunk as vLLM streams them; token counts are added to `usage`.
+
+        Closing the iterator early closes the HTTP stream, which makes vLLM abort the request.
+        """
+        data, files = self._audio_form(wav, model=model, language=language, temperature=temperature, stream=True)
+        request = self._http.build_request("POST", f"/audio/{_route(task)}", data=data, files=files)
+        response = await self._send(request, stream=True)
+        try:
+            async for event in _sse_events(response):
+                if "error" in event:
+                    message = event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
+                    raise APIError(502, f"The speech backend failed: {message}", code="backend_error")
+                for choice in event.get("choices") or []:
+                    delta = (choice.get("delta") or {}).get("content")
+                    if delta:
+                        yield delta
+                if counts := event.get("usage"):
+                    usage.input_tokens += counts.get("prompt_tokens", 0)
+                    usage.output_tokens += counts.get("completion_tokens", 0)
+        except httpx.TimeoutException as exc:
+            raise APIError(504, "The speech backend timed out.", code="backend_timeout") from exc
+        except httpx.TransportError as exc:
+            raise APIError(502, "The speech backend broke off the stream.", code="backend_error") from exc
+        finally:
+            await response.aclose()
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._send(self._http.build_request("POST", "/chat/completions", json=body))
+        return response.json()
+
+    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Relay vLLM's chat SSE stream chunk by chunk, as bytes."""
+        response = await self._send(self._http.build_request("POST", "/chat/completions", json=body), stream=True)
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        except httpx.TransportError as exc:
+            raise APIError(502, "The speech backend broke off the stream.", code="backend_error") from exc
+        finally:
+            await response.aclose()
+
+    async def models(self) -> dict[str, Any]:
+        response = await self._send(self._http.build_request("GET", "/models"))
+        return response.json()
+
+
+def _route(task: str) -> str:
+    return "translations" if task == "translate" else "transcriptions"
+
+
+async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Parse `data:` lines of a server-sent event stream until `[DONE]`."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            return
+        try:
+            yield json.loads(payload)
+        except ValueError as exc:
+            raise APIError(502, "The speech backend sent an unreadable stream.", code="backend_error") from exc

@@ -1,0 +1,167 @@
+"""Shared fixtures: one real vLLM (CPU build, tiny random-weight Voxtral) per test session, and
+edge servers (real uvicorn on a loopback port) configured per test module.
+"""
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from server.app import create_app
+from server.devmodel import write_model
+from server.launcher import VLLMProcess
+from server.settings import Settings
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+SERVED_MODEL = "voxtral-tiny"
+TINY_VLLM_ARGS = "--max-model-len 4096 --dtype float32 --enforce-eager --max-num-seqs 16"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_model(tmp_path_factory.mktemp("tiny-voxtral"))
+
+
+@pytest.fixture(scope="session")
+def vllm_url(tiny_model_dir: Path) -> Iterator[str]:
+    """A real vLLM serving the tiny model with random weights, for the whole session."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    settings = Settings(
+        _env_file=None,
+        voxtral_model=str(tiny_model_dir),
+        served_model_name=SERVED_MODEL,
+        vllm_load_format="dummy",
+        vllm_port=free_port(),
+        vllm_args=TINY_VLLM_ARGS,
+        vllm_python=os.environ.get("VLLM_PYTHON", str(ROOT / ".venvs/vllm/bin/python")),
+    )
+    process = VLLMProcess(settings)
+    process.start()
+    try:
+        process.wait_healthy(600)
+        yield f"http://{settings.vllm_host}:{settings.vllm_port}"
+    finally:
+        process.stop()
+
+
+class EdgeServer:
+    """The edge app served by uvicorn in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{settings.port}"
+
+    def start(self) -> "EdgeServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the edge did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+def edge_settings(vllm_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = dict(
+        port=free_port(),
+        vllm_url=vllm_url,
+        served_model_name=SERVED_MODEL,
+        max_output_tokens=6,
+        allowed_url_hosts="127.0.0.1,localhost",
+    )
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture(scope="session")
+def make_edge(vllm_url: str) -> Iterator[Callable[..., EdgeServer]]:
+    """Start an edge with setting overrides; every edge started is stopped at session end."""
+    started: list[EdgeServer] = []
+
+    def make(**overrides: object) -> EdgeServer:
+        edge = EdgeServer(edge_settings(vllm_url, **overrides)).start()
+        started.append(edge)
+        return edge
+
+    yield make
+    for edge in started:
+        edge.stop()
+
+
+@pytest.fixture(scope="session")
+def edge(make_edge: Callable[..., EdgeServer]) -> EdgeServer:
+    """The default edge, in front of the session's vLLM."""
+    return make_edge()
+
+
+@pytest.fixture
+def http(edge: EdgeServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=edge.url, timeout=120) as client:
+        yield client
+
+
+def vllm_requests_running(vllm_url: str) -> float:
+    """vLLM's own `vllm:num_requests_running` gauge, summed over its label sets."""
+    text = httpx.get(f"{vllm_url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:num_requests_running")
+    )
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder served over loopback HTTP by `media_url`: the test recordings, and a long one."""
+    import shutil
+
+    import numpy as np
+
+    from server.audio import SAMPLE_RATE, decode_audio, encode_wav
+
+    folder = tmp_path_factory.mktemp("media")
+    for item in DATA.iterdir():
+        shutil.copy(item, folder / item.name)
+    speech = decode_audio(DATA / "silero_test.wav", max_duration_s=600)
+    pause = np.zeros(SAMPLE_RATE * 2, dtype=np.float32)
+    long_audio = np.concatenate([speech, pause, speech, pause, speech])
+    (folder / "long.wav").write_bytes(encode_wav(long_audio))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def media_url(media_dir: Path) -> Iterator[str]:
+    """Base URL of a stdlib HTTP file server on 127.0.0.1 serving `media_dir`."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(media_dir)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
