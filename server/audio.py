@@ -1,0 +1,176 @@
+"""Decode any audio (or the audio track of a video) to 16 kHz mono float32 with PyAV.
+
+Every failure a client can cause (not audio, truncated, no audio track, silence-free but empty,
+too long) becomes an `APIError`; no PyAV exception leaves this module. Decoding is CPU-bound and
+synchronous: callers run it in a worker thread.
+"""
+
+import io
+import os
+import wave
+from typing import BinaryIO
+
+import av
+import numpy as np
+
+from server.errors import APIError, bad_request
+
+SAMPLE_RATE = 16000
+
+# FFmpeg reads up to 5 MB while probing stream parameters, which costs ~2 ms even for a short
+# WAV. Almost every container states its audio parameters in its first few KiB, so probe that
+# much first and only fall back to FFmpeg's default when the audio parameters are still unknown.
+_QUICK_PROBE = {"probesize": "8192"}
+
+# Without a bound, libswresample downmixes stereo to mono as 0.707 * (L + R) into float output,
+# which can exceed full scale; normalising the mix matrix to 1 makes it the mean of the channels.
+_RESAMPLER_OPTIONS = {"rematrix_maxval": "1.0"}
+
+# Durations from container headers can be estimates (e.g. MP3 from its bitrate), so refusing a
+# file before decoding it allows this much slack; the count of decoded samples is exact.
+_ESTIMATE_SLACK = 1.01
+
+
+def decode_audio(source: bytes | str | os.PathLike | BinaryIO, *, max_duration_s: float) -> np.ndarray:
+    """Decode the first audio stream of `source` to a C-contiguous float32 mono array at 16 kHz.
+
+    `source` is the file's bytes, a path, or a binary file object (read from its start).
+    Raises `APIError` 400 for anything that is not decodable audio and 413 when the audio is
+    longer than `max_duration_s`; the latter is noticed from the container's stated duration or,
+    failing that, while decoding, so an over-long file is never decoded in full.
+    """
+    if _is_empty(source):
+        raise _empty("The audio file is empty.")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
+    max_samples = int(max_duration_s * SAMPLE_RATE)
+    try:
+        with _open(source) as container:
+            stream = container.streams.audio[0]
+            _refuse_long_estimate(container, stream, max_duration_s)
+            samples = _decode_stream(container, stream, max_samples, max_duration_s)
+    except av.FFmpegError as exc:
+        raise bad_request(
+            f"Could not decode the audio file ({exc.strerror or type(exc).__name__}): it is not a supported "
+            "audio or video format, or it is corrupt or truncated.",
+            param="file",
+            code="invalid_audio",
+        ) from exc
+    if samples.size == 0:
+        raise _empty("The audio file contains no audio samples.")
+    return samples
+
+
+def encode_wav(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Encode mono float samples in [-1, 1] (clipped) as a 16-bit PCM WAV file."""
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono samples (1-D), got shape {samples.shape}")
+    pcm = np.rint(np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(sample_rate)
+        wav.writeframes(pcm.tobytes())
+    return buffer.getvalue()
+
+
+def _is_empty(source: bytes | str | os.PathLike | BinaryIO) -> bool:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return len(source) == 0
+    if hasattr(source, "seek"):
+        return source.seek(0, os.SEEK_END) == 0
+    try:
+        return os.path.getsize(source) == 0
+    except OSError:
+        return False
+
+
+def _open(source: str | os.PathLike | BinaryIO) -> av.container.InputContainer:
+    """Open `source` with a quick probe, probing in full if that fails or leaves the audio unknown."""
+    try:
+        container = _open_with(source, _QUICK_PROBE)
+    except av.FFmpegError:
+        container = None
+    if container is not None:
+        if _audio_known(container):
+            return container
+        container.close()
+    container = _open_with(source, {})
+    if not container.streams.audio:
+        container.close()
+        raise bad_request("The file has no audio stream.", param="file", code="invalid_audio")
+    return container
+
+
+def _open_with(source: str | os.PathLike | BinaryIO, options: dict[str, str]) -> av.container.InputContainer:
+    if hasattr(source, "seek"):
+        source.seek(0)
+    return av.open(source, "r", options=options, metadata_errors="replace")
+
+
+def _audio_known(container: av.container.InputContainer) -> bool:
+    if not container.streams.audio:
+        return False
+    codec = container.streams.audio[0].codec_context
+    return codec.sample_rate > 0 and codec.channels > 0
+
+
+def _refuse_long_estimate(container: av.container.InputContainer, stream: av.AudioStream, max_s: float) -> None:
+    if stream.duration is not None and stream.time_base is not None:
+        estimate = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        estimate = container.duration / av.time_base
+    else:
+        return
+    if estimate > max_s * _ESTIMATE_SLACK:
+        raise _too_long(max_s)
+
+
+def _decode_stream(
+    container: av.container.InputContainer, stream: av.AudioStream, max_samples: int, max_s: float
+) -> np.ndarray:
+    """Decode, downmix and resample `stream`, collecting chunks and concatenating them once.
+
+    A stream may change its sample rate or layout midway (chained Ogg, concatenated MP3), which a
+    PyAV resampler refuses, so a new resampler is started whenever the input parameters change.
+    """
+    chunks: list[np.ndarray] = []
+    count = 0
+    resampler: av.AudioResampler | None = None
+    input_params: tuple[str, str, int] | None = None
+
+    def collect(frames: list[av.AudioFrame]) -> None:
+        nonlocal count
+        for out in frames:
+            chunk = out.to_ndarray().reshape(-1)
+            count += chunk.size
+            if count > max_samples:
+                raise _too_long(max_s)
+            chunks.append(chunk)
+
+    for frame in container.decode(stream):
+        params = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if params != input_params:
+            if resampler is not None:
+                collect(resampler.resample(None))
+            resampler = av.AudioResampler(
+                format="flt", layout="mono", rate=SAMPLE_RATE, options=_RESAMPLER_OPTIONS
+            )
+            input_params = params
+        collect(resampler.resample(frame))
+    if resampler is not None:
+        collect(resampler.resample(None))
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+
+
+def _too_long(max_s: float) -> APIError:
+    return APIError(
+        413, f"The audio is longer than the maximum of {max_s:g} seconds.", param="file", code="audio_too_long"
+    )
+
+
+def _empty(message: str) -> APIError:
+    return bad_request(message, param="file", code="empty_audio")
