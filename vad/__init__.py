@@ -1,1 +1,29 @@
 """Speech detection with Silero VAD on onnxruntime (no web code, no dependency on server/)."""
+
+from vad.engine import BatchedVADEngine, EngineStream
+from vad.model import FRAME_SAMPLES, SAMPLE_RATE, SileroModel, SileroSequenceModel
+from vad.offline import SpeechSegment, VADParams, speech_segments
+from vad.pcm import decode_alaw, decode_pcm16, decode_ulaw
+from vad.resample import StreamResampler, resample
+from vad.streaming import SpeechStarted, SpeechStopped, StreamingDetector, StreamParams
+
+__all__ = [
+    "FRAME_SAMPLES",
+    "SAMPLE_RATE",
+    "BatchedVADEngine",
+    "EngineStream",
+    "SileroModel",
+    "SileroSequenceModel",
+    "SpeechSegment",
+    "SpeechStarted",
+    "SpeechStopped",
+    "StreamParams",
+    "StreamResampler",
+    "StreamingDetector",
+    "VADParams",
+    "decode_alaw",
+    "decode_pcm16",
+    "decode_ulaw",
+    "resample",
+    "speech_segments",
+]
