@@ -3,6 +3,7 @@
 #   ./serve.sh          install what is missing, start vLLM (unless VLLM_URL is set) and the edge
 #   ./serve.sh test     install what is missing, run the whole test suite (extra args go to pytest)
 #   ./serve.sh bench    run the benchmarks (see benchmarks/README.md)
+#   ./serve.sh devmodel DIR   write a tiny random-weight Voxtral to DIR (for development)
 # Virtual environments live in .venvs/: `edge` for the edge and its tests, `vllm` for vLLM, which
 # pins much of its world and so gets an environment of its own.
 set -euo pipefail
@@ -81,13 +82,17 @@ ensure_apt() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-cmd="${1:-run}"
-case "$cmd" in
-run)
-    # A venv set up for the tests has everything the service needs too.
+# The service's own environment; one set up for the tests has everything the service needs too.
+ensure_edge() {
     if [[ ! -f "$VENVS/edge/.stamp" || "$(cat "$VENVS/edge/.stamp")" != "$(EDGE_EXTRAS="test" edge_stamp)" ]]; then
         EDGE_EXTRAS="" ensure_venv "$VENVS/edge" "$(EDGE_EXTRAS="" edge_stamp)" install_edge
     fi
+}
+
+cmd="${1:-run}"
+case "$cmd" in
+run)
+    ensure_edge
     if [[ -z "${VLLM_URL:-}" ]]; then
         ensure_venv "$VENVS/vllm" "$(vllm_stamp)" install_vllm
         has_gpu || say "CPU inference is slow: fine for trying the service out, not for production traffic."
@@ -109,8 +114,13 @@ bench)
     export VLLM_PYTHON="${VLLM_PYTHON:-$VLLM_PY}"
     exec "$EDGE_PY" -m benchmarks "$@"
     ;;
+devmodel)
+    shift
+    ensure_edge
+    exec "$EDGE_PY" -m server.devmodel "$@"
+    ;;
 *)
-    echo "usage: ./serve.sh [run|test|bench] [args...]" >&2
+    echo "usage: ./serve.sh [run|test|bench|devmodel] [args...]" >&2
     exit 2
     ;;
 esac
