@@ -122,7 +122,7 @@ class SileroModel:
 class SileroSequenceModel:
     """Sequence model: many consecutive frames of one stream per call."""
 
-    def __init__(self, intra_op_threads: int = 1, path: str | None = None, block_frames: int = 512):
+    def __init__(self, intra_op_threads: int = 1, path: str | None = None, block_frames: int = 128):
         self._session = _session(path or _model_path("silero_vad_16k_sequence.onnx"), intra_op_threads)
         self._block_frames = block_frames
 

@@ -76,8 +76,9 @@ def speech_segments(
 ) -> list[SpeechSegment]:
     """Speech segments of 16 kHz mono audio. Synchronous and CPU-bound.
 
-    Memory beyond the input is one block of model input (~1 MB) plus one float
-    per 32 ms frame, so hour-long audio is fine. ``model`` may be a
+    Memory beyond the input is one block of model input and activations (under
+    10 MB) plus one float per 32 ms frame, so hour-long audio is fine (an hour
+    takes about 4 s on one core). ``model`` may be a
     :class:`~vad.model.SileroModel` or :class:`~vad.model.SileroSequenceModel`
     (the default, faster).
     """
