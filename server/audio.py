@@ -1,6 +1,6 @@
 """Decode any audio (or the audio track of a video) to 16 kHz mono float32 with PyAV.
 
-Every failure a client can cause (not audio, truncated, no audio track, silence-free but empty,
+Every failure a client can cause (not audio, truncated, no audio track, no samples at all,
 too long) becomes an `APIError`; no PyAV exception leaves this module. Decoding is CPU-bound and
 synchronous: callers run it in a worker thread.
 """
@@ -34,7 +34,7 @@ _ESTIMATE_SLACK = 1.01
 def decode_audio(source: bytes | str | os.PathLike | BinaryIO, *, max_duration_s: float) -> np.ndarray:
     """Decode the first audio stream of `source` to a C-contiguous float32 mono array at 16 kHz.
 
-    `source` is the file's bytes, a path, or a binary file object (read from its start).
+    `source` is the file's bytes, a path, or a seekable binary file object (read from its start).
     Raises `APIError` 400 for anything that is not decodable audio and 413 when the audio is
     longer than `max_duration_s`; the latter is noticed from the container's stated duration or,
     failing that, while decoding, so an over-long file is never decoded in full.
