@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     vad_speech_pad_ms: int = 200
     vad_intra_op_threads: int = 1
 
+    # Realtime sessions.
+    realtime_max_sessions: int = 100
+    realtime_max_session_s: float = 3600.0
+    realtime_idle_timeout_s: float = 300.0
+    realtime_max_message_mb: float = 16.0
+    realtime_send_queue: int = 1024
+    realtime_vad_max_batch: int = 256
+
     @property
     def model_alias_set(self) -> set[str]:
         return {a.strip() for a in self.model_aliases.split(",") if a.strip()}

@@ -118,25 +118,18 @@ class VLLMClient:
         """
         data, files = self._audio_form(wav, model=model, language=language, temperature=temperature, stream=True)
         request = self._http.build_request("POST", f"/audio/{_route(task)}", data=data, files=files)
-        response = await self._send(request, stream=True)
-        try:
-            async for event in _sse_events(response):
-                if "error" in event:
-                    message = event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
-                    raise APIError(502, f"The speech backend failed: {message}", code="backend_error")
-                for choice in event.get("choices") or []:
-                    delta = (choice.get("delta") or {}).get("content")
-                    if delta:
-                        yield delta
-                if counts := event.get("usage"):
-                    usage.input_tokens += counts.get("prompt_tokens", 0)
-                    usage.output_tokens += counts.get("completion_tokens", 0)
-        except httpx.TimeoutException as exc:
-            raise APIError(504, "The speech backend timed out.", code="backend_timeout") from exc
-        except httpx.TransportError as exc:
-            raise APIError(502, "The speech backend broke off the stream.", code="backend_error") from exc
-        finally:
-            await response.aclose()
+        async for delta in _text_deltas(await self._send(request, stream=True), usage):
+            yield delta
+
+    async def chat_text_stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncIterator[str]:
+        """Yield the text deltas of a streamed chat completion; token counts are added to `usage`.
+
+        `body` gets `stream` and usage reporting set. Closing the iterator early aborts the request.
+        """
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        request = self._http.build_request("POST", "/chat/completions", json=body)
+        async for delta in _text_deltas(await self._send(request, stream=True), usage):
+            yield delta
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._send(self._http.build_request("POST", "/chat/completions", json=body))
@@ -160,6 +153,28 @@ class VLLMClient:
 
 def _route(task: str) -> str:
     return "translations" if task == "translate" else "transcriptions"
+
+
+async def _text_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncIterator[str]:
+    """Text deltas of a streamed completion (transcription or chat); closes the response."""
+    try:
+        async for event in _sse_events(response):
+            if "error" in event:
+                message = event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
+                raise APIError(502, f"The speech backend failed: {message}", code="backend_error")
+            for choice in event.get("choices") or []:
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    yield delta
+            if counts := event.get("usage"):
+                usage.input_tokens += counts.get("prompt_tokens", 0)
+                usage.output_tokens += counts.get("completion_tokens", 0)
+    except httpx.TimeoutException as exc:
+        raise APIError(504, "The speech backend timed out.", code="backend_timeout") from exc
+    except httpx.TransportError as exc:
+        raise APIError(502, "The speech backend broke off the stream.", code="backend_error") from exc
+    finally:
+        await response.aclose()
 
 
 async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
