@@ -83,25 +83,21 @@ def is_public_address(address: IPAddress) -> bool:
     )
 
 
-class _HostPolicy:
-    """Which hosts and addresses may be fetched from."""
+class _Allowlist:
+    """Hosts, as written in URLs, that skip the address check."""
 
-    def __init__(self, allowed_hosts: set[str]) -> None:
-        self.allowed_hosts = {_bare_host(h) for h in allowed_hosts}
+    def __init__(self, hosts: set[str]) -> None:
+        self._hosts = {_bare_host(h) for h in hosts}
 
-    def host_allowed(self, host: str) -> bool:
-        return _bare_host(host) in self.allowed_hosts
-
-    @staticmethod
-    def address_allowed(address: IPAddress) -> bool:
-        return is_public_address(address)
+    def __contains__(self, host: str) -> bool:
+        return _bare_host(host) in self._hosts
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that only connects to addresses the policy allows."""
+    """An httpcore network backend that connects only to public addresses or allowlisted hosts."""
 
-    def __init__(self, policy: _HostPolicy) -> None:
-        self._policy = policy
+    def __init__(self, allowlist: _Allowlist) -> None:
+        self._allowlist = allowlist
         self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
@@ -112,14 +108,16 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        if self._policy.host_allowed(host):
+        if host in self._allowlist:
             targets = [host]
         else:
             try:
                 targets = await resolve(host, port)
-            except OSError as exc:
-                raise bad_request(f"Could not resolve the URL's host {host!r}.", param="url", code="fetch_failed") from exc
-            if not targets or not all(self._policy.address_allowed(ipaddress.ip_address(t)) for t in targets):
+            except OSError:
+                targets = []
+            if not targets:
+                raise bad_request(f"Could not resolve the URL's host {host!r}.", param="url", code="fetch_failed")
+            if not all(is_public_address(ipaddress.ip_address(t)) for t in targets):
                 raise _not_public(host)
         error: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
         for target in targets:
@@ -139,7 +137,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def _guarded_transport(policy: _HostPolicy) -> httpx.AsyncHTTPTransport:
+def _guarded_transport(allowlist: _Allowlist) -> httpx.AsyncHTTPTransport:
     """An httpx transport whose connections go through `_GuardedBackend`.
 
     httpx has no public parameter for httpcore's network backend, so the transport's connection
@@ -150,7 +148,7 @@ def _guarded_transport(policy: _HostPolicy) -> httpx.AsyncHTTPTransport:
     if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
         raise RuntimeError("This httpx version keeps its connection pool elsewhere; update _guarded_transport.")
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False), network_backend=_GuardedBackend(policy)
+        ssl_context=httpx.create_ssl_context(trust_env=False), network_backend=_GuardedBackend(allowlist)
     )
     return transport
 
@@ -162,9 +160,9 @@ class SafeFetcher:
         self._settings = settings
         self._max_bytes = int(settings.max_upload_mb * 1024 * 1024)
         self._media_root = Path(settings.media_dir).resolve() if settings.media_dir else None
-        self._policy = _HostPolicy(settings.allowed_host_set)
+        self._allowlist = _Allowlist(settings.allowed_host_set)
         self._client = httpx.AsyncClient(
-            transport=_guarded_transport(self._policy),
+            transport=_guarded_transport(self._allowlist),
             trust_env=False,
             follow_redirects=False,
             timeout=settings.fetch_timeout_s,
@@ -243,10 +241,10 @@ class SafeFetcher:
             )
         if not url.host:
             raise bad_request("The URL has no host.", param="url")
-        if self._policy.host_allowed(url.host):
+        if url.host in self._allowlist:
             return
         address = _ip_or_none(url.host)
-        if address is not None and not self._policy.address_allowed(address):
+        if address is not None and not is_public_address(address):
             raise _not_public(url.host)
 
     async def _read_body(self, response: httpx.Response) -> FetchedMedia:

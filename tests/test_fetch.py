@@ -7,6 +7,7 @@ the test on one to a non-loopback address.
 
 import base64
 import ipaddress
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -276,6 +277,18 @@ async def test_one_non_public_address_among_public_ones_is_refused(
 
     monkeypatch.setattr(server.fetch, "resolve", fake_resolve)
     await refused(strict_fetcher, "http://mixed.example.test/audio.wav", code="url_not_allowed")
+    assert connections == []
+
+
+async def test_unresolvable_host_is_a_client_error(
+    monkeypatch, strict_fetcher: SafeFetcher, connections: list[str]
+) -> None:
+    async def fail_resolve(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(server.fetch, "resolve", fail_resolve)
+    error = await refused(strict_fetcher, "http://nowhere.example.test/audio.wav", code="fetch_failed")
+    assert "resolve" in error.message
     assert connections == []
 
 
