@@ -18,11 +18,11 @@ from server import metrics
 from server.errors import install_error_handlers, too_large
 from server.fetch import SafeFetcher
 from server.model_names import ModelNames
-from server.routes import audio, chat, service
+from server.routes import audio, chat, realtime, service
 from server.settings import Settings, get_settings
 from server.transcription import TranscriptionService
 from server.vllm_client import VLLMClient
-from vad import SileroModel
+from vad import BatchedVADEngine, SileroModel
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 log = logging.getLogger("edge")
@@ -95,10 +95,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.transcriber = TranscriptionService(
             settings, backend, fetcher, SileroModel(intra_op_threads=settings.vad_intra_op_threads)
         )
+        app.state.vad_engine = BatchedVADEngine(
+            max_batch=settings.realtime_vad_max_batch, intra_op_threads=settings.vad_intra_op_threads
+        )
+        await app.state.vad_engine.start()
         log.info("edge ready; backend %s", settings.backend_url)
         try:
             yield
         finally:
+            await app.state.vad_engine.stop()
             await fetcher.aclose()
             await backend.aclose()
 
@@ -112,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audio.router)
     app.include_router(chat.router)
     app.include_router(service.router)
+    app.include_router(realtime.router)
     app.mount("/ui", StaticFiles(directory=UI_DIR, check_dir=False), name="ui")
 
     @app.get("/", include_in_schema=False)

@@ -1,0 +1,58 @@
+"""A realtime session's effective configuration, independent of the wire protocol."""
+
+from dataclasses import dataclass, field
+
+from vad import StreamParams
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """Encoding of `input_audio_buffer.append` payloads: `pcm16`, `pcmu` or `pcma` at `rate` Hz."""
+
+    encoding: str = "pcm16"
+    rate: int = 24000
+
+
+@dataclass(frozen=True)
+class TurnDetection:
+    """OpenAI `server_vad` parameters."""
+
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 500
+
+    def stream_params(self) -> StreamParams:
+        return StreamParams(
+            threshold=self.threshold,
+            prefix_padding_ms=self.prefix_padding_ms,
+            silence_duration_ms=self.silence_duration_ms,
+        )
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """How turns are transcribed; `prompt` is kept for the client's sake (Voxtral ignores it)."""
+
+    model: str | None = None
+    language: str | None = None
+    prompt: str | None = None
+    partial_interval_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Assistant:
+    """Voice-assistant mode: after each turn, a chat reply to the turn's audio."""
+
+    enabled: bool = False
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """`turn_detection` None means the client commits turns itself."""
+
+    audio_format: AudioFormat = field(default_factory=AudioFormat)
+    turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
+    transcription: Transcription = field(default_factory=Transcription)
+    assistant: Assistant = field(default_factory=Assistant)

@@ -1,0 +1,93 @@
+"""What a session reports, independent of the wire protocol; adapters render these."""
+
+from dataclasses import dataclass
+
+from server.vllm_client import StreamUsage
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    item_id: str
+    audio_start_ms: int
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A turn's audio became a conversation item."""
+
+    item_id: str
+    previous_item_id: str | None
+
+
+@dataclass(frozen=True)
+class TranscriptDelta:
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True)
+class TranscriptPartial:
+    """Provisional text of the turn in progress (extension); supersedes earlier partials."""
+
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True)
+class TranscriptCompleted:
+    item_id: str
+    transcript: str
+    usage: StreamUsage
+    audio_start_ms: int
+    audio_end_ms: int
+
+
+@dataclass(frozen=True)
+class TranscriptFailed:
+    item_id: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ResponseCreated:
+    response_id: str
+
+
+@dataclass(frozen=True)
+class ResponseDelta:
+    response_id: str
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True)
+class ResponseDone:
+    """End of an assistant reply: `completed`, `cancelled` (a new turn began) or `failed`."""
+
+    response_id: str
+    item_id: str
+    status: str
+    text: str
+    usage: StreamUsage
+    error: str | None = None
+
+
+Event = (
+    SpeechStarted
+    | SpeechStopped
+    | Committed
+    | TranscriptDelta
+    | TranscriptPartial
+    | TranscriptCompleted
+    | TranscriptFailed
+    | ResponseCreated
+    | ResponseDelta
+    | ResponseDone
+)

@@ -1,0 +1,382 @@
+"""OpenAI's Realtime protocol for transcription sessions, GA and beta flavours.
+
+Parses client events into calls on the session core and renders the core's events as server
+events. GA configures with `session.update` (`session.type = "transcription"`, fields under
+`session.audio.input`); beta with `transcription_session.update` (flat `input_audio_format`,
+`input_audio_transcription`, `turn_detection`). Both take the extensions
+`…transcription.partial_interval_ms` and `session.assistant`. An update is applied whole or not at
+all: any invalid field answers an `error` and leaves the session as it was.
+"""
+
+import base64
+import binascii
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+from server.errors import APIError
+from server.realtime import events as ev
+from server.realtime.config import (
+    Assistant,
+    AudioFormat,
+    SessionConfig,
+    Transcription,
+    TurnDetection,
+)
+from server.realtime.ids import new_id
+from server.realtime.session import RealtimeSession
+
+GA_FORMATS = {"audio/pcm": "pcm16", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}
+BETA_FORMATS = {"pcm16": "pcm16", "g711_ulaw": "pcmu", "g711_alaw": "pcma"}
+PCM_RATES = (24000, 16000)
+G711_RATE = 8000
+
+Message = dict[str, Any]
+
+
+def invalid(message: str, param: str, code: str = "invalid_value") -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def error_event(error: APIError, client_event_id: str | None = None) -> Message:
+    return {
+        "type": "error",
+        "event_id": new_id("event"),
+        "error": {
+            "type": error.type,
+            "code": error.code,
+            "message": error.message,
+            "param": error.param,
+            "event_id": client_event_id,
+        },
+    }
+
+
+def _object(value: Any, param: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise invalid(f"`{param}` must be an object.", param)
+    return value
+
+
+def _number(obj: dict[str, Any], key: str, param: str, default: float, low: float, high: float) -> float:
+    value = obj.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise invalid(f"`{param}.{key}` must be a number from {low:g} to {high:g}.", f"{param}.{key}")
+    return value
+
+
+def _int(obj: dict[str, Any], key: str, param: str, default: int | None, *, nullable: bool = False,
+         low: int = 0) -> int | None:
+    value = obj.get(key, default)
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise invalid(f"`{param}.{key}` must be an integer of at least {low}.", f"{param}.{key}")
+    return value
+
+
+def _text(obj: dict[str, Any], key: str, param: str, default: str | None) -> str | None:
+    value = obj.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise invalid(f"`{param}.{key}` must be a string or null.", f"{param}.{key}")
+    return value or None
+
+
+def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) -> TurnDetection | None:
+    if value is None:
+        return None
+    obj = _object(value, param)
+    if obj.get("type", "server_vad") != "server_vad":
+        raise invalid(f"`{param}.type` must be `server_vad` (or the whole field null for manual commits).",
+                      f"{param}.type", code="unsupported_value")
+    base = current or TurnDetection()
+    return TurnDetection(
+        threshold=_number(obj, "threshold", param, base.threshold, 0.0, 1.0),
+        prefix_padding_ms=_int(obj, "prefix_padding_ms", param, base.prefix_padding_ms),
+        silence_duration_ms=_int(obj, "silence_duration_ms", param, base.silence_duration_ms),
+    )
+
+
+def parse_transcription(value: Any, current: Transcription, param: str) -> Transcription:
+    obj = _object(value, param)
+    return Transcription(
+        model=_text(obj, "model", param, current.model),
+        language=_text(obj, "language", param, current.language),
+        prompt=_text(obj, "prompt", param, current.prompt),
+        partial_interval_ms=_int(obj, "partial_interval_ms", param, current.partial_interval_ms),
+    )
+
+
+def parse_assistant(value: Any, current: Assistant, param: str) -> Assistant:
+    obj = _object(value, param)
+    enabled = obj.get("enabled", current.enabled)
+    if not isinstance(enabled, bool):
+        raise invalid(f"`{param}.enabled` must be true or false.", f"{param}.enabled")
+    return Assistant(
+        enabled=enabled,
+        instructions=_text(obj, "instructions", param, current.instructions),
+        max_output_tokens=_int(obj, "max_output_tokens", param, current.max_output_tokens, nullable=True, low=1),
+    )
+
+
+def parse_ga_format(value: Any, param: str) -> AudioFormat:
+    obj = _object(value, param)
+    encoding = GA_FORMATS.get(obj.get("type"))
+    if encoding is None:
+        raise invalid(f"`{param}.type` must be one of {', '.join(GA_FORMATS)}.", f"{param}.type",
+                      code="unsupported_value")
+    rates = PCM_RATES if encoding == "pcm16" else (G711_RATE,)
+    rate = obj.get("rate", rates[0])
+    if rate not in rates:
+        raise invalid(f"`{param}.rate` must be {' or '.join(map(str, rates))} for {obj['type']}.",
+                      f"{param}.rate", code="unsupported_value")
+    return AudioFormat(encoding, rate)
+
+
+def parse_ga_session(value: Any, current: SessionConfig) -> SessionConfig:
+    session = _object(value, "session")
+    if session.get("type", "transcription") != "transcription":
+        raise invalid("Only transcription sessions are served: `session.type` must be `transcription`.",
+                      "session.type", code="unsupported_value")
+    config = current
+    audio_input = _object(_object(session.get("audio", {}), "session.audio").get("input", {}),
+                          "session.audio.input")
+    if "format" in audio_input:
+        config = replace(config, audio_format=parse_ga_format(audio_input["format"], "session.audio.input.format"))
+    if "transcription" in audio_input:
+        transcription = parse_transcription(audio_input["transcription"], config.transcription,
+                                            "session.audio.input.transcription")
+        config = replace(config, transcription=transcription)
+    if "turn_detection" in audio_input:
+        detection = parse_turn_detection(audio_input["turn_detection"], config.turn_detection,
+                                         "session.audio.input.turn_detection")
+        config = replace(config, turn_detection=detection)
+    if "assistant" in session:
+        config = replace(config, assistant=parse_assistant(session["assistant"], config.assistant, "session.assistant"))
+    return config
+
+
+def parse_beta_session(value: Any, current: SessionConfig) -> SessionConfig:
+    session = _object(value, "session")
+    config = current
+    if "input_audio_format" in session:
+        encoding = BETA_FORMATS.get(session["input_audio_format"])
+        if encoding is None:
+            raise invalid(f"`session.input_audio_format` must be one of {', '.join(BETA_FORMATS)}.",
+                          "session.input_audio_format", code="unsupported_value")
+        config = replace(config, audio_format=AudioFormat(encoding, 24000 if encoding == "pcm16" else G711_RATE))
+    if "input_audio_transcription" in session:
+        transcription = parse_transcription(session["input_audio_transcription"], config.transcription,
+                                            "session.input_audio_transcription")
+        config = replace(config, transcription=transcription)
+    if "turn_detection" in session:
+        detection = parse_turn_detection(session["turn_detection"], config.turn_detection, "session.turn_detection")
+        config = replace(config, turn_detection=detection)
+    if "assistant" in session:
+        config = replace(config, assistant=parse_assistant(session["assistant"], config.assistant, "session.assistant"))
+    return config
+
+
+def _turn_detection(detection: TurnDetection | None) -> dict[str, Any] | None:
+    if detection is None:
+        return None
+    return {
+        "type": "server_vad",
+        "threshold": detection.threshold,
+        "prefix_padding_ms": detection.prefix_padding_ms,
+        "silence_duration_ms": detection.silence_duration_ms,
+    }
+
+
+def _usage(usage: ev.StreamUsage) -> dict[str, Any]:
+    return {
+        "type": "tokens",
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "input_token_details": {"text_tokens": 0, "audio_tokens": usage.input_tokens},
+    }
+
+
+class OpenAIProtocol:
+    """One connection's view of the protocol: its flavour, session id and the model name to show."""
+
+    def __init__(self, *, beta: bool, default_model: str | None, lifetime_s: float) -> None:
+        self.beta = beta
+        self.session_id = new_id("sess")
+        self.default_model = default_model
+        self.expires_at = int(time.time() + lifetime_s)
+
+    def initial_config(self) -> SessionConfig:
+        return SessionConfig()
+
+    def error(self, exc: APIError) -> Message:
+        return error_event(exc)
+
+    def opening(self, config: SessionConfig) -> list[Message]:
+        kind = "transcription_session.created" if self.beta else "session.created"
+        return [self._event(kind, session=self.session_object(config))]
+
+    def session_object(self, config: SessionConfig) -> dict[str, Any]:
+        transcription = {
+            "model": config.transcription.model or self.default_model,
+            "language": config.transcription.language,
+            "prompt": config.transcription.prompt,
+            "partial_interval_ms": config.transcription.partial_interval_ms,
+        }
+        assistant = {
+            "enabled": config.assistant.enabled,
+            "instructions": config.assistant.instructions,
+            "max_output_tokens": config.assistant.max_output_tokens,
+        }
+        common = {"id": self.session_id, "object": "realtime.transcription_session", "expires_at": self.expires_at}
+        fmt = config.audio_format
+        if self.beta:
+            beta_format = {v: k for k, v in BETA_FORMATS.items()}[fmt.encoding]
+            return {
+                **common,
+                "modalities": ["text"],
+                "input_audio_format": beta_format,
+                "input_audio_transcription": transcription,
+                "turn_detection": _turn_detection(config.turn_detection),
+                "input_audio_noise_reduction": None,
+                "include": None,
+                "assistant": assistant,
+            }
+        ga_format: dict[str, Any] = {"type": {v: k for k, v in GA_FORMATS.items()}[fmt.encoding]}
+        if fmt.encoding == "pcm16":
+            ga_format["rate"] = fmt.rate
+        return {
+            "type": "transcription",
+            **common,
+            "audio": {
+                "input": {
+                    "format": ga_format,
+                    "transcription": transcription,
+                    "turn_detection": _turn_detection(config.turn_detection),
+                    "noise_reduction": None,
+                }
+            },
+            "include": None,
+            "assistant": assistant,
+        }
+
+    async def handle(self, text: str, session: RealtimeSession) -> list[Message]:
+        """Apply one client message; return the direct answers (updates, `cleared`, errors)."""
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return [error_event(APIError(400, "The message is not valid JSON.", code="invalid_json"))]
+        if not isinstance(message, dict):
+            return [error_event(invalid("A client event must be a JSON object.", "type"))]
+        client_event_id = message.get("event_id") if isinstance(message.get("event_id"), str) else None
+        try:
+            return await self._dispatch(message, session)
+        except APIError as exc:
+            return [error_event(exc, client_event_id)]
+
+    async def _dispatch(self, message: dict[str, Any], session: RealtimeSession) -> list[Message]:
+        kind = message.get("type")
+        update_kind = "transcription_session.update" if self.beta else "session.update"
+        if kind == update_kind:
+            parse = parse_beta_session if self.beta else parse_ga_session
+            await session.update(parse(message.get("session"), session.config))
+            updated = "transcription_session.updated" if self.beta else "session.updated"
+            return [self._event(updated, session=self.session_object(session.config))]
+        if kind == "input_audio_buffer.append":
+            audio = message.get("audio")
+            if not isinstance(audio, str):
+                raise invalid("`audio` must be a base64 string.", "audio")
+            try:
+                payload = base64.b64decode(audio, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise invalid("`audio` is not valid base64.", "audio") from exc
+            await session.append(payload)
+            return []
+        if kind == "input_audio_buffer.commit":
+            session.commit()
+            return []
+        if kind == "input_audio_buffer.clear":
+            session.clear()
+            return [self._event("input_audio_buffer.cleared")]
+        supported = ", ".join((update_kind, "input_audio_buffer.append", "input_audio_buffer.commit",
+                               "input_audio_buffer.clear"))
+        raise invalid(f"Unsupported event type `{kind}`. Supported: {supported}.", "type", code="unknown_event")
+
+    def render(self, event: ev.Event) -> list[Message]:
+        """Server events for one core event."""
+        match event:
+            case ev.SpeechStarted():
+                return [self._event("input_audio_buffer.speech_started", item_id=event.item_id,
+                                    audio_start_ms=event.audio_start_ms)]
+            case ev.SpeechStopped():
+                return [self._event("input_audio_buffer.speech_stopped", item_id=event.item_id,
+                                    audio_end_ms=event.audio_end_ms)]
+            case ev.Committed():
+                return self._committed(event)
+            case ev.TranscriptDelta():
+                return [self._transcription("delta", event.item_id, delta=event.delta)]
+            case ev.TranscriptPartial():
+                return [self._transcription("partial", event.item_id, transcript=event.transcript)]
+            case ev.TranscriptCompleted():
+                return [self._transcription("completed", event.item_id, transcript=event.transcript,
+                                            usage=_usage(event.usage))]
+            case ev.TranscriptFailed():
+                error = {"type": "transcription_error", "code": event.code, "message": event.message, "param": None}
+                return [self._transcription("failed", event.item_id, error=error)]
+            case ev.ResponseCreated():
+                response = {"id": event.response_id, "object": "realtime.response", "status": "in_progress",
+                            "output": [], "usage": None}
+                return [self._event("response.created", response=response)]
+            case ev.ResponseDelta():
+                return [self._event("response.output_text.delta", response_id=event.response_id,
+                                    item_id=event.item_id, output_index=0, content_index=0, delta=event.delta)]
+            case ev.ResponseDone():
+                return self._response_done(event)
+        raise TypeError(f"no rendering for {event!r}")
+
+    def _committed(self, event: ev.Committed) -> list[Message]:
+        committed = self._event("input_audio_buffer.committed", item_id=event.item_id,
+                                previous_item_id=event.previous_item_id)
+        item = {"id": event.item_id, "object": "realtime.item", "type": "message", "status": "completed",
+                "role": "user", "content": [{"type": "input_audio", "transcript": None}]}
+        if self.beta:
+            return [committed, self._event("conversation.item.created", previous_item_id=event.previous_item_id,
+                                           item=item)]
+        return [
+            committed,
+            self._event("conversation.item.added", previous_item_id=event.previous_item_id, item=item),
+            self._event("conversation.item.done", previous_item_id=event.previous_item_id, item=item),
+        ]
+
+    def _response_done(self, event: ev.ResponseDone) -> list[Message]:
+        item = {"id": event.item_id, "object": "realtime.item", "type": "message", "role": "assistant",
+                "status": "completed" if event.status == "completed" else "incomplete",
+                "content": [{"type": "output_text", "text": event.text}]}
+        details = None
+        if event.status == "cancelled":
+            details = {"type": "cancelled", "reason": "turn_detected"}
+        elif event.status == "failed":
+            details = {"type": "failed", "error": {"type": "backend_error", "message": event.error}}
+        usage = event.usage
+        response = {
+            "id": event.response_id, "object": "realtime.response", "status": event.status,
+            "status_details": details, "output": [item],
+            "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                      "total_tokens": usage.input_tokens + usage.output_tokens},
+        }
+        done = self._event("response.done", response=response)
+        if event.status != "completed":
+            return [done]
+        text_done = self._event("response.output_text.done", response_id=event.response_id, item_id=event.item_id,
+                                output_index=0, content_index=0, text=event.text)
+        return [text_done, done]
+
+    def _transcription(self, stage: str, item_id: str, **fields: Any) -> Message:
+        return self._event(f"conversation.item.input_audio_transcription.{stage}", item_id=item_id,
+                           content_index=0, **fields)
+
+    @staticmethod
+    def _event(kind: str, **fields: Any) -> Message:
+        return {"type": kind, "event_id": new_id("event"), **fields}

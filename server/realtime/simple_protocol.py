@@ -1,0 +1,57 @@
+"""The simple protocol at `/ws`: `{"type": "audio", "data": base64 PCM16 16 kHz}` in,
+`{"type": "transcription", "text", "timestamp", "audio_start_ms", "audio_end_ms"}` out per turn
+(`timestamp`: Unix time the transcript was ready), `{"type": "error", "code", "message"}` on
+failures. Server VAD with OpenAI's defaults; nothing else is configurable.
+"""
+
+import base64
+import binascii
+import json
+import time
+from typing import Any
+
+from server.errors import APIError
+from server.realtime import events as ev
+from server.realtime.config import AudioFormat, SessionConfig
+from server.realtime.session import RealtimeSession
+
+Message = dict[str, Any]
+
+
+class SimpleProtocol:
+    def initial_config(self) -> SessionConfig:
+        return SessionConfig(audio_format=AudioFormat("pcm16", 16000))
+
+    def opening(self, config: SessionConfig) -> list[Message]:
+        return []
+
+    def error(self, exc: APIError) -> Message:
+        return {"type": "error", "code": exc.code, "message": exc.message}
+
+    async def handle(self, text: str, session: RealtimeSession) -> list[Message]:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return [self.error(APIError(400, "The message is not valid JSON.", code="invalid_json"))]
+        if not isinstance(message, dict) or message.get("type") != "audio":
+            return [self.error(APIError(400, 'Send {"type": "audio", "data": base64 PCM16 16 kHz}.',
+                                        code="unknown_event"))]
+        try:
+            payload = base64.b64decode(message.get("data") or "", validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            return [self.error(APIError(400, "`data` is not valid base64.", code="invalid_value"))]
+        await session.append(payload)
+        return []
+
+    def render(self, event: ev.Event) -> list[Message]:
+        if isinstance(event, ev.TranscriptCompleted):
+            return [{
+                "type": "transcription",
+                "text": event.transcript,
+                "timestamp": time.time(),
+                "audio_start_ms": event.audio_start_ms,
+                "audio_end_ms": event.audio_end_ms,
+            }]
+        if isinstance(event, ev.TranscriptFailed):
+            return [{"type": "error", "code": event.code, "message": event.message}]
+        return []
