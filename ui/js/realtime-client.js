@@ -1,0 +1,117 @@
+// One live transcription connection to the edge's `/v1/realtime` (OpenAI Realtime protocol,
+// GA transcription session), reconnecting by itself until closed.
+//
+// States reported to `onState(state, info)`:
+//   "connecting"                       opening the WebSocket (info.attempt counts retries)
+//   "open"                             session configured: audio may flow
+//   "retrying"  {reason, delayMs}      disconnected; next attempt after delayMs
+//   "closed"                           closed by `close()`
+// `reason` is "unreachable" (never opened), "full" (closed with 1013), "lost" (dropped after
+// opening) or "refused" (closed by the server with a policy or protocol error).
+
+import { AudioClock } from "./audio-clock.js";
+import { toBase64 } from "./base64.js";
+
+const TRY_AGAIN_LATER = 1013;
+const MAX_DELAY_MS = 15000;
+const FULL_DELAY_MS = 5000;
+
+export function realtimeUrl(location = window.location) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/v1/realtime?intent=transcription`;
+}
+
+export class RealtimeClient {
+  /**
+   * @param {{url: string, session: () => object, rate: number, onEvent: (event: object) => void,
+   *          onState: (state: string, info?: object) => void}} options
+   */
+  constructor({ url, session, rate, onEvent, onState }) {
+    Object.assign(this, { url, session, rate, onEvent, onState });
+    this.socket = null;
+    this.ready = false;
+    this.closed = false;
+    this.failures = 0;
+    this.retryTimer = null;
+    this.clock = new AudioClock();
+  }
+
+  connect() {
+    this.closed = false;
+    this.open();
+  }
+
+  /** Send PCM16 audio; dropped (returns false) while the session is not configured. */
+  sendAudio(pcm) {
+    if (!this.ready) return false;
+    this.send({ type: "input_audio_buffer.append", audio: toBase64(pcm) });
+    this.clock.sent((pcm.byteLength / 2 / this.rate) * 1000);
+    return true;
+  }
+
+  /** Send the current settings to a configured session (they apply at once). */
+  updateSession() {
+    if (this.ready) this.send({ type: "session.update", session: this.session() });
+  }
+
+  /** End the turn in progress now instead of waiting for a pause. */
+  commit() {
+    if (this.ready) this.send({ type: "input_audio_buffer.commit" });
+  }
+
+  close() {
+    this.closed = true;
+    this.ready = false;
+    clearTimeout(this.retryTimer);
+    this.socket?.close(1000, "client closed");
+    this.socket = null;
+    this.onState("closed");
+  }
+
+  open() {
+    this.onState("connecting", { attempt: this.failures });
+    const socket = new WebSocket(this.url);
+    let opened = false;
+    this.socket = socket;
+    this.clock = new AudioClock();
+    socket.onopen = () => {
+      opened = true;
+    };
+    socket.onmessage = (message) => this.receive(JSON.parse(message.data));
+    socket.onclose = (event) => {
+      if (socket !== this.socket || this.closed) return;
+      this.ready = false;
+      this.retry(closeReason(event, opened), event);
+    };
+  }
+
+  receive(event) {
+    if (event.type === "session.created") {
+      this.send({ type: "session.update", session: this.session() });
+    } else if (event.type === "session.updated" && !this.ready) {
+      this.ready = true;
+      this.failures = 0;
+      this.onState("open");
+    }
+    this.onEvent(event);
+  }
+
+  retry(reason, event) {
+    this.failures += 1;
+    const backoff = Math.min(500 * 2 ** this.failures, MAX_DELAY_MS);
+    const delayMs = reason === "full" ? Math.max(backoff, FULL_DELAY_MS) : backoff;
+    this.onState("retrying", { reason, delayMs, code: event.code, detail: event.reason });
+    this.retryTimer = setTimeout(() => this.open(), delayMs);
+  }
+
+  send(event) {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(event));
+  }
+}
+
+function closeReason(event, opened) {
+  if (event.code === TRY_AGAIN_LATER) return "full";
+  if (!opened) return "unreachable";
+  if (event.code === 1008 || event.code === 1002 || event.code === 1003) return "refused";
+  return "lost";
+}
