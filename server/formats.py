@@ -92,16 +92,32 @@ def vtt(transcript: Transcript) -> str:
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
-def render(transcript: Transcript, response_format: str, *, task: str, temperature: float) -> Response:
-    """The HTTP response for `transcript` in `response_format`."""
+def response_body(
+    transcript: Transcript, response_format: str, *, task: str, temperature: float
+) -> dict[str, Any] | str:
+    """The body of the answer in `response_format`: a JSON object, or the text of text/srt/vtt.
+
+    The HTTP routes wrap it in a response (`render`); the RunPod worker returns it as the job output.
+    """
     match response_format:
         case "text":
-            return PlainTextResponse(transcript.text + "\n")
+            return transcript.text + "\n"
         case "srt":
-            return PlainTextResponse(srt(transcript), media_type="application/x-subrip")
+            return srt(transcript)
         case "vtt":
-            return PlainTextResponse(vtt(transcript), media_type="text/vtt")
+            return vtt(transcript)
         case "verbose_json":
-            return JSONResponse(verbose_json(transcript, task, temperature))
+            return verbose_json(transcript, task, temperature)
         case _:
-            return JSONResponse({"text": transcript.text, "usage": duration_usage(transcript.duration)})
+            return {"text": transcript.text, "usage": duration_usage(transcript.duration)}
+
+
+_TEXT_MEDIA_TYPES = {"srt": "application/x-subrip", "vtt": "text/vtt"}
+
+
+def render(transcript: Transcript, response_format: str, *, task: str, temperature: float) -> Response:
+    """The HTTP response for `transcript` in `response_format`."""
+    body = response_body(transcript, response_format, task=task, temperature=temperature)
+    if isinstance(body, str):
+        return PlainTextResponse(body, media_type=_TEXT_MEDIA_TYPES.get(response_format, "text/plain"))
+    return JSONResponse(body)
