@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     vad_speech_pad_ms: int = 200
     vad_intra_op_threads: int = 1
 
+    # RunPod worker.
+    max_concurrency: int = 16
+
     # Realtime sessions.
     realtime_max_sessions: int = 100
     realtime_max_session_s: float = 3600.0
