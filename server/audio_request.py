@@ -141,7 +141,8 @@ async def read_fields(request: Request) -> dict[str, Any]:
         except APIError:
             raise
         except Exception as exc:
-            raise APIError(422, f"The form body is malformed: {exc}.", code="invalid_form") from None
+            detail = getattr(exc, "detail", None) or str(exc)
+            raise APIError(422, f"The form body is malformed: {detail}", code="invalid_form") from None
         return _form_fields(form)
     raise bad_request(
         "Send the request as multipart/form-data (with `file` or `url`) or as a JSON object (with `url`).",

@@ -69,8 +69,9 @@ def _die_with_parent() -> None:
 class VLLMProcess:
     """A vLLM server child process whose output is echoed and whose last lines are kept."""
 
-    def __init__(self, settings: Settings, *, keep_lines: int = 40) -> None:
+    def __init__(self, settings: Settings, *, keep_lines: int = 40, echo: bool = True) -> None:
         self.settings = settings
+        self.echo = echo
         self.health_url = f"http://{settings.vllm_host}:{settings.vllm_port}/health"
         self._lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -92,7 +93,8 @@ class VLLMProcess:
         for raw in self._proc.stdout:
             line = raw.decode(errors="replace").rstrip()
             self._lines.append(line)
-            print(f"[vllm] {line}", file=sys.stderr, flush=True)
+            if self.echo:
+                print(f"[vllm] {line}", file=sys.stderr, flush=True)
 
     @property
     def returncode(self) -> int | None:

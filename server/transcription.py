@@ -8,7 +8,8 @@ stitch the texts in order. Planning:
 - Otherwise Silero VAD finds the speech. With `chunking_strategy` "auto" (the default), speech
   regions are packed greedily into chunks of at most `MAX_CHUNK_S`, cut only in pauses; with an
   explicit `server_vad` strategy every speech region (as the client's VAD parameters define it)
-  is its own chunk. Silence between chunks is never sent.
+  is its own chunk. Silence between chunks is never sent. Audio in which VAD finds no speech at
+  all is sent whole, in windows of `MAX_CHUNK_S`, rather than dropped.
 
 Each chunk becomes one segment of `verbose_json`/SRT/VTT; its start and end are offsets into the
 original audio. The HTTP routes and the RunPod worker both call this module.
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+import anyio
 import numpy as np
 
 from server.audio import SAMPLE_RATE, decode_audio, encode_wav
@@ -111,6 +113,23 @@ def pack_regions(regions: list[tuple[int, int]], max_samples: int) -> list[Chunk
     return chunks
 
 
+async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait for them to finish cleaning up, even if the caller is cancelled."""
+    for task in tasks:
+        task.cancel()
+    with anyio.CancelScope(shield=True):
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def fixed_windows(n_samples: int, max_samples: int) -> list[Chunk]:
+    """Consecutive windows over the whole audio, for audio in which VAD found no speech at all.
+
+    VAD decides where to cut, never whether a recording is worth transcribing: quiet or unusual
+    speech that Silero misses is still sent rather than silently dropped.
+    """
+    return [Chunk(start, min(start + max_samples, n_samples)) for start in range(0, n_samples, max_samples)]
+
+
 class TranscriptionService:
     def __init__(self, settings: Settings, backend: VLLMClient, fetcher: SafeFetcher, vad_model: SileroModel) -> None:
         self.settings = settings
@@ -152,6 +171,8 @@ class TranscriptionService:
                 max_speech_duration_s=self.settings.max_chunk_s,
             )
         regions = [(s.start_sample, s.end_sample) for s in speech_segments(audio, params, self.vad_model)]
+        if not regions:
+            return fixed_windows(len(audio), max_samples)
         if opts.chunking is not None:
             return [Chunk(start, end) for start, end in regions]
         return pack_regions(regions, max_samples)
@@ -180,13 +201,15 @@ class TranscriptionService:
                 return result.text
 
         started = time.perf_counter()
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(c)) for c in chunks]
+        tasks = [asyncio.create_task(one(c)) for c in chunks]
+        try:
+            texts = await asyncio.gather(*tasks)
+        finally:
+            await cancel_all(tasks)
         timings.backend_s = time.perf_counter() - started
         joiner = TextJoiner()
         segments = []
-        for i, (chunk, task) in enumerate(zip(chunks, tasks)):
-            text = task.result()
+        for i, (chunk, text) in enumerate(zip(chunks, texts)):
             joiner.add(i, text)
             segments.append(Segment(chunk.start / SAMPLE_RATE, chunk.end / SAMPLE_RATE, text.strip()))
         return Transcript(joiner.text, len(audio) / SAMPLE_RATE, opts.language, segments)
@@ -243,6 +266,4 @@ class TranscriptionService:
                 },
             }
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_all(tasks)

@@ -6,10 +6,12 @@ stream) → 502; vLLM refusing a request (4xx) → the same status with vLLM's o
 """
 
 import json
+from contextlib import aclosing
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx
 
 from server.errors import APIError
@@ -118,8 +120,9 @@ class VLLMClient:
         """
         data, files = self._audio_form(wav, model=model, language=language, temperature=temperature, stream=True)
         request = self._http.build_request("POST", f"/audio/{_route(task)}", data=data, files=files)
-        async for delta in _text_deltas(await self._send(request, stream=True), usage):
-            yield delta
+        async with aclosing(_text_deltas(await self._send(request, stream=True), usage)) as deltas:
+            async for delta in deltas:
+                yield delta
 
     async def chat_text_stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncIterator[str]:
         """Yield the text deltas of a streamed chat completion; token counts are added to `usage`.
@@ -128,8 +131,9 @@ class VLLMClient:
         """
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         request = self._http.build_request("POST", "/chat/completions", json=body)
-        async for delta in _text_deltas(await self._send(request, stream=True), usage):
-            yield delta
+        async with aclosing(_text_deltas(await self._send(request, stream=True), usage)) as deltas:
+            async for delta in deltas:
+                yield delta
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._send(self._http.build_request("POST", "/chat/completions", json=body))
@@ -144,11 +148,21 @@ class VLLMClient:
         except httpx.TransportError as exc:
             raise APIError(502, "The speech backend broke off the stream.", code="backend_error") from exc
         finally:
-            await response.aclose()
+            await close_shielded(response)
 
     async def models(self) -> dict[str, Any]:
         response = await self._send(self._http.build_request("GET", "/models"))
         return response.json()
+
+
+async def close_shielded(response: httpx.Response) -> None:
+    """Close a streamed response even while the caller is being cancelled.
+
+    Cancellation (a client that went away) is exactly when the stream must close: vLLM aborts a
+    request when its connection closes, and an unclosed one keeps generating for nobody.
+    """
+    with anyio.CancelScope(shield=True):
+        await response.aclose()
 
 
 def _route(task: str) -> str:
@@ -174,7 +188,7 @@ async def _text_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncIte
     except httpx.TransportError as exc:
         raise APIError(502, "The speech backend broke off the stream.", code="backend_error") from exc
     finally:
-        await response.aclose()
+        await close_shielded(response)
 
 
 async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:

@@ -21,7 +21,7 @@ from server.settings import Settings
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
 SERVED_MODEL = "voxtral-tiny"
-TINY_VLLM_ARGS = "--max-model-len 4096 --dtype float32 --enforce-eager --max-num-seqs 16"
+TINY_VLLM_ARGS = "--max-model-len 32768 --dtype float32 --enforce-eager --max-num-seqs 16"
 
 
 def free_port() -> int:
@@ -48,7 +48,7 @@ def vllm_url(tiny_model_dir: Path) -> Iterator[str]:
         vllm_args=TINY_VLLM_ARGS,
         vllm_python=os.environ.get("VLLM_PYTHON", str(ROOT / ".venvs/vllm/bin/python")),
     )
-    process = VLLMProcess(settings)
+    process = VLLMProcess(settings, echo=False)
     process.start()
     try:
         process.wait_healthy(600)
@@ -82,10 +82,10 @@ class EdgeServer:
         self.thread.join(15)
 
 
-def edge_settings(vllm_url: str, **overrides: object) -> Settings:
+def edge_settings(backend_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
         port=free_port(),
-        vllm_url=vllm_url,
+        vllm_url=backend_url,
         served_model_name=SERVED_MODEL,
         max_output_tokens=6,
         allowed_url_hosts="127.0.0.1,localhost",
@@ -121,14 +121,23 @@ def http(edge: EdgeServer) -> Iterator[httpx.Client]:
         yield client
 
 
-def vllm_requests_running(vllm_url: str) -> float:
-    """vLLM's own `vllm:num_requests_running` gauge, summed over its label sets."""
+def vllm_metric(vllm_url: str, name: str, label: str = "") -> float:
+    """A metric of vLLM's own `/metrics`, summed over the label sets that contain `label`."""
     text = httpx.get(f"{vllm_url}/metrics", timeout=10).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("vllm:num_requests_running")
+        if line.startswith(name + "{") and label in line
     )
+
+
+def vllm_requests_running(vllm_url: str) -> float:
+    return vllm_metric(vllm_url, "vllm:num_requests_running")
+
+
+def vllm_requests_finished(vllm_url: str) -> float:
+    """Requests vLLM finished (stopped or hit their length); aborted ones are not counted."""
+    return vllm_metric(vllm_url, "vllm:request_success_total")
 
 
 @pytest.fixture(scope="session")

@@ -98,14 +98,17 @@ def test_file_and_url_together_is_400(edge: EdgeServer) -> None:
     assert_openai_error(post(edge, {"url": "https://example.com/a.mp3"}, jfk()), 400, "url")
 
 
-def test_malformed_multipart_is_422(edge: EdgeServer) -> None:
-    r = httpx.post(
-        f"{edge.url}{TRANSCRIBE}",
-        content=b"--xyz\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nno closing boundary",
-        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
-        timeout=30,
-    )
-    assert_openai_error(r, 422)
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data; boundary=xyz", b"garbage that never opens a part"),
+        ("multipart/form-data", b"--xyz\r\n"),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nContent-Type: text/plain\r\n\r\nx\r\n--xyz--\r\n"),
+    ],
+)
+def test_malformed_multipart_is_422(edge: EdgeServer, content_type: str, body: bytes) -> None:
+    r = httpx.post(f"{edge.url}{TRANSCRIBE}", content=body, headers={"Content-Type": content_type}, timeout=30)
+    assert "malformed" in assert_openai_error(r, 422)["message"]
 
 
 def test_malformed_json_is_422(edge: EdgeServer) -> None:

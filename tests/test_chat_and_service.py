@@ -96,3 +96,13 @@ def test_metrics_count_requests_audio_and_stages(edge: EdgeServer) -> None:
     assert audio and float(audio[0].split()[-1]) >= 11.0
     for stage in ("decode", "vad", "backend", "total"):
         assert f'edge_stage_seconds_count{{stage="{stage}"}}' in text
+
+
+def test_chat_with_bad_input_audio_is_400(client: openai.OpenAI) -> None:
+    for data in ("not base64!!", base64.b64encode(b"not audio" * 50).decode()):
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(
+                model="voxtral",
+                messages=audio_message({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}),
+                max_tokens=3,
+            )

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import DATA, SERVED_MODEL, EdgeServer, vllm_requests_running
+from tests.conftest import DATA, SERVED_MODEL, EdgeServer, vllm_requests_finished, vllm_requests_running
 
 SRT_CUE = re.compile(r"^\d+\n\d{2}:\d{2}:\d{2},\d{3} --> \d{2}:\d{2}:\d{2},\d{3}\n", re.M)
 VTT_CUE = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}\n", re.M)
@@ -17,11 +17,6 @@ VTT_CUE = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}\n"
 @pytest.fixture
 def client(edge: EdgeServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0)
-
-
-def vllm_successes(vllm_url: str) -> float:
-    text = httpx.get(f"{vllm_url}/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:request_success_total"))
 
 
 def test_json(client: openai.OpenAI) -> None:
@@ -118,10 +113,10 @@ def test_data_url(edge: EdgeServer) -> None:
 
 def test_long_recording_is_split_and_stitched(client: openai.OpenAI, edge: EdgeServer, vllm_url: str,
                                               media_dir) -> None:
-    before = vllm_successes(vllm_url)
+    before = vllm_requests_finished(vllm_url)
     with open(media_dir / "long.wav", "rb") as f:
         result = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json")
-    sent = vllm_successes(vllm_url) - before
+    sent = vllm_requests_finished(vllm_url) - before
     assert result.duration == pytest.approx(184.0, abs=0.1)
     assert len(result.segments) >= 7  # 184 s of speech in chunks of at most 30 s
     assert sent == len(result.segments)
@@ -160,14 +155,18 @@ def test_server_vad_chunking_strategy(edge: EdgeServer) -> None:
 
 def test_stream_disconnect_aborts_backend_requests(make_edge, vllm_url: str, media_dir) -> None:
     # Long outputs keep vLLM busy for many seconds, unless the edge aborts them on disconnect.
-    edge = make_edge(max_output_tokens=3000)
+    edge = make_edge(max_output_tokens=30000)
+    finished_before = vllm_requests_finished(vllm_url)
     with httpx.Client(timeout=60) as http, open(media_dir / "long.wav", "rb") as f:
         with http.stream("POST", f"{edge.url}/v1/audio/transcriptions", data={"stream": "true"},
                          files={"file": f}) as r:
             assert r.status_code == 200
-            next(line for line in r.iter_lines() if line.startswith("data:"))
+            lines = r.iter_lines()  # kept referenced: closing it would disconnect early
+            assert next(lines).startswith("data:")
             assert vllm_requests_running(vllm_url) > 0
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while vllm_requests_running(vllm_url) > 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert vllm_requests_running(vllm_url) == 0
+    # Each chunk would need 30000 tokens (many seconds) to finish; aborted requests do not count as finished.
+    assert vllm_requests_finished(vllm_url) == finished_before

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -76,7 +77,8 @@ async def _handle(request: Request, task: str) -> Response:
             status = f"error:{exc.status}"
             yield _sse(exc.body())
         finally:
-            await events.aclose()
+            with anyio.CancelScope(shield=True):
+                await events.aclose()
             finish(status)
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -50,7 +51,8 @@ async def chat_completions(request: Request) -> Response:
             async for chunk in chunks:
                 yield chunk
         finally:
-            await chunks.aclose()
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
             log.info(
                 "/v1/chat/completions stream audios=%d total=%.1fms", audios, (time.perf_counter() - started) * 1e3
             )
