@@ -104,6 +104,8 @@ test)
     shift
     EDGE_EXTRAS="test" ensure_venv "$VENVS/edge" "$(EDGE_EXTRAS="test" edge_stamp)" install_edge
     ensure_venv "$VENVS/vllm" "$(vllm_stamp)" install_vllm
+    # The UI tests drive Debian's Chromium (Playwright cannot download its own browser here).
+    ensure_apt chromium fonts-liberation
     export VLLM_PYTHON="${VLLM_PYTHON:-$VLLM_PY}"
     exec "$EDGE_PY" -m pytest "$@"
     ;;
