@@ -1,6 +1,11 @@
 // Microphone capture: getUserMedia → AudioWorklet → PCM16 chunks at a chosen rate.
 
-const WORKLET_URL = new URL("./pcm-worklet.js", import.meta.url);
+// The worklet's code is fetched with the page, so that pressing Start while the server is away
+// leads to the connection's retry messages rather than a failure to load the worklet.
+const workletUrl = fetch(new URL("./pcm-worklet.js", import.meta.url))
+  .then((response) => (response.ok ? response.blob() : Promise.reject(new Error(response.statusText))))
+  .then((code) => URL.createObjectURL(code));
+workletUrl.catch(() => {}); // a failure is reported when Start needs the worklet
 
 /** The audio inputs the browser reports (labels appear once access was granted). */
 export async function listMicrophones() {
@@ -37,7 +42,7 @@ export class Microphone {
       throw microphoneError(error);
     }
     this.context = new AudioContext();
-    await this.context.audioWorklet.addModule(WORKLET_URL);
+    await this.context.audioWorklet.addModule(await workletUrl);
     const source = this.context.createMediaStreamSource(this.stream);
     const writer = new AudioWorkletNode(this.context, "pcm16-writer", {
       numberOfOutputs: 0,

@@ -1,0 +1,86 @@
+"""Helpers for the browser UI tests: the fake microphone recording and Chromium's launch options."""
+
+from pathlib import Path
+
+import numpy as np
+
+from server.audio import SAMPLE_RATE, decode_audio, encode_wav
+from vad.streaming import SpeechStarted, SpeechStopped, StreamingDetector, StreamParams
+
+DATA = Path(__file__).parent / "data"
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+# Three utterances of jfk.flac, cut in its pauses (seconds): each is one turn with server VAD.
+UTTERANCES_S = [(0.0, 2.5), (3.0, 4.7), (7.9, 11.0)]
+LEAD_SILENCE_S = 3.0  # covers microphone and connection start-up: audio before that is not sent
+GAP_S = 2.0
+TRAIL_SILENCE_S = 60.0  # Chromium loops the file; no second pass within a test
+
+
+def fake_speech_wav(path: Path) -> int:
+    """Write the fake microphone's recording to `path`; returns the number of utterances in it."""
+    speech = decode_audio(DATA / "jfk.flac", max_duration_s=60)
+    parts = [silence(LEAD_SILENCE_S)]
+    for i, (start, end) in enumerate(UTTERANCES_S):
+        if i:
+            parts.append(silence(GAP_S))
+        parts.append(speech[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
+    parts.append(silence(TRAIL_SILENCE_S))
+    audio = np.concatenate(parts)
+    path.write_bytes(encode_wav(audio))
+    return len(UTTERANCES_S)
+
+
+def vad_turns(path: Path) -> int:
+    """Turns the server's VAD (default parameters) finds in a recording."""
+    detector = StreamingDetector(StreamParams())
+    audio = decode_audio(path, max_duration_s=600)
+    events = detector.feed(audio) + detector.flush()
+    starts = sum(isinstance(e, SpeechStarted) for e in events)
+    stops = sum(isinstance(e, SpeechStopped) for e in events)
+    assert starts == stops
+    return starts
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+
+
+def chromium_args(fake_audio: Path) -> list[str]:
+    return [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={fake_audio}",
+    ]
+
+
+# Installed before the page's scripts: keeps every realtime server event the page receives, and
+# every provisional text the transcript showed, for the tests to compare with what is on screen.
+RECORDER_SCRIPT = """
+window.__events = [];
+window.__provisional = [];
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", (m) => window.__events.push(JSON.parse(m.data)));
+  }
+};
+new MutationObserver(() => {
+  for (const p of document.querySelectorAll(".turn-text.provisional")) {
+    if (p.textContent && p.textContent !== "Listening") window.__provisional.push(p.textContent);
+  }
+}).observe(document, { subtree: true, childList: true, characterData: true });
+"""
+
+DENY_MICROPHONE_SCRIPT = """
+navigator.mediaDevices.getUserMedia = () =>
+  Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+"""
