@@ -12,6 +12,7 @@ import ctypes
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +61,24 @@ def vllm_command(settings: Settings) -> list[str]:
     ]
 
 
+def has_nvidia_gpu() -> bool:
+    return shutil.which("nvidia-smi") is not None and subprocess.run(
+        ["nvidia-smi", "-L"], capture_output=True, check=False
+    ).returncode == 0
+
+
+def vllm_environment(settings: Settings) -> dict[str, str]:
+    """vLLM's environment: on a CPU, a bounded KV cache instead of most of the machine's memory.
+
+    vLLM's CPU build otherwise reserves `--gpu-memory-utilization` (0.92) of all RAM and refuses
+    to start when other processes use more than the rest.
+    """
+    env = dict(os.environ)
+    if not has_nvidia_gpu():
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.vllm_cpu_kvcache_gb))
+    return env
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM if the launcher itself is killed, so vLLM is never orphaned."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -83,6 +102,7 @@ class VLLMProcess:
             cmd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            env=vllm_environment(self.settings),
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     served_model_name: str | None = None
     vllm_load_format: str = "mistral"
     vllm_python: str = ".venvs/vllm/bin/python"
+    vllm_cpu_kvcache_gb: int = 4
     vllm_args: str = ""
     vllm_startup_timeout_s: float = 1800.0
     backend_timeout_s: float = 300.0
