@@ -1,0 +1,1 @@
+"""Benchmarks of the edge: realtime capacity and latency, file throughput, edge overhead (`python -m benchmarks`)."""

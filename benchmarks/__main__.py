@@ -1,0 +1,146 @@
+"""Run the benchmarks: `python -m benchmarks [all|capacity|realtime|files|overhead|vad] [options]`.
+
+Without `--edge-url`/`--vllm-url` a fresh stack is started: the tiny vLLM (VLLMProcess) and the
+edge as a uvicorn subprocess. `capacity` always runs its own edge in front of the zero-cost
+stand-in backend (`benchmarks.standin`), since it measures the edge alone.
+"""
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import files_bench, overhead_bench, processes, realtime_bench, results
+
+COMMANDS = ("all", "capacity", "realtime", "files", "overhead", "vad")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where to send requests, and which local pids to meter (none for a stack we did not start)."""
+
+    edge_url: str
+    vllm_url: str
+    pids: dict[str, int]
+
+
+def _levels(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def _seconds(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", default="all", choices=COMMANDS)
+    parser.add_argument("--edge-url", help="an edge already running (with --vllm-url: its vLLM)")
+    parser.add_argument("--vllm-url", help="a vLLM already running; without --edge-url an edge is started for it")
+    parser.add_argument("--edge-pid", type=int, help="pid of the --edge-url edge, to meter its CPU and memory")
+    parser.add_argument("--capacity-sessions", type=_levels, default=[50, 100, 200, 300, 400])
+    parser.add_argument("--realtime-sessions", type=_levels, default=[1, 2, 4, 8, 16, 32, 64])
+    parser.add_argument("--seconds", type=float, default=30.0, help="audio per realtime session")
+    parser.add_argument("--chunk-ms", type=int, default=100, help="audio per append message (20–100)")
+    parser.add_argument("--long-seconds", type=_seconds, default=[600.0, 3600.0], help="lengths of the long files")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per file in the file benchmark")
+    parser.add_argument("--overhead-requests", type=int, default=300, help="requests per path and concurrency")
+    parser.add_argument("--results-dir", type=Path, default=results.RESULTS)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (unless given), to check that everything runs")
+    if parser.parse_args(argv).quick:
+        parser.set_defaults(capacity_sessions=[4], realtime_sessions=[2], seconds=8.0, long_seconds=[120.0],
+                            repeats=1, overhead_requests=20)
+    return parser.parse_args(argv)
+
+
+@contextmanager
+def vllm_stack(args: argparse.Namespace, **edge_settings: object) -> Iterator[Stack]:
+    """The stack under test: given URLs, or a tiny vLLM and an edge started here."""
+    with ExitStack() as stack:
+        pids: dict[str, int] = {}
+        vllm_url = args.vllm_url
+        if vllm_url is None and args.edge_url is None:
+            vllm_url = stack.enter_context(processes.tiny_vllm())
+            port = int(vllm_url.rsplit(":", 1)[1])
+            if (pid := processes.child_listening_on(port)) is not None:
+                pids["vllm"] = pid
+        if args.edge_url:
+            if args.edge_pid:
+                pids["edge"] = args.edge_pid
+            yield Stack(args.edge_url, vllm_url or "", pids)
+            return
+        edge = stack.enter_context(processes.edge(vllm_url, **edge_settings))
+        pids["edge"] = edge.pid
+        yield Stack(edge.url, vllm_url, pids)
+
+
+def run_capacity(args: argparse.Namespace) -> None:
+    config = realtime_bench.LoadConfig(args.seconds, args.chunk_ms, drain_s=10.0)
+    budget = realtime_bench.Budget(edge_p99_s=0.050)
+    with processes.standin() as backend, processes.edge(backend.url) as edge:
+        pids = {"edge": edge.pid, "standin": backend.pid, "load_generator": os.getpid()}
+        points, best = realtime_bench.sweep(edge.url, args.capacity_sessions, budget, config, pids)
+    realtime_bench.report(
+        "realtime_capacity", "Edge capacity, zero-cost stand-in backend", points, best, budget, config,
+        {"backend": "zero-cost stand-in (benchmarks/standin.py), own process, same 2 cores",
+         "edge": "python -m uvicorn server.app:create_app --factory (1 process)"},
+    )
+
+
+def run_realtime(args: argparse.Namespace, stack: Stack) -> None:
+    config = realtime_bench.LoadConfig(args.seconds, args.chunk_ms, drain_s=20.0)
+    budget = realtime_bench.Budget(turn_p99_s=1.5)
+    pids = {**stack.pids, "load_generator": os.getpid()}
+    points, best = realtime_bench.sweep(stack.edge_url, args.realtime_sessions, budget, config, pids)
+    realtime_bench.report(
+        "realtime_vllm", "End to end, real vLLM", points, best, budget, config,
+        {"backend": _backend_name(args), "max_output_tokens": processes.MAX_OUTPUT_TOKENS},
+    )
+
+
+def _backend_name(args: argparse.Namespace) -> str:
+    if args.vllm_url or args.edge_url:
+        return f"vLLM at {args.vllm_url or 'the edge-url backend'}"
+    return f"{results.VLLM_BUILD}, {results.TINY_MODEL}, {processes.TINY_VLLM_ARGS}"
+
+
+def run_files(args: argparse.Namespace, stack: Stack) -> None:
+    if not stack.vllm_url:
+        raise SystemExit("the file benchmark compares with vLLM directly: give --vllm-url with --edge-url")
+    files_bench.run(stack.edge_url, stack.vllm_url, args.long_seconds, args.repeats, _backend_name(args))
+
+
+def run_overhead(args: argparse.Namespace, stack: Stack) -> None:
+    if not stack.vllm_url:
+        raise SystemExit("the overhead benchmark compares with vLLM directly: give --vllm-url with --edge-url")
+    overhead_bench.run(stack.edge_url, stack.vllm_url, args.overhead_requests, _backend_name(args))
+
+
+VLLM_RUNNERS = {"realtime": run_realtime, "files": run_files, "overhead": run_overhead}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    results.directory = args.results_dir
+    if args.command == "vad":
+        from benchmarks import vad_bench
+
+        vad_bench.main()
+        return
+    commands = ["capacity", *VLLM_RUNNERS] if args.command == "all" else [args.command]
+    if "capacity" in commands:
+        print("== capacity (edge alone, stand-in backend)", file=sys.stderr, flush=True)
+        run_capacity(args)
+    wanted = [command for command in commands if command in VLLM_RUNNERS]
+    if wanted:
+        with vllm_stack(args) as stack:
+            for command in wanted:
+                print(f"== {command}", file=sys.stderr, flush=True)
+                VLLM_RUNNERS[command](args, stack)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""A lean OpenAI Realtime transcription client that streams a session plan at real-time pace.
+
+Chunk k (audio [k·c, (k+1)·c)) is sent at t0 + (k+1)·c, as a microphone would deliver it, on an
+absolute schedule so delays never accumulate. What the server says is recorded with the time it
+arrived; scoring happens afterwards (`score_session`).
+"""
+
+import asyncio
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+
+import websockets
+
+from benchmarks.speech import SessionPlan
+
+SESSION_UPDATE = json.dumps({
+    "type": "session.update",
+    "session": {
+        "type": "transcription",
+        "audio": {"input": {
+            "format": {"type": "audio/pcm", "rate": 24000},
+            "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+                               "silence_duration_ms": 500},
+        }},
+    },
+})
+STOPPED = "input_audio_buffer.speech_stopped"
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+FAILED = "conversation.item.input_audio_transcription.failed"
+OPEN_TIMEOUT_S = 30.0
+
+
+def append_message(pcm16: bytes) -> str:
+    return json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm16).decode()})
+
+
+@dataclass
+class SessionLog:
+    """What one session saw; times are `time.perf_counter()` seconds."""
+
+    t0: float = 0.0
+    stopped: dict[str, tuple[int, float]] = field(default_factory=dict)  # item → (audio_end_ms, arrival)
+    completed: dict[str, float] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    dropped: str | None = None
+    max_send_lag_s: float = 0.0
+
+
+async def _read(ws: websockets.ClientConnection, log: SessionLog) -> None:
+    async for raw in ws:
+        now = time.perf_counter()
+        event = json.loads(raw)
+        kind = event["type"]
+        if kind == STOPPED:
+            log.stopped[event["item_id"]] = (event["audio_end_ms"], now)
+        elif kind == COMPLETED:
+            log.completed[event["item_id"]] = now
+        elif kind == FAILED:
+            log.failed.append(event["item_id"])
+        elif kind == "error":
+            log.errors.append(event["error"].get("code") or event["error"].get("message", ""))
+
+
+async def _expect(ws: websockets.ClientConnection, kind: str) -> None:
+    event = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT_S))
+    if event["type"] != kind:
+        raise RuntimeError(f"expected {kind}, got {event['type']}: {event}")
+
+
+async def run_session(
+    url: str, plan: SessionPlan, messages: list[str], chunk_s: float, drain_s: float
+) -> SessionLog:
+    """Stream `plan`, then wait up to `drain_s` for every detected turn's transcript; never raises."""
+    log = SessionLog()
+    try:
+        async with websockets.connect(url, compression=None, max_size=None, open_timeout=OPEN_TIMEOUT_S,
+                                      ping_interval=None) as ws:
+            await _expect(ws, "session.created")
+            await ws.send(SESSION_UPDATE)
+            await _expect(ws, "session.updated")
+            reader = asyncio.create_task(_read(ws, log))
+            log.t0 = time.perf_counter()
+            for k, index in enumerate(plan.chunks):
+                delay = log.t0 + (k + 1) * chunk_s - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    log.max_send_lag_s = max(log.max_send_lag_s, -delay)
+                await ws.send(messages[index])
+            deadline = time.perf_counter() + drain_s
+            while time.perf_counter() < deadline and not reader.done():
+                if len(log.completed) + len(log.failed) >= max(len(log.stopped), len(plan.turns_ms)):
+                    break
+                await asyncio.sleep(0.05)
+            if reader.done():
+                if reader.exception() is not None:
+                    raise reader.exception()
+                raise RuntimeError(f"the server closed the session early (code {ws.close_code})")
+            reader.cancel()
+    except (OSError, asyncio.TimeoutError, websockets.WebSocketException, RuntimeError) as exc:
+        log.dropped = f"{type(exc).__name__}: {exc}"
+    return log
+
+
+@dataclass
+class SessionScore:
+    expected: int
+    detected: int
+    matched: int
+    failed: int
+    latencies_s: list[float]  # speech end in the audio → completed
+    stop_to_done_s: list[float]  # speech_stopped arrival → completed arrival
+    vad_lag_s: list[float]  # speech end in the audio → speech_stopped arrival
+
+
+def score_session(plan: SessionPlan, log: SessionLog, chunk_s: float, tolerance_ms: int = 700) -> SessionScore:
+    """Match detected turns to the utterances sent, by where the server says each turn ended."""
+    latencies, stop_to_done, vad_lag = [], [], []
+    unmatched = list(plan.turns_ms)
+    matched = 0
+    for item, (end_ms, stopped_at) in sorted(log.stopped.items(), key=lambda kv: kv[1][0]):
+        candidates = [turn for turn in unmatched if abs(turn[1] - end_ms) <= tolerance_ms]
+        if not candidates:
+            continue
+        turn = min(candidates, key=lambda t: abs(t[1] - end_ms))
+        unmatched.remove(turn)
+        spoken_end = log.t0 + turn[1] / 1000
+        vad_lag.append(stopped_at - spoken_end)
+        if item in log.completed:
+            matched += 1
+            latencies.append(log.completed[item] - spoken_end)
+            stop_to_done.append(log.completed[item] - stopped_at)
+    return SessionScore(
+        expected=len(plan.turns_ms), detected=len(log.stopped), matched=matched, failed=len(log.failed),
+        latencies_s=latencies, stop_to_done_s=stop_to_done, vad_lag_s=vad_lag,
+    )

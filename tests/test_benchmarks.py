@@ -1,0 +1,54 @@
+"""Smoke run of every benchmark (`python -m benchmarks --quick`) against the test session's vLLM.
+
+Proves that `./serve.sh bench` works end to end: the stand-in backend, the edge as a subprocess,
+the realtime load client, the file and overhead benchmarks, and their JSON and PNG output.
+Numbers are not checked beyond sanity: the machine running the tests is busy.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ["--quick", "--seconds", "6", "--long-seconds", "90", "--overhead-requests", "10"]
+
+
+def bench(command: str, results: Path, *extra: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks", command, *QUICK, "--results-dir", str(results), *extra],
+        cwd=ROOT, check=True, timeout=240,
+    )
+
+
+def load(results: Path, name: str) -> dict:
+    assert (results / f"{name}.png").stat().st_size > 0
+    assert (results / f"{name}.md").read_text().startswith("|")
+    return json.loads((results / f"{name}.json").read_text())
+
+
+@pytest.mark.timeout(300)
+def test_capacity_with_the_stand_in_backend(tmp_path: Path) -> None:
+    bench("capacity", tmp_path)
+    data = load(tmp_path, "realtime_capacity")
+    [point] = data["points"]
+    assert point["sessions_dropped"] == 0
+    assert point["turns_expected"] > 0
+    assert point["turns_completed_matched"] == point["turns_expected"]
+    assert point["processes"]["edge"]["cpu_s"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_realtime_files_and_overhead_against_vllm(tmp_path: Path, vllm_url: str) -> None:
+    for command in ("realtime", "files", "overhead"):
+        bench(command, tmp_path, "--vllm-url", vllm_url)
+    realtime = load(tmp_path, "realtime_vllm")
+    assert realtime["points"][0]["turns_completed_matched"] > 0
+    files = load(tmp_path, "files")
+    assert all(row["edge"]["status"] == 200 for row in files["recordings"])
+    assert files["long_files"][0]["edge_parallel"]["status"] == 200
+    overhead = load(tmp_path, "overhead")
+    assert [p["concurrency"] for p in overhead["points"]] == [1, 32]
+    assert all(p["requests_per_path"] == 10 for p in overhead["points"])
