@@ -117,6 +117,9 @@ def run_overhead(args: argparse.Namespace, stack: Stack) -> None:
     if not stack.vllm_url:
         raise SystemExit("the overhead benchmark compares with vLLM directly: give --vllm-url with --edge-url")
     overhead_bench.run(stack.edge_url, stack.vllm_url, args.overhead_requests, _backend_name(args))
+    with processes.standin() as backend, processes.edge(backend.url) as edge:
+        overhead_bench.run(edge.url, backend.url, args.overhead_requests,
+                           "zero-cost stand-in (benchmarks/standin.py)", name="overhead_standin")
 
 
 VLLM_RUNNERS = {"realtime": run_realtime, "files": run_files, "overhead": run_overhead}
