@@ -4,6 +4,8 @@ Every field here is documented in the README's settings table; keep the two in s
 """
 
 from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +39,7 @@ class Settings(BaseSettings):
     backend_connect_timeout_s: float = 5.0
     max_chunk_concurrency: int = 8
     max_output_tokens: int | None = None
+    backend_audio_upload: Literal["auto", "multipart", "json"] = "auto"
 
     # Model names clients may send; all map to the served model.
     model_aliases: str = "whisper-1,gpt-4o-transcribe,gpt-4o-mini-transcribe,voxtral"
@@ -76,6 +79,14 @@ class Settings(BaseSettings):
     @property
     def allowed_host_set(self) -> set[str]:
         return {h.strip().lower() for h in self.allowed_url_hosts.split(",") if h.strip()}
+
+    @property
+    def json_audio_upload(self) -> bool:
+        """Send audio to the backend as JSON: needed behind RunPod's proxy, which carries JSON only."""
+        if self.backend_audio_upload == "auto":
+            host = urlsplit(self.vllm_url or "").hostname or ""
+            return host == "runpod.ai" or host.endswith(".runpod.ai")
+        return self.backend_audio_upload == "json"
 
     @property
     def backend_url(self) -> str:

@@ -5,6 +5,7 @@ vLLM unreachable → 503 with `Retry-After`; vLLM timing out → 504; vLLM faili
 stream) → 502; vLLM refusing a request (4xx) → the same status with vLLM's own message.
 """
 
+import base64
 import json
 from contextlib import aclosing
 from collections.abc import AsyncIterator
@@ -58,6 +59,7 @@ class VLLMClient:
         timeout = httpx.Timeout(settings.backend_timeout_s, connect=settings.backend_connect_timeout_s)
         self.base_url = settings.backend_url
         self.max_output_tokens = settings.max_output_tokens
+        self.json_audio = settings.json_audio_upload
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
@@ -86,24 +88,31 @@ class VLLMClient:
             raise _error_from_response(response.status_code, body)
         return response
 
-    def _audio_form(
-        self, wav: bytes, *, model: str, language: str | None, temperature: float, stream: bool
-    ) -> tuple[dict[str, str], dict[str, tuple[str, bytes, str]]]:
-        data = {"model": model, "response_format": "json", "temperature": str(temperature)}
+    def _audio_request(
+        self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float, stream: bool
+    ) -> httpx.Request:
+        """A transcription request for one WAV chunk: multipart for vLLM, or JSON for a backend
+        behind a JSON-only proxy (RunPod's OpenAI URL), with the audio as a `data:` URL."""
+        fields: dict[str, str] = {"model": model, "response_format": "json", "temperature": str(temperature)}
         if language:
-            data["language"] = language
+            fields["language"] = language
         if self.max_output_tokens:
-            data["max_completion_tokens"] = str(self.max_output_tokens)
+            fields["max_completion_tokens"] = str(self.max_output_tokens)
         if stream:
-            data.update(stream="true", stream_include_usage="true")
-        return data, {"file": ("audio.wav", wav, "audio/wav")}
+            fields.update(stream="true", stream_include_usage="true")
+        url = f"/audio/{_route(task)}"
+        if self.json_audio:
+            fields["url"] = "data:audio/wav;base64," + base64.b64encode(wav).decode()
+            return self._http.build_request("POST", url, json=fields)
+        return self._http.build_request("POST", url, data=fields, files={"file": ("audio.wav", wav, "audio/wav")})
 
     async def transcribe(
         self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float
     ) -> TranscriptionResult:
         """Transcribe (or translate) one WAV chunk."""
-        data, files = self._audio_form(wav, model=model, language=language, temperature=temperature, stream=False)
-        request = self._http.build_request("POST", f"/audio/{_route(task)}", data=data, files=files)
+        request = self._audio_request(
+            wav, task=task, model=model, language=language, temperature=temperature, stream=False
+        )
         response = await self._send(request)
         try:
             body = response.json()
@@ -118,8 +127,9 @@ class VLLMClient:
 
         Closing the iterator early closes the HTTP stream, which makes vLLM abort the request.
         """
-        data, files = self._audio_form(wav, model=model, language=language, temperature=temperature, stream=True)
-        request = self._http.build_request("POST", f"/audio/{_route(task)}", data=data, files=files)
+        request = self._audio_request(
+            wav, task=task, model=model, language=language, temperature=temperature, stream=True
+        )
         async with aclosing(_text_deltas(await self._send(request, stream=True), usage)) as deltas:
             async for delta in deltas:
                 yield delta
@@ -170,7 +180,11 @@ def _route(task: str) -> str:
 
 
 async def _text_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncIterator[str]:
-    """Text deltas of a streamed completion (transcription or chat); closes the response."""
+    """Text deltas of a streamed completion; closes the response.
+
+    Reads vLLM's chunk format (transcription and chat) and OpenAI's `transcript.text.*` events,
+    which a backend that is itself this edge or its RunPod worker sends.
+    """
     try:
         async for event in _sse_events(response):
             if "error" in event:
@@ -180,9 +194,11 @@ async def _text_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncIte
                 delta = (choice.get("delta") or {}).get("content")
                 if delta:
                     yield delta
+            if event.get("type") == "transcript.text.delta" and event.get("delta"):
+                yield event["delta"]
             if counts := event.get("usage"):
-                usage.input_tokens += counts.get("prompt_tokens", 0)
-                usage.output_tokens += counts.get("completion_tokens", 0)
+                usage.input_tokens += counts.get("prompt_tokens", counts.get("input_tokens", 0))
+                usage.output_tokens += counts.get("completion_tokens", counts.get("output_tokens", 0))
     except httpx.TimeoutException as exc:
         raise APIError(504, "The speech backend timed out.", code="backend_timeout") from exc
     except httpx.TransportError as exc:
