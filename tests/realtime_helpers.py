@@ -136,3 +136,9 @@ def edge_task_names(edge: EdgeServer) -> list[str]:
         return [task.get_name() for task in asyncio.all_tasks()]
 
     return asyncio.run_coroutine_threadsafe(names(), loop).result(10)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 15) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.2)

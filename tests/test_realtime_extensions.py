@@ -1,0 +1,102 @@
+"""Extensions of the realtime protocol: live partial transcripts and assistant replies."""
+
+import asyncio
+
+from realtime_helpers import (
+    JFK_1,
+    JFK_2,
+    PREFIX_MS,
+    SILENCE_MS,
+    build_recording,
+    collect,
+    count,
+    of_type,
+    openai_client,
+    pcm16,
+    send_paced,
+    wait_until,
+)
+from tests.conftest import EdgeServer, vllm_requests_running
+
+TRANSCRIPTION = "conversation.item.input_audio_transcription"
+VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": PREFIX_MS, "silence_duration_ms": SILENCE_MS}
+
+
+def session(**extra: object) -> dict:
+    return {"type": "transcription", "audio": {"input": {
+        "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": VAD, **extra.pop("audio_input", {})}},
+        **extra}
+
+
+async def test_partials_update_the_turn_in_progress(edge: EdgeServer) -> None:
+    recording = build_recording([JFK_1])
+    async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.recv()
+        await conn.session.update(session=session(audio_input={"transcription": {"partial_interval_ms": 300}}))
+        await conn.recv()
+        await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio), pcm16(recording.audio),
+                         32000, real_time=True)
+        events = await collect(conn.recv_bytes, count(f"{TRANSCRIPTION}.completed", 1))
+        await asyncio.sleep(1)
+        await conn.input_audio_buffer.clear()
+        events += await collect(conn.recv_bytes, count("input_audio_buffer.cleared", 1))
+    kinds = [e["type"] for e in events]
+    item_id = events[0]["item_id"]
+    partials = of_type(events, f"{TRANSCRIPTION}.partial")
+    assert partials, kinds
+    assert all(p["item_id"] == item_id and p["content_index"] == 0 and isinstance(p["transcript"], str)
+               and p["event_id"] for p in partials)
+    first, last = kinds.index(f"{TRANSCRIPTION}.partial"), len(kinds) - 1 - kinds[::-1].index(f"{TRANSCRIPTION}.partial")
+    assert kinds.index("input_audio_buffer.speech_started") < first
+    assert last < kinds.index("input_audio_buffer.speech_stopped")
+
+
+async def test_assistant_replies_after_each_turn_with_history(edge: EdgeServer) -> None:
+    async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.recv()
+        await conn.session.update(session=session(assistant={
+            "enabled": True, "instructions": "Answer briefly.", "max_output_tokens": 5}))
+        await conn.recv()
+        turns = []
+        for clip in (JFK_1, JFK_2):
+            await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio),
+                             pcm16(build_recording([clip]).audio), 32000)
+            turns.append(await collect(conn.recv_bytes, count("response.done", 1)))
+    for events in turns:
+        kinds = [e["type"] for e in events if not e["type"].endswith(".delta")]
+        assert kinds[-4:] == [f"{TRANSCRIPTION}.completed", "response.created", "response.output_text.done",
+                              "response.done"]
+        created, text_done, done = of_type(events, "response.created")[0], events[-2], events[-1]
+        response_id = created["response"]["id"]
+        assert created["response"]["status"] == "in_progress"
+        deltas = of_type(events, "response.output_text.delta")
+        assert deltas and all(d["response_id"] == response_id for d in deltas)
+        text = "".join(d["delta"] for d in deltas)
+        assert text_done["text"] == text and text_done["item_id"] == deltas[0]["item_id"]
+        assert done["response"]["id"] == response_id and done["response"]["status"] == "completed"
+        assert done["response"]["output"][0]["content"][0]["text"] == text
+        assert done["response"]["usage"]["output_tokens"] == 5
+
+
+async def test_new_speech_cancels_the_reply_in_progress(edge: EdgeServer, vllm_url: str) -> None:
+    """The reply may take 20000 tokens (half a minute here): the user speaking again cuts it short
+    and its vLLM request is aborted."""
+    second = build_recording([JFK_2], gap_s=0)
+    onset = second.truth_ms[0][0] * 16
+    interruption = second.audio[onset : onset + 16000]
+    async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.recv()
+        await conn.session.update(session=session(assistant={"enabled": True, "max_output_tokens": 20000}))
+        await conn.recv()
+        await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio),
+                         pcm16(build_recording([JFK_1]).audio), 32000)
+        created = (await collect(conn.recv_bytes, count("response.created", 1)))[-1]
+        await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio), pcm16(interruption), 32000)
+        events = await collect(conn.recv_bytes, count("response.done", 1))
+        kinds = [e["type"] for e in events]
+        done = events[-1]
+        assert done["response"]["id"] == created["response"]["id"]
+        assert done["response"]["status"] == "cancelled"
+        assert done["response"]["status_details"]["reason"] == "turn_detected"
+        assert kinds.index("input_audio_buffer.speech_started") < kinds.index("response.done")
+        await wait_until(lambda: vllm_requests_running(vllm_url) == 0)
