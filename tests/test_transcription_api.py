@@ -170,3 +170,16 @@ def test_stream_disconnect_aborts_backend_requests(make_edge, vllm_url: str, med
     assert vllm_requests_running(vllm_url) == 0
     # Each chunk would need 30000 tokens (many seconds) to finish; aborted requests do not count as finished.
     assert vllm_requests_finished(vllm_url) == finished_before
+
+
+def test_disconnect_during_a_long_transcription_aborts_backend_requests(make_edge, vllm_url: str, media_dir) -> None:
+    edge = make_edge(max_output_tokens=30000)
+    finished_before = vllm_requests_finished(vllm_url)
+    with open(media_dir / "long.wav", "rb") as f, pytest.raises(httpx.ReadTimeout):
+        # The client gives up after 3 s and hangs up; the chunks would need far longer.
+        httpx.post(f"{edge.url}/v1/audio/transcriptions", files={"file": f}, timeout=httpx.Timeout(60, read=3))
+    deadline = time.monotonic() + 60
+    while vllm_requests_running(vllm_url) > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert vllm_requests_running(vllm_url) == 0
+    assert vllm_requests_finished(vllm_url) == finished_before

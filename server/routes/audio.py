@@ -1,10 +1,11 @@
 """`POST /v1/audio/transcriptions` and `POST /v1/audio/translations`."""
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Request
@@ -14,14 +15,37 @@ from server import metrics
 from server.audio_request import parse_audio_request, read_fields
 from server.errors import APIError
 from server.formats import render
-from server.transcription import Timings, TranscriptionOptions
+from server.transcription import Timings, TranscriptionOptions, cancel_all
 
 router = APIRouter()
+T = TypeVar("T")
 log = logging.getLogger("edge.audio")
 
 
 def _sse(event: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+
+
+async def _until_disconnect(request: Request) -> None:
+    """Return when the client hangs up (its body has been read, so nothing else can arrive)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, cancelling it (and with it its vLLM requests) if the client disconnects.
+
+    A long file's chunks would otherwise keep vLLM busy for a client that is no longer there.
+    """
+    job = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_all([watcher] if job.done() else [watcher, job])
+    if job.cancelled():
+        raise APIError(499, "The client closed the request.", code="client_closed_request")
+    return job.result()
 
 
 async def _handle(request: Request, task: str) -> Response:
@@ -54,7 +78,11 @@ async def _handle(request: Request, task: str) -> Response:
         )
 
     if not parsed.stream:
-        transcript = await state.transcriber.transcribe(audio, opts, timings)
+        try:
+            transcript = await _unless_client_leaves(request, state.transcriber.transcribe(audio, opts, timings))
+        except APIError as exc:
+            finish(f"error:{exc.status}")
+            raise
         finish("ok")
         return render(transcript, parsed.response_format, task=task, temperature=parsed.temperature)
 
