@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import httpx
 import uvicorn
@@ -153,12 +154,25 @@ class VLLMProcess:
                 continue
 
 
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """How uvicorn serves the edge.
+
+    WebSocket messages may be a little larger than `REALTIME_MAX_MESSAGE_MB`, so the session
+    itself refuses an oversized message with a clear `error` event before uvicorn would drop it.
+    """
+    options: dict[str, Any] = dict(
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_max_size=int((settings.realtime_max_message_mb + 1) * 1_048_576),
+    )
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
 async def _serve_edge(settings: Settings, vllm: VLLMProcess | None) -> int:
     """Run the edge until it is told to stop; stop it early (exit 1) if vLLM dies."""
-    config = uvicorn.Config(
-        "server.app:create_app", factory=True, host=settings.host, port=settings.port, log_level=settings.log_level
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config("server.app:create_app", settings, factory=True))
     exit_code = 0
 
     async def watch_vllm() -> None:

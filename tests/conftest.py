@@ -15,7 +15,7 @@ import uvicorn
 
 from server.app import create_app
 from server.devmodel import write_model
-from server.launcher import VLLMProcess
+from server.launcher import VLLMProcess, uvicorn_config
 from server.settings import Settings
 
 DATA = Path(__file__).parent / "data"
@@ -63,7 +63,7 @@ class EdgeServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+        config = uvicorn_config(self.app, settings, host="127.0.0.1", log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{settings.port}"
