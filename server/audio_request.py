@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from server.errors import APIError, bad_request
 from server.formats import RESPONSE_FORMATS
-from server.transcription import ServerVadChunking
+from server.transcription import ServerVadChunking, TranscriptionOptions
 
 GRANULARITIES = ("segment", "word")
 
@@ -33,6 +33,17 @@ class AudioRequest:
     @property
     def need_segments(self) -> bool:
         return self.response_format in ("verbose_json", "srt", "vtt")
+
+    def options(self, task: str, served_model: str) -> TranscriptionOptions:
+        """What the transcription service needs to know, with the model already resolved."""
+        return TranscriptionOptions(
+            task=task,
+            model=served_model,
+            language=self.language,
+            temperature=self.temperature,
+            need_segments=self.need_segments,
+            chunking=self.chunking,
+        )
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -124,17 +135,22 @@ def _form_fields(form: FormData) -> dict[str, Any]:
     return fields
 
 
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON body, which must be an object (422 otherwise)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise APIError(422, "The JSON body is malformed.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise APIError(422, "The JSON body must be an object.", code="invalid_json")
+    return body
+
+
 async def read_fields(request: Request) -> dict[str, Any]:
     """The request's fields from a multipart/urlencoded form or a JSON object."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        try:
-            body = await request.json()
-        except ValueError:
-            raise APIError(422, "The JSON body is malformed.", code="invalid_json") from None
-        if not isinstance(body, dict):
-            raise APIError(422, "The JSON body must be an object.", code="invalid_json")
-        return body
+        return await read_json_object(request)
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         try:
             form = await request.form(max_files=1, max_fields=100)

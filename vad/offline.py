@@ -37,9 +37,12 @@ class VADParams:
 
     @property
     def exit_threshold(self) -> float:
-        if self.neg_threshold is not None:
-            return self.neg_threshold
-        return max(self.threshold - 0.15, 0.01)
+        return exit_threshold(self.threshold, self.neg_threshold)
+
+
+def exit_threshold(threshold: float, neg_threshold: float | None) -> float:
+    """The probability below which speech ends: silero's hysteresis, `threshold - 0.15` by default."""
+    return neg_threshold if neg_threshold is not None else max(threshold - 0.15, 0.01)
 
 
 @dataclass(frozen=True)

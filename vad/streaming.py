@@ -23,6 +23,7 @@ import numpy as np
 
 from vad.framing import Framer
 from vad.model import FRAME_SAMPLES, SAMPLE_RATE, SileroModel
+from vad.offline import exit_threshold
 
 _SAMPLES_PER_MS = SAMPLE_RATE // 1000
 
@@ -39,9 +40,7 @@ class StreamParams:
 
     @property
     def exit_threshold(self) -> float:
-        if self.neg_threshold is not None:
-            return self.neg_threshold
-        return max(self.threshold - 0.15, 0.01)
+        return exit_threshold(self.threshold, self.neg_threshold)
 
 
 @dataclass(frozen=True)

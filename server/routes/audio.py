@@ -15,7 +15,7 @@ from server import metrics
 from server.audio_request import parse_audio_request, read_fields
 from server.errors import APIError
 from server.formats import render
-from server.transcription import Timings, TranscriptionOptions, cancel_all
+from server.transcription import Timings, cancel_all
 
 router = APIRouter()
 T = TypeVar("T")
@@ -54,14 +54,7 @@ async def _handle(request: Request, task: str) -> Response:
     timings = Timings()
     route = f"/v1/audio/{'translations' if task == 'translate' else 'transcriptions'}"
     parsed = parse_audio_request(await read_fields(request), task=task)
-    opts = TranscriptionOptions(
-        task=task,
-        model=await state.models.resolve(parsed.model),
-        language=parsed.language,
-        temperature=parsed.temperature,
-        need_segments=parsed.need_segments,
-        chunking=parsed.chunking,
-    )
+    opts = parsed.options(task, await state.models.resolve(parsed.model))
     audio = await state.transcriber.load_audio(parsed.source, timings)
     metrics.AUDIO_SECONDS.labels(route).inc(timings.audio_s)
 

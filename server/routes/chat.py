@@ -12,8 +12,8 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from server.audio_request import read_json_object
 from server.chat_audio import prepare_chat
-from server.errors import APIError
 
 router = APIRouter()
 log = logging.getLogger("edge.chat")
@@ -22,12 +22,7 @@ log = logging.getLogger("edge.chat")
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     started = time.perf_counter()
-    try:
-        body = await request.json()
-    except ValueError:
-        raise APIError(422, "The JSON body is malformed.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise APIError(422, "The JSON body must be an object.", code="invalid_json")
+    body = await read_json_object(request)
     state = request.app.state
     audios = await prepare_chat(
         body, models=state.models, fetcher=state.fetcher, max_audio_s=state.settings.max_audio_s

@@ -37,7 +37,7 @@ from server.fetch import SafeFetcher
 from server.formats import response_body
 from server.model_names import ModelNames
 from server.settings import Settings
-from server.transcription import Timings, TranscriptionOptions, TranscriptionService
+from server.transcription import Timings, TranscriptionService
 from server.vllm_client import VLLMClient
 from vad import SileroModel
 
@@ -179,14 +179,7 @@ class Jobs:
     async def _transcribe(self, fields: dict[str, Any], task: str, *, events_as_sse: bool) -> AsyncIterator[Any]:
         started = time.perf_counter()
         parsed = parse_audio_request(fields, task=task)
-        opts = TranscriptionOptions(
-            task=task,
-            model=await self.models.resolve(parsed.model),
-            language=parsed.language,
-            temperature=parsed.temperature,
-            need_segments=parsed.need_segments,
-            chunking=parsed.chunking,
-        )
+        opts = parsed.options(task, await self.models.resolve(parsed.model))
         timings = Timings()
         audio = await self.transcriber.load_audio(parsed.source, timings)
         if not parsed.stream:
