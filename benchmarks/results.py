@@ -24,7 +24,7 @@ def cpu_model() -> str:
 
 
 def machine() -> dict[str, Any]:
-    """The machine and its load when the run started (others may share it)."""
+    """The machine, and its load average as the results are written (others may share it)."""
     return {
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model(),
