@@ -44,6 +44,9 @@ def decode_audio(source: bytes | str | os.PathLike | BinaryIO, *, max_duration_s
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
     max_samples = int(max_duration_s * SAMPLE_RATE)
+    plain = _plain_wav(source, max_samples, max_duration_s)
+    if plain is not None:
+        return plain
     try:
         with _open(source) as container:
             stream = container.streams.audio[0]
@@ -56,6 +59,38 @@ def decode_audio(source: bytes | str | os.PathLike | BinaryIO, *, max_duration_s
             param="file",
             code="invalid_audio",
         ) from exc
+    if samples.size == 0:
+        raise _empty("The audio file contains no audio samples.")
+    return samples
+
+
+def _plain_wav(source: str | os.PathLike | BinaryIO, max_samples: int, max_duration_s: float) -> np.ndarray | None:
+    """Read a WAV that already is 16 kHz mono PCM16 with the stdlib, or return None.
+
+    Such files need no decoding or resampling, and opening them with FFmpeg was most of the
+    edge's own time on short clips; anything else (other rates, stereo, float, extensible
+    headers) goes through PyAV.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        source.seek(0)
+    try:
+        # `wave` opens (and closes) a path itself, and leaves a file object it is given open.
+        with wave.open(os.fspath(source) if isinstance(source, os.PathLike) else source, "rb") as wav:
+            if (wav.getnchannels(), wav.getsampwidth(), wav.getframerate(), wav.getcomptype()) != (
+                1, 2, SAMPLE_RATE, "NONE"
+            ):
+                return None
+            if wav.getnframes() > max_samples * _ESTIMATE_SLACK:
+                raise _too_long(max_duration_s)
+            pcm = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError, OSError):
+        return None
+    finally:
+        if not isinstance(source, (str, os.PathLike)):
+            source.seek(0)
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    if samples.size > max_samples:
+        raise _too_long(max_duration_s)
     if samples.size == 0:
         raise _empty("The audio file contains no audio samples.")
     return samples

@@ -159,3 +159,22 @@ def test_encode_wav_clips_and_keeps_the_rate() -> None:
 def test_encode_wav_refuses_multichannel_arrays() -> None:
     with pytest.raises(ValueError):
         encode_wav(np.zeros((2, 10), dtype=np.float32))
+
+
+def test_plain_16k_mono_wav_skips_pyav_and_matches_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    wav = encode_wav(decode_audio(DATA / "jfk.flac", max_duration_s=60)[:48000])
+    fast = decode_audio(wav, max_duration_s=60)
+    opened: list[object] = []
+    monkeypatch.setattr(server.audio.av, "open", lambda *a, **k: opened.append(a) or pytest.fail("PyAV used"))
+    assert np.array_equal(decode_audio(io.BytesIO(wav), max_duration_s=60), fast)
+    monkeypatch.undo()
+    monkeypatch.setattr(server.audio, "_plain_wav", lambda *args: None)
+    assert np.array_equal(decode_audio(wav, max_duration_s=60), fast)
+    assert not opened
+
+
+def test_plain_wav_limits_still_apply() -> None:
+    wav = encode_wav(np.zeros(SAMPLE_RATE * 3, dtype=np.float32))
+    with pytest.raises(APIError) as err:
+        decode_audio(wav, max_duration_s=2)
+    assert err.value.status == 413
