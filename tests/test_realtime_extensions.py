@@ -80,13 +80,16 @@ async def test_assistant_replies_after_each_turn_with_history(edge: EdgeServer) 
 
 async def test_new_speech_cancels_the_reply_in_progress(edge: EdgeServer, vllm_url: str) -> None:
     """The reply may take 20000 tokens (half a minute here): the user speaking again cuts it short
-    and its vLLM request is aborted."""
+    and its vLLM request is aborted. Greedy decoding keeps the random-weight model from ending
+    the reply early by chance."""
     second = build_recording([JFK_2], gap_s=0)
     onset = second.truth_ms[0][0] * 16
     interruption = second.audio[onset : onset + 16000]
     async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
         await conn.recv()
-        await conn.session.update(session=session(assistant={"enabled": True, "max_output_tokens": 20000}))
+        await conn.session.update(
+            session=session(assistant={"enabled": True, "max_output_tokens": 20000, "temperature": 0})
+        )
         await conn.recv()
         await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio),
                          pcm16(build_recording([JFK_1]).audio), 32000)

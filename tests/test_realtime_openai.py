@@ -80,7 +80,9 @@ async def test_ga_session_is_configured_and_echoed(edge: EdgeServer) -> None:
                                             "partial_interval_ms": 500}
     assert audio_input["turn_detection"] == {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
                                              "silence_duration_ms": 700}
-    assert updated["session"]["assistant"] == {"enabled": True, "instructions": "Be brief.", "max_output_tokens": None}
+    assert updated["session"]["assistant"] == {
+        "enabled": True, "instructions": "Be brief.", "max_output_tokens": None, "temperature": 0.8
+    }
     assert created.session.audio.input.transcription.model == SERVED_MODEL
 
 
@@ -189,6 +191,9 @@ async def test_bad_events_answer_errors_and_the_session_goes_on(edge: EdgeServer
         (json.dumps({"type": "session.update", "event_id": "e7", "session": {
             "type": "transcription", "audio": {"input": {"transcription": {"model": "no-such-model"}}}}}),
          "model_not_found", "model"),
+        (json.dumps({"type": "session.update", "event_id": "e8", "session": {
+            "type": "transcription", "assistant": {"temperature": "hot"}}}),
+         "invalid_value", "session.assistant.temperature"),
     ]
     async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
         await conn.recv()

@@ -42,7 +42,10 @@ class Conversation:
         if settings.instructions:
             content.append({"type": "text", "text": settings.instructions})
         content.append({"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}})
-        body: dict[str, Any] = {"messages": [*self.messages, {"role": "user", "content": content}]}
+        body: dict[str, Any] = {
+            "messages": [*self.messages, {"role": "user", "content": content}],
+            "temperature": settings.temperature,
+        }
         max_tokens = settings.max_output_tokens or default_max_tokens
         if max_tokens:
             body["max_completion_tokens"] = max_tokens

@@ -46,6 +46,7 @@ class Assistant:
     enabled: bool = False
     instructions: str | None = None
     max_output_tokens: int | None = None
+    temperature: float = 0.8
 
 
 @dataclass(frozen=True)

@@ -113,10 +113,14 @@ def parse_assistant(value: Any, current: Assistant, param: str) -> Assistant:
     enabled = obj.get("enabled", current.enabled)
     if not isinstance(enabled, bool):
         raise invalid(f"`{param}.enabled` must be true or false.", f"{param}.enabled")
+    temperature = obj.get("temperature", current.temperature)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
+        raise invalid(f"`{param}.temperature` must be a number from 0 to 2.", f"{param}.temperature")
     return Assistant(
         enabled=enabled,
         instructions=_text(obj, "instructions", param, current.instructions),
         max_output_tokens=_int(obj, "max_output_tokens", param, current.max_output_tokens, nullable=True, low=1),
+        temperature=float(temperature),
     )
 
 
@@ -229,6 +233,7 @@ class OpenAIProtocol:
             "enabled": config.assistant.enabled,
             "instructions": config.assistant.instructions,
             "max_output_tokens": config.assistant.max_output_tokens,
+            "temperature": config.assistant.temperature,
         }
         common = {"id": self.session_id, "object": "realtime.transcription_session", "expires_at": self.expires_at}
         fmt = config.audio_format
