@@ -15,15 +15,15 @@ from pathlib import Path
 
 import httpx
 
-from server.devmodel import write_model
-from server.launcher import VLLMProcess
-from server.settings import Settings
+from server.devmodel import SERVED_NAME, serve_tiny_model
+from server.devmodel import TINY_VLLM_ARGS as DEVMODEL_VLLM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(__file__).resolve().parent / ".work"
-SERVED_MODEL = "voxtral-tiny"
+SERVED_MODEL = SERVED_NAME
+MAX_NUM_SEQS = 32
 # As in the test suite; `--max-num-seqs` bounds vLLM's batch on two cores.
-TINY_VLLM_ARGS = "--max-model-len 32768 --dtype float32 --enforce-eager --max-num-seqs 32"
+TINY_VLLM_ARGS = f"{DEVMODEL_VLLM_ARGS} --max-num-seqs {MAX_NUM_SEQS}"
 MAX_OUTPUT_TOKENS = 8
 
 
@@ -60,23 +60,10 @@ def _stop(process: subprocess.Popen) -> None:
 @contextmanager
 def tiny_vllm() -> Iterator[str]:
     """The tiny random-weight Voxtral on vLLM's CPU build; yields its base URL."""
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    settings = Settings(
-        _env_file=None,
-        voxtral_model=str(write_model(WORK / "tiny-voxtral")),
-        served_model_name=SERVED_MODEL,
-        vllm_load_format="dummy",
-        vllm_port=free_port(),
-        vllm_args=TINY_VLLM_ARGS,
-        vllm_python=os.environ.get("VLLM_PYTHON", str(ROOT / ".venvs/vllm/bin/python")),
-    )
-    process = VLLMProcess(settings, echo=False)
-    process.start()
-    try:
-        process.wait_healthy(900)
-        yield f"http://{settings.vllm_host}:{settings.vllm_port}"
-    finally:
-        process.stop()
+    with serve_tiny_model(
+        WORK / "tiny-voxtral", port=free_port(), max_num_seqs=MAX_NUM_SEQS, startup_timeout_s=900
+    ) as url:
+        yield url
 
 
 class Child:

@@ -10,10 +10,15 @@ Usage: `python -m server.devmodel DIR`
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
 from mistral_common.tokens.tokenizers.base import SpecialTokens
+
+from server.launcher import VLLMProcess
+from server.settings import Settings
 
 # Smallest shape seen working with vLLM's CPU attention (head_dim 16 is refused).
 DIM = 128
@@ -24,6 +29,10 @@ HIDDEN = 256
 NUM_SPECIAL_TOKENS = 100
 NUM_VOCAB_TOKENS = 2000
 SOURCE_VOCAB = "tekken_240911.json"
+SERVED_NAME = "voxtral-tiny"
+# float32 and eager mode: the CPU build's fastest start for a model this small. A long context
+# lets tests keep requests running for many seconds (random weights rarely stop on their own).
+TINY_VLLM_ARGS = "--max-model-len 32768 --dtype float32 --enforce-eager"
 
 
 def tokenizer_json() -> dict:
@@ -94,6 +103,32 @@ def write_model(directory: Path) -> Path:
     (directory / "params.json").write_text(json.dumps(params_json(), indent=2))
     (directory / "tekken.json").write_text(json.dumps(tokenizer_json()))
     return directory
+
+
+@contextmanager
+def serve_tiny_model(
+    directory: Path, *, port: int, max_num_seqs: int = 16, startup_timeout_s: float = 600
+) -> Iterator[str]:
+    """Serve the tiny model, written to `directory`, with a real vLLM; yield vLLM's base URL.
+
+    The test suite and the benchmarks both start their vLLM this way.
+    """
+    settings = Settings(
+        _env_file=None,
+        voxtral_model=str(write_model(directory)),
+        served_model_name=SERVED_NAME,
+        vllm_load_format="dummy",
+        vllm_port=port,
+        vllm_args=f"{TINY_VLLM_ARGS} --max-num-seqs {max_num_seqs}",
+        vllm_cpu_kvcache_gb=1,
+    )
+    process = VLLMProcess(settings, echo=False)
+    process.start()
+    try:
+        process.wait_healthy(startup_timeout_s)
+        yield f"http://{settings.vllm_host}:{settings.vllm_port}"
+    finally:
+        process.stop()
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 edge servers (real uvicorn on a loopback port) configured per test module.
 """
 
-import os
 import socket
 import threading
 import time
@@ -14,14 +13,13 @@ import pytest
 import uvicorn
 
 from server.app import create_app
-from server.devmodel import write_model
-from server.launcher import VLLMProcess, uvicorn_config
+from server.devmodel import SERVED_NAME, serve_tiny_model
+from server.launcher import uvicorn_config
 from server.settings import Settings
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
-SERVED_MODEL = "voxtral-tiny"
-TINY_VLLM_ARGS = "--max-model-len 32768 --dtype float32 --enforce-eager --max-num-seqs 16"
+SERVED_MODEL = SERVED_NAME
 
 
 def free_port() -> int:
@@ -31,30 +29,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_model(tmp_path_factory.mktemp("tiny-voxtral"))
-
-
-@pytest.fixture(scope="session")
-def vllm_url(tiny_model_dir: Path) -> Iterator[str]:
+def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real vLLM serving the tiny model with random weights, for the whole session."""
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    settings = Settings(
-        _env_file=None,
-        voxtral_model=str(tiny_model_dir),
-        served_model_name=SERVED_MODEL,
-        vllm_load_format="dummy",
-        vllm_port=free_port(),
-        vllm_args=TINY_VLLM_ARGS,
-        vllm_python=os.environ.get("VLLM_PYTHON", str(ROOT / ".venvs/vllm/bin/python")),
-    )
-    process = VLLMProcess(settings, echo=False)
-    process.start()
-    try:
-        process.wait_healthy(600)
-        yield f"http://{settings.vllm_host}:{settings.vllm_port}"
-    finally:
-        process.stop()
+    with serve_tiny_model(tmp_path_factory.mktemp("tiny-voxtral"), port=free_port()) as url:
+        yield url
 
 
 class EdgeServer:
