@@ -22,7 +22,7 @@ say() { printf '\033[1m[serve.sh]\033[0m %s\n' "$*" >&2; }
 python_311() {
     local py
     for py in python3.13 python3.12 python3.11 python3; do
-        if command -v "$py" >/dev/null && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        if command -v "$py" >/dev/null && "$py" -c "import sys; sys.exit(sys.version_info < (3, 11))" 2>/dev/null; then
             echo "$py"
             return
         fi
