@@ -24,6 +24,8 @@ from vad import VADParams, speech_segments
 RATE = 16000
 PREFIX_MS = 300
 SILENCE_MS = 500
+TRANSCRIPTION = "conversation.item.input_audio_transcription"
+VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": PREFIX_MS, "silence_duration_ms": SILENCE_MS}
 TOLERANCE_MS = 100
 
 # (recording, start s, end s): each holds one utterance with silence around it.

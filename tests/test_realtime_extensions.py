@@ -5,10 +5,10 @@ import asyncio
 import pytest
 
 from realtime_helpers import (
+    TRANSCRIPTION,
+    VAD,
     JFK_1,
     JFK_2,
-    PREFIX_MS,
-    SILENCE_MS,
     build_recording,
     collect,
     count,
@@ -20,8 +20,6 @@ from realtime_helpers import (
 )
 from tests.conftest import EdgeServer, vllm_requests_running
 
-TRANSCRIPTION = "conversation.item.input_audio_transcription"
-VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": PREFIX_MS, "silence_duration_ms": SILENCE_MS}
 
 
 def session(**extra: object) -> dict:

@@ -5,10 +5,10 @@ import json
 import pytest
 
 from realtime_helpers import (
+    TRANSCRIPTION,
+    VAD,
     JFK_1,
     JFK_2,
-    PREFIX_MS,
-    SILENCE_MS,
     SILERO_1,
     TOLERANCE_MS,
     alaw,
@@ -23,8 +23,6 @@ from realtime_helpers import (
 )
 from tests.conftest import SERVED_MODEL, EdgeServer
 
-TRANSCRIPTION = "conversation.item.input_audio_transcription"
-VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": PREFIX_MS, "silence_duration_ms": SILENCE_MS}
 
 
 def assert_turns(events: list[dict], truth_ms: list[tuple[int, int]], *, beta: bool = False) -> None:
