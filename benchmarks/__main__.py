@@ -51,8 +51,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=results.RESULTS)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (unless given), to check that everything runs")
     if parser.parse_args(argv).quick:
-        parser.set_defaults(capacity_sessions=[4], realtime_sessions=[2], seconds=8.0, long_seconds=[120.0],
-                            repeats=1, overhead_requests=20)
+        parser.set_defaults(
+            capacity_sessions=[4],
+            realtime_sessions=[2],
+            seconds=8.0,
+            long_seconds=[120.0],
+            repeats=1,
+            overhead_requests=20,
+        )
     return parser.parse_args(argv)
 
 
@@ -86,9 +92,16 @@ def run_capacity(args: argparse.Namespace) -> None:
         pids = {"edge": edge.pid, "standin": backend.pid, "load_generator": os.getpid()}
         points, best = realtime_bench.sweep(edge.url, args.capacity_sessions, budget, config, pids)
     realtime_bench.report(
-        "realtime_capacity", "Edge capacity, zero-cost stand-in backend", points, best, budget, config,
-        {"backend": "zero-cost stand-in (benchmarks/standin.py), own process, same 2 cores",
-         "edge": "python -m uvicorn server.app:create_app --factory (1 process)"},
+        "realtime_capacity",
+        "Edge capacity, zero-cost stand-in backend",
+        points,
+        best,
+        budget,
+        config,
+        {
+            "backend": "zero-cost stand-in (benchmarks/standin.py), own process, same 2 cores",
+            "edge": "python -m uvicorn server.app:create_app --factory (1 process)",
+        },
     )
 
 
@@ -98,7 +111,12 @@ def run_realtime(args: argparse.Namespace, stack: Stack) -> None:
     pids = {**stack.pids, "load_generator": os.getpid()}
     points, best = realtime_bench.sweep(stack.edge_url, args.realtime_sessions, budget, config, pids)
     realtime_bench.report(
-        "realtime_vllm", "End to end, real vLLM", points, best, budget, config,
+        "realtime_vllm",
+        "End to end, real vLLM",
+        points,
+        best,
+        budget,
+        config,
         {"backend": _backend_name(args), "max_output_tokens": processes.MAX_OUTPUT_TOKENS},
     )
 
@@ -120,8 +138,13 @@ def run_overhead(args: argparse.Namespace, stack: Stack) -> None:
         raise SystemExit("the overhead benchmark compares with vLLM directly: give --vllm-url with --edge-url")
     overhead_bench.run(stack.edge_url, stack.vllm_url, args.overhead_requests, _backend_name(args))
     with processes.standin() as backend, processes.edge(backend.url) as edge:
-        overhead_bench.run(edge.url, backend.url, args.overhead_requests,
-                           "zero-cost stand-in (benchmarks/standin.py)", name="overhead_standin")
+        overhead_bench.run(
+            edge.url,
+            backend.url,
+            args.overhead_requests,
+            "zero-cost stand-in (benchmarks/standin.py)",
+            name="overhead_standin",
+        )
 
 
 VLLM_RUNNERS = {"realtime": run_realtime, "files": run_files, "overhead": run_overhead}

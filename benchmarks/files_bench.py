@@ -52,8 +52,11 @@ def _edge(client: httpx.Client, edge_url: str, data: bytes, name: str) -> dict[s
 
 
 def _vllm(client: httpx.Client, vllm_url: str, data: bytes, name: str) -> dict[str, Any]:
-    form = {"model": processes.SERVED_MODEL, "response_format": "json",
-            "max_completion_tokens": str(processes.MAX_OUTPUT_TOKENS)}
+    form = {
+        "model": processes.SERVED_MODEL,
+        "response_format": "json",
+        "max_completion_tokens": str(processes.MAX_OUTPUT_TOKENS),
+    }
     return _post(client, f"{vllm_url}/v1/audio/transcriptions", data, name, form)
 
 
@@ -75,17 +78,25 @@ def recordings(client: httpx.Client, edge_url: str, vllm_url: str, repeats: int)
         audio_s = len(decode_audio(data, max_duration_s=3600)) / 16000
         edge = _median_run([_edge(client, edge_url, data, path.name) for _ in range(repeats)])
         direct = _median_run([_vllm(client, vllm_url, data, path.name) for _ in range(repeats)])
-        rows.append({"file": path.name, "audio_s": round(audio_s, 2), "edge": edge, "vllm": direct,
-                     "edge_x_realtime": _speed(audio_s, edge), "vllm_x_realtime": _speed(audio_s, direct)})
+        rows.append(
+            {
+                "file": path.name,
+                "audio_s": round(audio_s, 2),
+                "edge": edge,
+                "vllm": direct,
+                "edge_x_realtime": _speed(audio_s, edge),
+                "vllm_x_realtime": _speed(audio_s, direct),
+            }
+        )
     return rows
 
 
-def long_audio(client: httpx.Client, edge_url: str, vllm_url: str, seconds: float, sequential_edge: str
-               ) -> dict[str, Any]:
+def long_audio(
+    client: httpx.Client, edge_url: str, vllm_url: str, seconds: float, sequential_edge: str
+) -> dict[str, Any]:
     path = long_file(seconds, processes.WORK)
     data = path.read_bytes()
-    runs: dict[str, Any] = {"file": str(path.relative_to(processes.ROOT)), "audio_s": seconds,
-                            "bytes": len(data)}
+    runs: dict[str, Any] = {"file": str(path.relative_to(processes.ROOT)), "audio_s": seconds, "bytes": len(data)}
     targets = [("edge_parallel", edge_url), ("edge_sequential", sequential_edge)]
     for label, url in tqdm(targets, desc=f"{seconds / 60:.0f} min file via edge", leave=False):
         before = scrape(url)
@@ -99,19 +110,44 @@ def long_audio(client: httpx.Client, edge_url: str, vllm_url: str, seconds: floa
 
 
 def table(rows: list[dict[str, Any]], longs: list[dict[str, Any]]) -> str:
-    header = ["input", "audio s", "edge wall s", "edge x realtime", "vLLM direct wall s", "vLLM x realtime",
-              "vLLM answer"]
+    header = [
+        "input",
+        "audio s",
+        "edge wall s",
+        "edge x realtime",
+        "vLLM direct wall s",
+        "vLLM x realtime",
+        "vLLM answer",
+    ]
     lines = []
     for row in rows:
-        lines.append([row["file"], row["audio_s"], f"{row['edge']['wall_s']:.3f}", row["edge_x_realtime"] or "–",
-                      f"{row['vllm']['wall_s']:.3f}", row["vllm_x_realtime"] or "–", row["vllm"]["status"]])
+        lines.append(
+            [
+                row["file"],
+                row["audio_s"],
+                f"{row['edge']['wall_s']:.3f}",
+                row["edge_x_realtime"] or "–",
+                f"{row['vllm']['wall_s']:.3f}",
+                row["vllm_x_realtime"] or "–",
+                row["vllm"]["status"],
+            ]
+        )
     for long in longs:
         direct = long["vllm_single_request"]
         for label in ("edge_parallel", "edge_sequential"):
             run = long[label]
-            lines.append([f"{long['audio_s'] / 60:.0f} min file, {label.replace('_', ' ')} ({run.get('chunks', 0):.0f} chunks)",
-                          long["audio_s"], f"{run['wall_s']:.1f}", run["x_realtime"] or f"failed {run['status']}",
-                          f"{direct['wall_s']:.1f}", direct["x_realtime"] or "–", direct["status"]])
+            lines.append(
+                [
+                    f"{long['audio_s'] / 60:.0f} min file, {label.replace('_', ' ')} "
+                    f"({run.get('chunks', 0):.0f} chunks)",
+                    long["audio_s"],
+                    f"{run['wall_s']:.1f}",
+                    run["x_realtime"] or f"failed {run['status']}",
+                    f"{direct['wall_s']:.1f}",
+                    direct["x_realtime"] or "–",
+                    direct["status"],
+                ]
+            )
     return results.markdown_table(header, lines)
 
 
@@ -126,7 +162,7 @@ def plot(rows: list[dict[str, Any]], longs: list[dict[str, Any]]):
     left.set_ylabel("wall s (median)")
     left.set_title("test recordings")
     left.legend(fontsize=8)
-    for axis, long in zip(axes[0][1:], longs):
+    for axis, long in zip(axes[0][1:], longs, strict=False):
         labels, walls = [], []
         for key in ("edge_parallel", "edge_sequential", "vllm_single_request"):
             ok = long[key].get("status") == 200
@@ -143,8 +179,14 @@ def run(edge_url: str, vllm_url: str, long_seconds: list[float], repeats: int, b
         rows = recordings(client, edge_url, vllm_url, repeats)
         with processes.edge(vllm_url, max_chunk_concurrency=1) as sequential:
             longs = [long_audio(client, edge_url, vllm_url, seconds, sequential.url) for seconds in long_seconds]
-    data = {"benchmark": "files", "machine": results.machine(), "backend": backend,
-            "max_output_tokens_per_request": processes.MAX_OUTPUT_TOKENS, "recordings": rows, "long_files": longs}
+    data = {
+        "benchmark": "files",
+        "machine": results.machine(),
+        "backend": backend,
+        "max_output_tokens_per_request": processes.MAX_OUTPUT_TOKENS,
+        "recordings": rows,
+        "long_files": longs,
+    }
     results.write("files", data, table(rows, longs), plot(rows, longs))
     tqdm.write(table(rows, longs))
     return data

@@ -107,9 +107,22 @@ def edge(backend_url: str, **settings: object) -> Iterator[Child]:
     }
     env.update({key.upper(): str(value) for key, value in settings.items()})
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "server.app:create_app", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "server.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     child = Child(process, f"http://127.0.0.1:{port}")
     try:

@@ -68,7 +68,7 @@ async def _load(url: str, n: int, audio: SessionAudio, config: LoadConfig, seed:
             await asyncio.sleep(1)
             bar.update(1)
         logs = await tasks
-    return list(zip(plans, logs))
+    return list(zip(plans, logs, strict=False))
 
 
 def run_point(
@@ -145,7 +145,8 @@ def _summary_line(point: dict[str, Any]) -> str:
     edge = point["processes"].get("edge", {})
     return (
         f"  N={point['sessions']}: turn p50/p99 {results.ms(point['turn_latency_s']['p50'])}/"
-        f"{results.ms(point['turn_latency_s']['p99'])} ms, edge share p99 {results.ms(point['edge_share_s']['p99'])} ms, "
+        f"{results.ms(point['turn_latency_s']['p99'])} ms, "
+        f"edge share p99 {results.ms(point['edge_share_s']['p99'])} ms, "
         f"turns {point['turns_completed_matched']}/{point['turns_expected']}, dropped {point['sessions_dropped']}, "
         f"edge CPU {edge.get('cpu_cores', '–')} cores, RSS {edge.get('rss_peak_mb', '–')} MB "
         f"→ {'ok' if point['passed'] else 'over budget'}"
@@ -153,21 +154,39 @@ def _summary_line(point: dict[str, Any]) -> str:
 
 
 def table(points: list[dict[str, Any]]) -> str:
-    header = ["sessions", "turns ok / sent", "dropped", "turn p50 ms", "turn p95 ms", "turn p99 ms",
-              "edge share p50 / p99 ms", "VAD lag p99 ms", "backend p50 / p99 ms", "edge CPU cores",
-              "edge RSS MB", "within budget"]
+    header = [
+        "sessions",
+        "turns ok / sent",
+        "dropped",
+        "turn p50 ms",
+        "turn p95 ms",
+        "turn p99 ms",
+        "edge share p50 / p99 ms",
+        "VAD lag p99 ms",
+        "backend p50 / p99 ms",
+        "edge CPU cores",
+        "edge RSS MB",
+        "within budget",
+    ]
     rows = []
     for p in points:
         edge = p["processes"].get("edge", {})
-        rows.append([
-            p["sessions"], f"{p['turns_completed_matched']} / {p['turns_expected']}", p["sessions_dropped"],
-            results.ms(p["turn_latency_s"]["p50"]), results.ms(p["turn_latency_s"]["p95"]),
-            results.ms(p["turn_latency_s"]["p99"]),
-            f"{results.ms(p['edge_share_s']['p50'])} / {results.ms(p['edge_share_s']['p99'])}",
-            results.ms(p["vad_lag_beyond_silence_s"]["p99"]),
-            f"{results.ms(p['backend_s']['p50'])} / {results.ms(p['backend_s']['p99'])}",
-            edge.get("cpu_cores", "–"), edge.get("rss_peak_mb", "–"), "yes" if p["passed"] else "no",
-        ])
+        rows.append(
+            [
+                p["sessions"],
+                f"{p['turns_completed_matched']} / {p['turns_expected']}",
+                p["sessions_dropped"],
+                results.ms(p["turn_latency_s"]["p50"]),
+                results.ms(p["turn_latency_s"]["p95"]),
+                results.ms(p["turn_latency_s"]["p99"]),
+                f"{results.ms(p['edge_share_s']['p50'])} / {results.ms(p['edge_share_s']['p99'])}",
+                results.ms(p["vad_lag_beyond_silence_s"]["p99"]),
+                f"{results.ms(p['backend_s']['p50'])} / {results.ms(p['backend_s']['p99'])}",
+                edge.get("cpu_cores", "–"),
+                edge.get("rss_peak_mb", "–"),
+                "yes" if p["passed"] else "no",
+            ]
+        )
     return results.markdown_table(header, rows)
 
 
@@ -199,11 +218,23 @@ def plot(points: list[dict[str, Any]], title: str):
     return figure
 
 
-def report(name: str, title: str, points: list[dict[str, Any]], best: int | None, budget: Budget,
-           config: LoadConfig, setup: dict[str, Any]) -> None:
+def report(
+    name: str,
+    title: str,
+    points: list[dict[str, Any]],
+    best: int | None,
+    budget: Budget,
+    config: LoadConfig,
+    setup: dict[str, Any],
+) -> None:
     data = {
-        "benchmark": name, "title": title, "machine": results.machine(), "setup": setup,
-        "budget": budget.describe(), "load": asdict(config), "largest_sessions_within_budget": best,
+        "benchmark": name,
+        "title": title,
+        "machine": results.machine(),
+        "setup": setup,
+        "budget": budget.describe(),
+        "load": asdict(config),
+        "largest_sessions_within_budget": best,
         "points": points,
     }
     summary = f"Largest N within budget ({budget.describe()}): {best if best is not None else 'none'}"

@@ -15,17 +15,25 @@ import websockets
 
 from benchmarks.speech import SessionPlan
 
-SESSION_UPDATE = json.dumps({
-    "type": "session.update",
-    "session": {
-        "type": "transcription",
-        "audio": {"input": {
-            "format": {"type": "audio/pcm", "rate": 24000},
-            "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-                               "silence_duration_ms": 500},
-        }},
-    },
-})
+SESSION_UPDATE = json.dumps(
+    {
+        "type": "session.update",
+        "session": {
+            "type": "transcription",
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": 24000},
+                    "turn_detection": {
+                        "type": "server_vad",
+                        "threshold": 0.5,
+                        "prefix_padding_ms": 300,
+                        "silence_duration_ms": 500,
+                    },
+                }
+            },
+        },
+    }
+)
 STOPPED = "input_audio_buffer.speech_stopped"
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 FAILED = "conversation.item.input_audio_transcription.failed"
@@ -70,14 +78,13 @@ async def _expect(ws: websockets.ClientConnection, kind: str) -> None:
         raise RuntimeError(f"expected {kind}, got {event['type']}: {event}")
 
 
-async def run_session(
-    url: str, plan: SessionPlan, messages: list[str], chunk_s: float, drain_s: float
-) -> SessionLog:
+async def run_session(url: str, plan: SessionPlan, messages: list[str], chunk_s: float, drain_s: float) -> SessionLog:
     """Stream `plan`, then wait up to `drain_s` for every detected turn's transcript; never raises."""
     log = SessionLog()
     try:
-        async with websockets.connect(url, compression=None, max_size=None, open_timeout=OPEN_TIMEOUT_S,
-                                      ping_interval=None) as ws:
+        async with websockets.connect(
+            url, compression=None, max_size=None, open_timeout=OPEN_TIMEOUT_S, ping_interval=None
+        ) as ws:
             await _expect(ws, "session.created")
             await ws.send(SESSION_UPDATE)
             await _expect(ws, "session.updated")
@@ -96,11 +103,11 @@ async def run_session(
                     break
                 await asyncio.sleep(0.05)
             if reader.done():
-                if reader.exception() is not None:
-                    raise reader.exception()
+                if (failure := reader.exception()) is not None:
+                    raise failure
                 raise RuntimeError(f"the server closed the session early (code {ws.close_code})")
             reader.cancel()
-    except (OSError, asyncio.TimeoutError, websockets.WebSocketException, RuntimeError) as exc:
+    except (TimeoutError, OSError, websockets.WebSocketException, RuntimeError) as exc:
         log.dropped = f"{type(exc).__name__}: {exc}"
     return log
 
@@ -134,6 +141,11 @@ def score_session(plan: SessionPlan, log: SessionLog, chunk_s: float, tolerance_
             latencies.append(log.completed[item] - spoken_end)
             stop_to_done.append(log.completed[item] - stopped_at)
     return SessionScore(
-        expected=len(plan.turns_ms), detected=len(log.stopped), matched=matched, failed=len(log.failed),
-        latencies_s=latencies, stop_to_done_s=stop_to_done, vad_lag_s=vad_lag,
+        expected=len(plan.turns_ms),
+        detected=len(log.stopped),
+        matched=matched,
+        failed=len(log.failed),
+        latencies_s=latencies,
+        stop_to_done_s=stop_to_done,
+        vad_lag_s=vad_lag,
     )

@@ -16,8 +16,8 @@ import numpy as np
 import soxr
 
 from server.audio import SAMPLE_RATE, decode_audio, encode_wav
-from vad import StreamingDetector, StreamParams, speech_segments
 from vad import SpeechStopped as VADStopped
+from vad import StreamingDetector, StreamParams, speech_segments
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 SOURCES = ("silero_test.wav", "jfk.flac")

@@ -64,16 +64,24 @@ def build_app(model: str) -> Starlette:
         if body.get("stream"):
             return _events(_chat_events(model))
         message = {"role": "assistant", "content": TEXT}
-        return JSONResponse({"object": "chat.completion", "model": model, "usage": USAGE,
-                             "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+        return JSONResponse(
+            {
+                "object": "chat.completion",
+                "model": model,
+                "usage": USAGE,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            }
+        )
 
-    return Starlette(routes=[
-        Route("/health", health),
-        Route("/v1/models", models),
-        Route("/v1/audio/transcriptions", transcription, methods=["POST"]),
-        Route("/v1/audio/translations", transcription, methods=["POST"]),
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/v1/models", models),
+            Route("/v1/audio/transcriptions", transcription, methods=["POST"]),
+            Route("/v1/audio/translations", transcription, methods=["POST"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+        ]
+    )
 
 
 def main() -> None:

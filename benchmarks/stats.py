@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import httpx
 import numpy as np
 
-_SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$')
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 Metrics = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -38,11 +38,7 @@ def scrape(edge_url: str) -> Metrics:
 def counter_delta(before: Metrics, after: Metrics, name: str, **labels: str) -> float:
     """Increase of the samples named `name` whose labels include `labels`."""
     wanted = set(labels.items())
-    return sum(
-        value - before.get(key, 0.0)
-        for key, value in after.items()
-        if key[0] == name and wanted <= key[1]
-    )
+    return sum(value - before.get(key, 0.0) for key, value in after.items() if key[0] == name and wanted <= key[1])
 
 
 def histogram_quantiles(

@@ -23,6 +23,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -110,7 +111,7 @@ def reference_run(streams: list[np.ndarray], bar: tqdm) -> None:
     tensors = [torch.from_numpy(a) for a in streams]
     frames = len(streams[0]) // 512
     for i in range(frames):
-        for it, audio in zip(iterators, tensors):
+        for it, audio in zip(iterators, tensors, strict=False):
             it(audio[i * 512 : (i + 1) * 512])
         bar.update(512 * len(streams) / RATE)
 
@@ -123,10 +124,10 @@ def main() -> None:
         for n in CONCURRENCY:
             seconds = ENGINE_SECONDS[n]
             streams = stream_audio(audio, n, seconds)
-            row = {"streams": n, "engine": measure(lambda: engine_run(streams, bar), n * seconds)}
+            row: dict[str, Any] = {"streams": n, "engine": measure(lambda s=streams: engine_run(s, bar), n * seconds)}
             if n in REFERENCE_SECONDS:
                 ref_streams = stream_audio(audio, n, REFERENCE_SECONDS[n])
-                row["reference"] = measure(lambda: reference_run(ref_streams, bar), n * REFERENCE_SECONDS[n])
+                row["reference"] = measure(lambda s=ref_streams: reference_run(s, bar), n * REFERENCE_SECONDS[n])
             rows.append(row)
     measured_ref = {r["streams"]: r["reference"] for r in rows if "reference" in r}
     for row in rows:
@@ -151,7 +152,8 @@ def markdown(result: dict) -> str:
     lines = [
         f"Machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}, onnxruntime {m['onnxruntime']}.",
         "",
-        "| streams | engine x realtime / core | engine x realtime (wall) | reference x realtime / core | speedup / core |",
+        "| streams | engine x realtime / core | engine x realtime (wall) | reference x realtime / core "
+        "| speedup / core |",
         "|---:|---:|---:|---:|---:|",
     ]
     for row in result["rows"]:
@@ -175,8 +177,12 @@ def plot(result: dict) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(n, [r["engine"]["rtf_per_core"] for r in rows], "o-", label="BatchedVADEngine (per CPU core)")
     ref = [r for r in rows if "reference" in r]
-    ax.plot([r["streams"] for r in ref], [r["reference"]["rtf_per_core"] for r in ref], "s--",
-            label="silero VADIterator, ONNX (per CPU core)")
+    ax.plot(
+        [r["streams"] for r in ref],
+        [r["reference"]["rtf_per_core"] for r in ref],
+        "s--",
+        label="silero VADIterator, ONNX (per CPU core)",
+    )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent streams")
     ax.set_ylabel("audio seconds per CPU second (x realtime)")

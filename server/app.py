@@ -16,13 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import metrics
 from server.errors import install_error_handlers, too_large
-from server.fetch import SafeFetcher
-from server.model_names import ModelNames
 from server.routes import audio, chat, realtime, service
+from server.services import Services
 from server.settings import Settings, get_settings
-from server.transcription import TranscriptionService
-from server.vllm_client import VLLMClient
-from vad import BatchedVADEngine, SileroModel
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 log = logging.getLogger("edge")
@@ -86,26 +82,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backend = VLLMClient(settings)
-        fetcher = SafeFetcher(settings)
-        app.state.settings = settings
-        app.state.backend = backend
-        app.state.fetcher = fetcher
-        app.state.models = ModelNames(settings, backend)
-        app.state.transcriber = TranscriptionService(
-            settings, backend, fetcher, SileroModel(intra_op_threads=settings.vad_intra_op_threads)
-        )
-        app.state.vad_engine = BatchedVADEngine(
-            max_batch=settings.realtime_vad_max_batch, intra_op_threads=settings.vad_intra_op_threads
-        )
-        await app.state.vad_engine.start()
+        built = Services.build(settings)
+        await built.start()
+        app.state.services = built
         log.info("edge ready; backend %s", settings.backend_url)
         try:
             yield
         finally:
-            await app.state.vad_engine.stop()
-            await fetcher.aclose()
-            await backend.aclose()
+            await built.aclose()
 
     app = FastAPI(
         title="Voxtral edge",

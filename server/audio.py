@@ -77,7 +77,10 @@ def _plain_wav(source: str | os.PathLike | BinaryIO, max_samples: int, max_durat
         # `wave` opens (and closes) a path itself, and leaves a file object it is given open.
         with wave.open(os.fspath(source) if isinstance(source, os.PathLike) else source, "rb") as wav:
             if (wav.getnchannels(), wav.getsampwidth(), wav.getframerate(), wav.getcomptype()) != (
-                1, 2, SAMPLE_RATE, "NONE"
+                1,
+                2,
+                SAMPLE_RATE,
+                "NONE",
             ):
                 return None
             if wav.getnframes() > max_samples * _ESTIMATE_SLACK:
@@ -189,10 +192,9 @@ def _decode_stream(
         if params != input_params:
             if resampler is not None:
                 collect(resampler.resample(None))
-            resampler = av.AudioResampler(
-                format="flt", layout="mono", rate=SAMPLE_RATE, options=_RESAMPLER_OPTIONS
-            )
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE, options=_RESAMPLER_OPTIONS)
             input_params = params
+        assert resampler is not None
         collect(resampler.resample(frame))
     if resampler is not None:
         collect(resampler.resample(None))

@@ -96,9 +96,13 @@ def parse_chunking(value: Any) -> ServerVadChunking | None:
         try:
             value = json.loads(value)
         except ValueError:
-            raise bad_request('`chunking_strategy` must be "auto" or a server_vad object.', param="chunking_strategy")
+            raise bad_request(
+                '`chunking_strategy` must be "auto" or a server_vad object.', param="chunking_strategy"
+            ) from None
     if not isinstance(value, dict) or value.get("type") != "server_vad":
-        raise bad_request('`chunking_strategy` must be "auto" or {"type": "server_vad", ...}.', param="chunking_strategy")
+        raise bad_request(
+            '`chunking_strategy` must be "auto" or {"type": "server_vad", ...}.', param="chunking_strategy"
+        )
     unknown = set(value) - {"type", "threshold", "prefix_padding_ms", "silence_duration_ms"}
     if unknown:
         raise bad_request(f"Unknown `chunking_strategy` fields: {sorted(unknown)}.", param="chunking_strategy")
@@ -204,7 +208,9 @@ def parse_audio_request(fields: dict[str, Any], *, task: str) -> AudioRequest:
                 code="unsupported_value",
             )
     if granularities and response_format != "verbose_json":
-        raise bad_request("`timestamp_granularities` needs `response_format` verbose_json.", param="timestamp_granularities")
+        raise bad_request(
+            "`timestamp_granularities` needs `response_format` verbose_json.", param="timestamp_granularities"
+        )
 
     include = fields.get("include") or []
     if include:

@@ -5,11 +5,12 @@ Model hubs are out of reach on build machines, so the test suite serves this dir
 (audio encoder, tokenizer, sampling, streaming) at a fraction of the cost. The text it produces is
 noise.
 
-Usage: `python -m server.devmodel DIR`
+Usage: `python -m server.devmodel DIR` (add `--serve PORT` to serve it with vLLM until interrupted)
 """
 
 import argparse
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -113,7 +114,7 @@ def serve_tiny_model(
 
     The test suite and the benchmarks both start their vLLM this way.
     """
-    settings = Settings(
+    settings = Settings(  # type: ignore[call-arg]  # pydantic-settings takes _env_file
         _env_file=None,
         voxtral_model=str(write_model(directory)),
         served_model_name=SERVED_NAME,
@@ -134,8 +135,17 @@ def serve_tiny_model(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path)
+    parser.add_argument("--serve", type=int, metavar="PORT", help="also serve it with vLLM on PORT until interrupted")
     args = parser.parse_args()
-    print(write_model(args.directory))
+    if args.serve is None:
+        print(write_model(args.directory))
+        return
+    with serve_tiny_model(args.directory, port=args.serve) as url:
+        print(url, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import tempfile
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import httpcore
@@ -263,7 +263,7 @@ class SafeFetcher:
         except BaseException:
             spool.close()
             raise
-        return FetchedMedia(spool, size, response.headers.get("content-type"))
+        return FetchedMedia(cast(BinaryIO, spool), size, response.headers.get("content-type"))
 
     def _decode_data_url(self, url: str) -> FetchedMedia:
         header, comma, payload = url[len("data:") :].partition(",")

@@ -63,9 +63,10 @@ def vllm_command(settings: Settings) -> list[str]:
 
 
 def has_nvidia_gpu() -> bool:
-    return shutil.which("nvidia-smi") is not None and subprocess.run(
-        ["nvidia-smi", "-L"], capture_output=True, check=False
-    ).returncode == 0
+    return (
+        shutil.which("nvidia-smi") is not None
+        and subprocess.run(["nvidia-smi", "-L"], capture_output=True, check=False).returncode == 0
+    )
 
 
 def vllm_environment(settings: Settings) -> dict[str, str]:

@@ -12,7 +12,9 @@ STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=LATENCY_BUCKETS,
 )
-REQUEST_SECONDS = Histogram("edge_request_seconds", "Total request latency by route", ["route"], buckets=LATENCY_BUCKETS)
+REQUEST_SECONDS = Histogram(
+    "edge_request_seconds", "Total request latency by route", ["route"], buckets=LATENCY_BUCKETS
+)
 BACKEND_CHUNKS = Counter("edge_backend_chunks_total", "Audio chunks sent to vLLM", ["task"])
 
 REALTIME_SESSIONS = Gauge("edge_realtime_sessions", "Realtime sessions open now")

@@ -19,8 +19,12 @@ class ModelNames:
             listing = await self._backend.models()
             models = listing.get("data") or []
             if not models:
-                raise APIError(503, "The speech backend serves no model yet.", code="backend_unavailable",
-                               headers={"Retry-After": "5"})
+                raise APIError(
+                    503,
+                    "The speech backend serves no model yet.",
+                    code="backend_unavailable",
+                    headers={"Retry-After": "5"},
+                )
             self._served = models[0]["id"]
         return self._served
 

@@ -18,7 +18,7 @@ original audio. The HTTP routes and the RunPod worker both call this module.
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -209,14 +209,14 @@ class TranscriptionService:
         timings.backend_s = time.perf_counter() - started
         joiner = TextJoiner()
         segments = []
-        for i, (chunk, text) in enumerate(zip(chunks, texts)):
+        for i, (chunk, text) in enumerate(zip(chunks, texts, strict=False)):
             joiner.add(i, text)
             segments.append(Segment(chunk.start / SAMPLE_RATE, chunk.end / SAMPLE_RATE, text.strip()))
         return Transcript(joiner.text, len(audio) / SAMPLE_RATE, opts.language, segments)
 
     async def stream(
         self, audio: np.ndarray, opts: TranscriptionOptions, timings: Timings
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """OpenAI stream events: `transcript.text.delta`… then `transcript.text.done` with usage.
 
         Chunks are transcribed concurrently; their deltas are buffered and released in order.

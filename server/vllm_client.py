@@ -7,8 +7,8 @@ stream) → 502; vLLM refusing a request (4xx) → the same status with vLLM's o
 
 import base64
 import json
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +122,7 @@ class VLLMClient:
 
     async def transcribe_stream(
         self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float, usage: StreamUsage
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield text deltas of one chunk as vLLM streams them; token counts are added to `usage`.
 
         Closing the iterator early closes the HTTP stream, which makes vLLM abort the request.
@@ -134,7 +134,7 @@ class VLLMClient:
             async for delta in deltas:
                 yield delta
 
-    async def chat_text_stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncIterator[str]:
+    async def chat_text_stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncGenerator[str, None]:
         """Yield the text deltas of a streamed chat completion; token counts are added to `usage`.
 
         `body` gets `stream` and usage reporting set. Closing the iterator early aborts the request.
@@ -149,7 +149,7 @@ class VLLMClient:
         response = await self._send(self._http.build_request("POST", "/chat/completions", json=body))
         return response.json()
 
-    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def chat_stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         """Relay vLLM's chat SSE stream chunk by chunk, as bytes."""
         response = await self._send(self._http.build_request("POST", "/chat/completions", json=body), stream=True)
         try:
@@ -179,7 +179,7 @@ def _route(task: str) -> str:
     return "translations" if task == "translate" else "transcriptions"
 
 
-async def _text_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncIterator[str]:
+async def _text_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncGenerator[str, None]:
     """Text deltas of a streamed completion; closes the response.
 
     Reads vLLM's chunk format (transcription and chat) and OpenAI's `transcript.text.*` events,
@@ -207,7 +207,7 @@ async def _text_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncIte
         await close_shielded(response)
 
 
-async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+async def _sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
     """Parse `data:` lines of a server-sent event stream until `[DONE]`."""
     async for line in response.aiter_lines():
         if not line.startswith("data:"):

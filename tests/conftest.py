@@ -2,6 +2,7 @@
 edge servers (real uvicorn on a loopback port) configured per test module.
 """
 
+import os
 import socket
 import threading
 import time
@@ -30,7 +31,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real vLLM serving the tiny model with random weights, for the whole session."""
+    """A real vLLM serving the tiny model with random weights, for the whole session.
+
+    `TEST_VLLM_URL` names one already serving it (`python -m server.devmodel --serve PORT`), to
+    iterate on a few tests without a start each time; the full suite always starts its own.
+    """
+    if url := os.environ.get("TEST_VLLM_URL"):
+        yield url
+        return
     with serve_tiny_model(tmp_path_factory.mktemp("tiny-voxtral"), port=free_port()) as url:
         yield url
 
@@ -103,9 +111,7 @@ def vllm_metric(vllm_url: str, name: str, label: str = "") -> float:
     """A metric of vLLM's own `/metrics`, summed over the label sets that contain `label`."""
     text = httpx.get(f"{vllm_url}/metrics", timeout=10).text
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") and label in line
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") and label in line
     )
 
 

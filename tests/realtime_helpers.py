@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import soxr
 from openai import AsyncOpenAI
+from vad_helpers import load_recording
 
 from tests.conftest import EdgeServer
-from vad_helpers import load_recording
 from vad import VADParams, speech_segments
 
 RATE = 16000
@@ -99,8 +99,9 @@ def openai_client(edge: EdgeServer) -> AsyncOpenAI:
     return AsyncOpenAI(api_key="unused", base_url=f"{edge.url}/v1", websocket_base_url=f"{ws_url(edge)}/v1")
 
 
-async def send_paced(send: Callable[[str], Any], data: bytes, bytes_per_s: int, chunk_s: float = 0.1,
-                     real_time: bool = False) -> None:
+async def send_paced(
+    send: Callable[[str], Any], data: bytes, bytes_per_s: int, chunk_s: float = 0.1, real_time: bool = False
+) -> None:
     """Send `data` in `chunk_s` pieces, as fast as possible or at the pace of the audio."""
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -111,8 +112,9 @@ async def send_paced(send: Callable[[str], Any], data: bytes, bytes_per_s: int, 
             await asyncio.sleep(max(0.0, started + (i + 1) * chunk_s - loop.time()))
 
 
-async def collect(recv: Callable[[], Any], done: Callable[[list[dict[str, Any]]], bool],
-                  timeout: float = 60) -> list[dict[str, Any]]:
+async def collect(
+    recv: Callable[[], Any], done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60
+) -> list[dict[str, Any]]:
     """Receive JSON events until `done(events)` holds."""
     events: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout):

@@ -82,8 +82,11 @@ def test_sdk_raises_typed_errors(edge: EdgeServer) -> None:
         (b"this is not audio at all" * 100, "garbage.mp3"),
         (b"", "empty.wav"),
         ((DATA / "jfk.flac").read_bytes()[:200], "truncated.flac"),
-        (b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80>\x00\x00\x00}\x00\x00\x02\x00\x10\x00data\x00\x00\x00\x00",
-         "zero-length.wav"),
+        (
+            b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80>\x00\x00\x00}\x00\x00"
+            b"\x02\x00\x10\x00data\x00\x00\x00\x00",
+            "zero-length.wav",
+        ),
     ],
 )
 def test_undecodable_audio_is_400(edge: EdgeServer, content: bytes, name: str) -> None:
@@ -122,8 +125,12 @@ def test_unknown_route_is_404(edge: EdgeServer) -> None:
 
 
 def test_private_url_is_400(edge: EdgeServer) -> None:
-    for url in ("http://169.254.169.254/latest/meta-data", "http://10.0.0.1/a.wav", "file:///etc/passwd",
-                "http://[::1]:9/a.wav"):
+    for url in (
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/a.wav",
+        "file:///etc/passwd",
+        "http://[::1]:9/a.wav",
+    ):
         assert_openai_error(post(edge, {"url": url}), 400)
 
 
@@ -133,12 +140,16 @@ def test_too_large_is_413(make_edge) -> None:
     assert_openai_error(post(small, files={"file": ("a.wav", big, "audio/wav")}), 413)
 
     def chunks() -> Iterator[bytes]:
-        body = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n" + big + b"\r\n--b--\r\n"
+        body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n' + big + b"\r\n--b--\r\n"
         for i in range(0, len(body), 65536):
             yield body[i : i + 65536]
 
-    r = httpx.post(f"{small.url}{TRANSCRIBE}", content=chunks(),
-                   headers={"Content-Type": "multipart/form-data; boundary=b"}, timeout=30)
+    r = httpx.post(
+        f"{small.url}{TRANSCRIBE}",
+        content=chunks(),
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+        timeout=30,
+    )
     assert_openai_error(r, 413)
 
 
@@ -172,8 +183,9 @@ def test_backend_failure_is_502(make_edge) -> None:
         edge = make_edge(vllm_url=crashing.url)
         error = assert_openai_error(post(edge, files=jfk()), 502)
         assert "EngineCore died" in error["message"]
-        r = httpx.post(f"{edge.url}/v1/chat/completions",
-                       json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+        r = httpx.post(
+            f"{edge.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+        )
         assert_openai_error(r, 502)
     finally:
         crashing.close()
@@ -181,6 +193,9 @@ def test_backend_failure_is_502(make_edge) -> None:
 
 def test_vllm_own_400_is_passed_on(edge: EdgeServer) -> None:
     # 'ja' is a valid ISO-639-1 code, so the edge passes it; vLLM decides what it supports.
-    r = httpx.post(f"{edge.url}/v1/chat/completions",
-                   json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": -5}, timeout=30)
+    r = httpx.post(
+        f"{edge.url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": -5},
+        timeout=30,
+    )
     assert_openai_error(r, 400)

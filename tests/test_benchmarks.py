@@ -19,7 +19,9 @@ QUICK = ["--quick", "--seconds", "6", "--long-seconds", "90", "--overhead-reques
 def bench(command: str, results: Path, *extra: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "benchmarks", command, *QUICK, "--results-dir", str(results), *extra],
-        cwd=ROOT, check=True, timeout=240,
+        cwd=ROOT,
+        check=True,
+        timeout=240,
     )
 
 

@@ -92,7 +92,11 @@ def test_metrics_count_requests_audio_and_stages(edge: EdgeServer) -> None:
         assert httpx.post(f"{edge.url}/v1/audio/transcriptions", files={"file": f}, timeout=60).status_code == 200
     text = httpx.get(f"{edge.url}/metrics").text
     assert 'edge_requests_total{route="/v1/audio/transcriptions",status="200"}' in text
-    audio = [line for line in text.splitlines() if line.startswith('edge_audio_seconds_total{route="/v1/audio/transcriptions"}')]
+    audio = [
+        line
+        for line in text.splitlines()
+        if line.startswith('edge_audio_seconds_total{route="/v1/audio/transcriptions"}')
+    ]
     assert audio and float(audio[0].split()[-1]) >= 11.0
     for stage in ("decode", "vad", "backend", "total"):
         assert f'edge_stage_seconds_count{{stage="{stage}"}}' in text

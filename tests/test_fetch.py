@@ -381,8 +381,11 @@ async def test_connection_failure_is_a_client_error(fetcher: SafeFetcher, origin
 
 @pytest.mark.parametrize(
     ("prefix", "content_type"),
-    [("data:audio/ogg;base64,", "audio/ogg"), ("data:application/octet-stream;base64,", "application/octet-stream"),
-     ("data:;base64,", None)],
+    [
+        ("data:audio/ogg;base64,", "audio/ogg"),
+        ("data:application/octet-stream;base64,", "application/octet-stream"),
+        ("data:;base64,", None),
+    ],
 )
 async def test_base64_data_urls_are_decoded(strict_fetcher: SafeFetcher, prefix: str, content_type: str | None) -> None:
     media = await strict_fetcher.fetch(prefix + base64.b64encode(AUDIO).decode())
@@ -441,8 +444,16 @@ async def test_absolute_path_inside_media_dir_is_opened(media_fetcher: SafeFetch
 
 @pytest.mark.parametrize(
     "name",
-    ["../secret.wav", "sub/../../secret.wav", "escape-link.wav", "escape-dir/secret.wav", "/etc/passwd", "missing.wav",
-     "sub", "clip\0.opus"],
+    [
+        "../secret.wav",
+        "sub/../../secret.wav",
+        "escape-link.wav",
+        "escape-dir/secret.wav",
+        "/etc/passwd",
+        "missing.wav",
+        "sub",
+        "clip\0.opus",
+    ],
 )
 async def test_paths_outside_media_dir_are_refused(media_fetcher: SafeFetcher, name: str) -> None:
     await refused(media_fetcher, name, code="path_not_allowed")

@@ -3,12 +3,11 @@
 import asyncio
 
 import pytest
-
 from realtime_helpers import (
-    TRANSCRIPTION,
-    VAD,
     JFK_1,
     JFK_2,
+    TRANSCRIPTION,
+    VAD,
     build_recording,
     collect,
     count,
@@ -18,14 +17,22 @@ from realtime_helpers import (
     send_paced,
     wait_until,
 )
+
 from tests.conftest import EdgeServer, vllm_requests_running
 
 
-
 def session(**extra: object) -> dict:
-    return {"type": "transcription", "audio": {"input": {
-        "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": VAD, **extra.pop("audio_input", {})}},
-        **extra}
+    return {
+        "type": "transcription",
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 16000},
+                "turn_detection": VAD,
+                **extra.pop("audio_input", {}),
+            }
+        },
+        **extra,
+    }
 
 
 async def test_partials_update_the_turn_in_progress(edge: EdgeServer) -> None:
@@ -34,8 +41,9 @@ async def test_partials_update_the_turn_in_progress(edge: EdgeServer) -> None:
         await conn.recv()
         await conn.session.update(session=session(audio_input={"transcription": {"partial_interval_ms": 300}}))
         await conn.recv()
-        await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio), pcm16(recording.audio),
-                         32000, real_time=True)
+        await send_paced(
+            lambda audio: conn.input_audio_buffer.append(audio=audio), pcm16(recording.audio), 32000, real_time=True
+        )
         events = await collect(conn.recv_bytes, count(f"{TRANSCRIPTION}.completed", 1))
         await asyncio.sleep(1)
         await conn.input_audio_buffer.clear()
@@ -44,9 +52,14 @@ async def test_partials_update_the_turn_in_progress(edge: EdgeServer) -> None:
     item_id = events[0]["item_id"]
     partials = of_type(events, f"{TRANSCRIPTION}.partial")
     assert partials, kinds
-    assert all(p["item_id"] == item_id and p["content_index"] == 0 and isinstance(p["transcript"], str)
-               and p["event_id"] for p in partials)
-    first, last = kinds.index(f"{TRANSCRIPTION}.partial"), len(kinds) - 1 - kinds[::-1].index(f"{TRANSCRIPTION}.partial")
+    assert all(
+        p["item_id"] == item_id and p["content_index"] == 0 and isinstance(p["transcript"], str) and p["event_id"]
+        for p in partials
+    )
+    first, last = (
+        kinds.index(f"{TRANSCRIPTION}.partial"),
+        len(kinds) - 1 - kinds[::-1].index(f"{TRANSCRIPTION}.partial"),
+    )
     assert kinds.index("input_audio_buffer.speech_started") < first
     assert last < kinds.index("input_audio_buffer.speech_stopped")
 
@@ -54,18 +67,24 @@ async def test_partials_update_the_turn_in_progress(edge: EdgeServer) -> None:
 async def test_assistant_replies_after_each_turn_with_history(edge: EdgeServer) -> None:
     async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
         await conn.recv()
-        await conn.session.update(session=session(assistant={
-            "enabled": True, "instructions": "Answer briefly.", "max_output_tokens": 5}))
+        await conn.session.update(
+            session=session(assistant={"enabled": True, "instructions": "Answer briefly.", "max_output_tokens": 5})
+        )
         await conn.recv()
         turns = []
         for clip in (JFK_1, JFK_2):
-            await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio),
-                             pcm16(build_recording([clip]).audio), 32000)
+            await send_paced(
+                lambda audio: conn.input_audio_buffer.append(audio=audio), pcm16(build_recording([clip]).audio), 32000
+            )
             turns.append(await collect(conn.recv_bytes, count("response.done", 1)))
     for events in turns:
         kinds = [e["type"] for e in events if not e["type"].endswith(".delta")]
-        assert kinds[-4:] == [f"{TRANSCRIPTION}.completed", "response.created", "response.output_text.done",
-                              "response.done"]
+        assert kinds[-4:] == [
+            f"{TRANSCRIPTION}.completed",
+            "response.created",
+            "response.output_text.done",
+            "response.done",
+        ]
         created, text_done, done = of_type(events, "response.created")[0], events[-2], events[-1]
         response_id = created["response"]["id"]
         assert created["response"]["status"] == "in_progress"
@@ -93,12 +112,19 @@ async def test_new_speech_cancels_the_reply_in_progress(edge: EdgeServer, vllm_u
         async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
             await conn.recv()
             await conn.session.update(
-                session=session(assistant={"enabled": True, "max_output_tokens": 20000, "temperature": 0,
-                                           "instructions": f"Answer at length ({attempt})."})
+                session=session(
+                    assistant={
+                        "enabled": True,
+                        "max_output_tokens": 20000,
+                        "temperature": 0,
+                        "instructions": f"Answer at length ({attempt}).",
+                    }
+                )
             )
             await conn.recv()
-            await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio),
-                             pcm16(build_recording([JFK_1]).audio), 32000)
+            await send_paced(
+                lambda audio: conn.input_audio_buffer.append(audio=audio), pcm16(build_recording([JFK_1]).audio), 32000
+            )
             created = (await collect(conn.recv_bytes, count("response.created", 1)))[-1]
             await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio), pcm16(interruption), 32000)
             events = await collect(conn.recv_bytes, count("response.done", 1))

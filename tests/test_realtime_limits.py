@@ -5,9 +5,6 @@ import asyncio
 import json
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
 from realtime_helpers import (
     JFK_1,
     build_recording,
@@ -20,6 +17,9 @@ from realtime_helpers import (
     wait_until,
     ws_url,
 )
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
 from tests.conftest import EdgeServer, vllm_requests_finished, vllm_requests_running
 
 GA_URL = "/v1/realtime?intent=transcription"
@@ -46,15 +46,16 @@ async def test_session_cap_refuses_with_1013(make_edge) -> None:
         async with connect(f"{ws_url(edge)}/ws") as second:
             code, reason, _ = await closed_with(second)
         assert code == 1013 and "Too many realtime sessions" in reason
-    await wait_until(lambda: edge.app.state.realtime_slots.active == 0)
+    await wait_until(lambda: edge.app.state.services.realtime_slots.active == 0)
     async with connect(f"{ws_url(edge)}{GA_URL}") as third:
         assert json.loads(await third.recv())["type"] == "session.created"
 
 
 @pytest.fixture(scope="module")
 def strict_edge(make_edge) -> EdgeServer:
-    return make_edge(realtime_max_message_mb=0.01, realtime_idle_timeout_s=1.5, realtime_max_session_s=4,
-                     realtime_send_queue=3)
+    return make_edge(
+        realtime_max_message_mb=0.01, realtime_idle_timeout_s=1.5, realtime_max_session_s=4, realtime_send_queue=3
+    )
 
 
 async def test_oversize_message_closes_with_1009(strict_edge: EdgeServer) -> None:
@@ -112,7 +113,7 @@ async def test_disconnect_mid_turn_cancels_everything(make_edge, vllm_url: str) 
         await send_paced(lambda audio: ws.send(append(audio)), pcm16(recording.audio, 24000), 48000)
         await collect(ws.recv, count("input_audio_buffer.committed", 1))
     await wait_until(lambda: not [n for n in edge_task_names(edge) if n.startswith("realtime")], timeout=5)
-    assert edge.app.state.realtime_slots.active == 0
+    assert edge.app.state.services.realtime_slots.active == 0
     # Unless aborted, the transcription would finish (and count as finished) within this many seconds.
     await asyncio.sleep(8)
     assert vllm_requests_running(vllm_url) == 0

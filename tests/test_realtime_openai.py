@@ -3,14 +3,13 @@
 import json
 
 import pytest
-
 from realtime_helpers import (
-    TRANSCRIPTION,
-    VAD,
     JFK_1,
     JFK_2,
     SILERO_1,
     TOLERANCE_MS,
+    TRANSCRIPTION,
+    VAD,
     alaw,
     build_recording,
     collect,
@@ -21,8 +20,8 @@ from realtime_helpers import (
     send_paced,
     ulaw,
 )
-from tests.conftest import SERVED_MODEL, EdgeServer
 
+from tests.conftest import SERVED_MODEL, EdgeServer
 
 
 def assert_turns(events: list[dict], truth_ms: list[tuple[int, int]], *, beta: bool = False) -> None:
@@ -32,7 +31,7 @@ def assert_turns(events: list[dict], truth_ms: list[tuple[int, int]], *, beta: b
     assert len(started) == len(truth_ms)
     item_ids = [e["item_id"] for e in started]
     previous = None
-    for item_id, (start_ms, end_ms) in zip(item_ids, truth_ms):
+    for item_id, (start_ms, end_ms) in zip(item_ids, truth_ms, strict=False):
         mine = [e for e in events if item_id in (e.get("item_id"), (e.get("item") or {}).get("id"))]
         kinds = [e["type"] for e in mine if not e["type"].endswith(".delta")]
         items = ["conversation.item.created"] if beta else ["conversation.item.added", "conversation.item.done"]
@@ -61,25 +60,40 @@ async def test_ga_session_is_configured_and_echoed(edge: EdgeServer) -> None:
         created = await conn.recv()
         assert created.type == "session.created"
         assert created.session.type == "transcription"
-        await conn.session.update(session={
-            "type": "transcription",
-            "audio": {"input": {
-                "format": {"type": "audio/pcm", "rate": 16000},
-                "transcription": {"model": "whisper-1", "language": "en", "partial_interval_ms": 500},
-                "turn_detection": {"type": "server_vad", "silence_duration_ms": 700},
-            }},
-            "assistant": {"enabled": True, "instructions": "Be brief."},
-        })
+        await conn.session.update(
+            session={
+                "type": "transcription",
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcm", "rate": 16000},
+                        "transcription": {"model": "whisper-1", "language": "en", "partial_interval_ms": 500},
+                        "turn_detection": {"type": "server_vad", "silence_duration_ms": 700},
+                    }
+                },
+                "assistant": {"enabled": True, "instructions": "Be brief."},
+            }
+        )
         updated = json.loads(await conn.recv_bytes())
     assert updated["type"] == "session.updated"
     audio_input = updated["session"]["audio"]["input"]
     assert audio_input["format"] == {"type": "audio/pcm", "rate": 16000}
-    assert audio_input["transcription"] == {"model": "whisper-1", "language": "en", "prompt": None,
-                                            "partial_interval_ms": 500}
-    assert audio_input["turn_detection"] == {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-                                             "silence_duration_ms": 700}
+    assert audio_input["transcription"] == {
+        "model": "whisper-1",
+        "language": "en",
+        "prompt": None,
+        "partial_interval_ms": 500,
+    }
+    assert audio_input["turn_detection"] == {
+        "type": "server_vad",
+        "threshold": 0.5,
+        "prefix_padding_ms": 300,
+        "silence_duration_ms": 700,
+    }
     assert updated["session"]["assistant"] == {
-        "enabled": True, "instructions": "Be brief.", "max_output_tokens": None, "temperature": 0.8
+        "enabled": True,
+        "instructions": "Be brief.",
+        "max_output_tokens": None,
+        "temperature": 0.8,
     }
     assert created.session.audio.input.transcription.model == SERVED_MODEL
 
@@ -90,11 +104,19 @@ async def test_ga_turns_stream_in_order(edge: EdgeServer, real_time: bool) -> No
     rate = 16000 if real_time else 24000
     async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
         assert (await conn.recv()).type == "session.created"
-        await conn.session.update(session={"type": "transcription", "audio": {"input": {
-            "format": {"type": "audio/pcm", "rate": rate}, "turn_detection": VAD}}})
+        await conn.session.update(
+            session={
+                "type": "transcription",
+                "audio": {"input": {"format": {"type": "audio/pcm", "rate": rate}, "turn_detection": VAD}},
+            }
+        )
         assert (await conn.recv()).type == "session.updated"
-        await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio), pcm16(recording.audio, rate),
-                         rate * 2, real_time=real_time)
+        await send_paced(
+            lambda audio: conn.input_audio_buffer.append(audio=audio),
+            pcm16(recording.audio, rate),
+            rate * 2,
+            real_time=real_time,
+        )
         events = await collect(conn.recv_bytes, count(f"{TRANSCRIPTION}.completed", len(recording.truth_ms)))
         typed = conn.parse_event(json.dumps(of_type(events, f"{TRANSCRIPTION}.completed")[0]))
     assert typed.transcript == of_type(events, f"{TRANSCRIPTION}.completed")[0]["transcript"]
@@ -106,15 +128,23 @@ async def test_beta_client_with_g711_ulaw(edge: EdgeServer) -> None:
     client = openai_client(edge)
     async with client.beta.realtime.connect(model="gpt-4o-transcribe", extra_query={"intent": "transcription"}) as conn:
         assert json.loads(await conn.recv_bytes())["type"] == "transcription_session.created"
-        await conn.send({"type": "transcription_session.update", "session": {
-            "input_audio_format": "g711_ulaw", "turn_detection": VAD,
-            "input_audio_transcription": {"model": "gpt-4o-transcribe"}}})
+        await conn.send(
+            {
+                "type": "transcription_session.update",
+                "session": {
+                    "input_audio_format": "g711_ulaw",
+                    "turn_detection": VAD,
+                    "input_audio_transcription": {"model": "gpt-4o-transcribe"},
+                },
+            }
+        )
         updated = json.loads(await conn.recv_bytes())
         assert updated["type"] == "transcription_session.updated"
         assert updated["session"]["input_audio_format"] == "g711_ulaw"
         assert updated["session"]["input_audio_transcription"]["model"] == "gpt-4o-transcribe"
-        await send_paced(lambda audio: conn.send({"type": "input_audio_buffer.append", "audio": audio}),
-                         ulaw(recording.audio), 8000)
+        await send_paced(
+            lambda audio: conn.send({"type": "input_audio_buffer.append", "audio": audio}), ulaw(recording.audio), 8000
+        )
         events = await collect(conn.recv_bytes, count(f"{TRANSCRIPTION}.completed", 2))
     assert_turns(events, recording.truth_ms, beta=True)
 
@@ -123,8 +153,12 @@ async def test_manual_commit_with_g711_alaw(edge: EdgeServer) -> None:
     first, second = build_recording([JFK_1]), build_recording([JFK_2])
     async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
         await conn.recv()
-        await conn.session.update(session={"type": "transcription", "audio": {"input": {
-            "format": {"type": "audio/pcma"}, "turn_detection": None}}})
+        await conn.session.update(
+            session={
+                "type": "transcription",
+                "audio": {"input": {"format": {"type": "audio/pcma"}, "turn_detection": None}},
+            }
+        )
         updated = json.loads(await conn.recv_bytes())
         assert updated["session"]["audio"]["input"]["turn_detection"] is None
         await conn.input_audio_buffer.commit(event_id="commit-too-early")
@@ -141,8 +175,11 @@ async def test_manual_commit_with_g711_alaw(edge: EdgeServer) -> None:
     assert [e["previous_item_id"] for e in committed] == [None, committed[0]["item_id"]]
     completed = of_type(events, f"{TRANSCRIPTION}.completed")
     assert [e["item_id"] for e in completed] == [e["item_id"] for e in committed]
-    assert [e["type"] for e in events[:3]] == ["input_audio_buffer.committed", "conversation.item.added",
-                                              "conversation.item.done"]
+    assert [e["type"] for e in events[:3]] == [
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+    ]
 
 
 async def test_clear_drops_the_turn_in_progress(edge: EdgeServer) -> None:
@@ -151,23 +188,36 @@ async def test_clear_drops_the_turn_in_progress(edge: EdgeServer) -> None:
     follow_up = build_recording([JFK_2])
     async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
         await conn.recv()
-        await conn.session.update(session={"type": "transcription", "audio": {"input": {
-            "format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": VAD}}})
+        await conn.session.update(
+            session={
+                "type": "transcription",
+                "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": VAD}},
+            }
+        )
         await conn.recv()
-        await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio),
-                         pcm16(recording.audio[: speech_end - 8000], 24000), 48000)
+        await send_paced(
+            lambda audio: conn.input_audio_buffer.append(audio=audio),
+            pcm16(recording.audio[: speech_end - 8000], 24000),
+            48000,
+        )
         await conn.input_audio_buffer.clear()
         before = await collect(conn.recv_bytes, count("input_audio_buffer.cleared", 1))
-        await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio),
-                         pcm16(follow_up.audio, 24000), 48000)
+        await send_paced(
+            lambda audio: conn.input_audio_buffer.append(audio=audio), pcm16(follow_up.audio, 24000), 48000
+        )
         after = await collect(conn.recv_bytes, count(f"{TRANSCRIPTION}.completed", 1))
     assert [e["type"] for e in before] == ["input_audio_buffer.speech_started", "input_audio_buffer.cleared"]
     dropped = before[0]["item_id"]
     assert all(e.get("item_id") != dropped for e in after)
     assert len(of_type(after, "input_audio_buffer.committed")) == 1
     shift = len(recording.audio[: speech_end - 8000]) * 1000 // 16000
-    assert abs(of_type(after, "input_audio_buffer.speech_started")[0]["audio_start_ms"]
-               - (shift + follow_up.truth_ms[0][0])) <= TOLERANCE_MS
+    assert (
+        abs(
+            of_type(after, "input_audio_buffer.speech_started")[0]["audio_start_ms"]
+            - (shift + follow_up.truth_ms[0][0])
+        )
+        <= TOLERANCE_MS
+    )
 
 
 async def test_bad_events_answer_errors_and_the_session_goes_on(edge: EdgeServer) -> None:
@@ -175,23 +225,75 @@ async def test_bad_events_answer_errors_and_the_session_goes_on(edge: EdgeServer
         ("not json", "invalid_json", None),
         (json.dumps({"type": "response.create", "event_id": "e1"}), "unknown_event", "type"),
         (json.dumps({"type": "input_audio_buffer.append", "audio": "***", "event_id": "e2"}), "invalid_value", "audio"),
-        (json.dumps({"type": "session.update", "event_id": "e3", "session": {
-            "type": "transcription", "audio": {"input": {"format": {"type": "audio/wav"}}}}}),
-         "unsupported_value", "session.audio.input.format.type"),
-        (json.dumps({"type": "session.update", "event_id": "e4", "session": {
-            "type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 44100}}}}}),
-         "unsupported_value", "session.audio.input.format.rate"),
-        (json.dumps({"type": "session.update", "event_id": "e5", "session": {"type": "realtime"}}),
-         "unsupported_value", "session.type"),
-        (json.dumps({"type": "session.update", "event_id": "e6", "session": {
-            "type": "transcription", "audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 2}}}}}),
-         "invalid_value", "session.audio.input.turn_detection.threshold"),
-        (json.dumps({"type": "session.update", "event_id": "e7", "session": {
-            "type": "transcription", "audio": {"input": {"transcription": {"model": "no-such-model"}}}}}),
-         "model_not_found", "model"),
-        (json.dumps({"type": "session.update", "event_id": "e8", "session": {
-            "type": "transcription", "assistant": {"temperature": "hot"}}}),
-         "invalid_value", "session.assistant.temperature"),
+        (
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "event_id": "e3",
+                    "session": {"type": "transcription", "audio": {"input": {"format": {"type": "audio/wav"}}}},
+                }
+            ),
+            "unsupported_value",
+            "session.audio.input.format.type",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "event_id": "e4",
+                    "session": {
+                        "type": "transcription",
+                        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 44100}}},
+                    },
+                }
+            ),
+            "unsupported_value",
+            "session.audio.input.format.rate",
+        ),
+        (
+            json.dumps({"type": "session.update", "event_id": "e5", "session": {"type": "realtime"}}),
+            "unsupported_value",
+            "session.type",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "event_id": "e6",
+                    "session": {
+                        "type": "transcription",
+                        "audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 2}}},
+                    },
+                }
+            ),
+            "invalid_value",
+            "session.audio.input.turn_detection.threshold",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "event_id": "e7",
+                    "session": {
+                        "type": "transcription",
+                        "audio": {"input": {"transcription": {"model": "no-such-model"}}},
+                    },
+                }
+            ),
+            "model_not_found",
+            "model",
+        ),
+        (
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "event_id": "e8",
+                    "session": {"type": "transcription", "assistant": {"temperature": "hot"}},
+                }
+            ),
+            "invalid_value",
+            "session.assistant.temperature",
+        ),
     ]
     async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
         await conn.recv()

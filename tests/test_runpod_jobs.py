@@ -15,7 +15,16 @@ from tests.conftest import DATA, SERVED_MODEL, edge_settings
 
 JFK_B64 = base64.b64encode((DATA / "jfk.flac").read_bytes()).decode()
 SEGMENT_FIELDS = {
-    "id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob",
+    "id",
+    "seek",
+    "start",
+    "end",
+    "text",
+    "tokens",
+    "temperature",
+    "avg_logprob",
+    "compression_ratio",
+    "no_speech_prob",
 }
 
 

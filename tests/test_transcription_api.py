@@ -43,7 +43,10 @@ def test_text(client: openai.OpenAI) -> None:
 def test_verbose_json(client: openai.OpenAI) -> None:
     with open(DATA / "jfk.flac", "rb") as f:
         result = client.audio.transcriptions.create(
-            model="whisper-1", file=f, response_format="verbose_json", timestamp_granularities=["segment"],
+            model="whisper-1",
+            file=f,
+            response_format="verbose_json",
+            timestamp_granularities=["segment"],
             language="en",
         )
     assert result.duration == pytest.approx(11.0, abs=0.05)
@@ -54,8 +57,18 @@ def test_verbose_json(client: openai.OpenAI) -> None:
     assert 0.0 <= first.start < 1.0
     assert 9.5 < result.segments[-1].end <= 11.0
     for seg in result.segments:
-        for key in ("id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
-                    "compression_ratio", "no_speech_prob"):
+        for key in (
+            "id",
+            "seek",
+            "start",
+            "end",
+            "text",
+            "tokens",
+            "temperature",
+            "avg_logprob",
+            "compression_ratio",
+            "no_speech_prob",
+        ):
             assert getattr(seg, key) is not None
     assert result.text == " ".join(s.text for s in result.segments if s.text)
 
@@ -98,8 +111,9 @@ def test_url_multipart_and_json(edge: EdgeServer, media_url: str) -> None:
     r = httpx.post(f"{edge.url}/v1/audio/transcriptions", files={"url": (None, url)}, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["seconds"] == 11
-    r = httpx.post(f"{edge.url}/v1/audio/transcriptions", json={"url": url, "response_format": "verbose_json"},
-                   timeout=60)
+    r = httpx.post(
+        f"{edge.url}/v1/audio/transcriptions", json={"url": url, "response_format": "verbose_json"}, timeout=60
+    )
     assert r.status_code == 200, r.text
     assert r.json()["duration"] == pytest.approx(11.0, abs=0.05)
 
@@ -111,8 +125,9 @@ def test_data_url(edge: EdgeServer) -> None:
     assert r.json()["text"]
 
 
-def test_long_recording_is_split_and_stitched(client: openai.OpenAI, edge: EdgeServer, vllm_url: str,
-                                              media_dir) -> None:
+def test_long_recording_is_split_and_stitched(
+    client: openai.OpenAI, edge: EdgeServer, vllm_url: str, media_dir
+) -> None:
     before = vllm_requests_finished(vllm_url)
     with open(media_dir / "long.wav", "rb") as f:
         result = client.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json")
@@ -139,16 +154,23 @@ def test_server_vad_chunking_strategy(edge: EdgeServer) -> None:
     with open(DATA / "silero_test.wav", "rb") as f:
         r = httpx.post(
             f"{edge.url}/v1/audio/transcriptions",
-            data={"response_format": "verbose_json", "chunking_strategy[type]": "server_vad",
-                  "chunking_strategy[silence_duration_ms]": "300"},
+            data={
+                "response_format": "verbose_json",
+                "chunking_strategy[type]": "server_vad",
+                "chunking_strategy[silence_duration_ms]": "300",
+            },
             files={"file": f},
             timeout=60,
         )
     assert r.status_code == 200, r.text
     fine = r.json()["segments"]
     with open(DATA / "silero_test.wav", "rb") as f:
-        coarse = httpx.post(f"{edge.url}/v1/audio/transcriptions", data={"response_format": "verbose_json"},
-                            files={"file": f}, timeout=60).json()["segments"]
+        coarse = httpx.post(
+            f"{edge.url}/v1/audio/transcriptions",
+            data={"response_format": "verbose_json"},
+            files={"file": f},
+            timeout=60,
+        ).json()["segments"]
     # Every speech region is its own segment with server_vad; "auto" packs them into 30 s chunks.
     assert len(fine) > len(coarse) >= 2
 
@@ -158,8 +180,9 @@ def test_stream_disconnect_aborts_backend_requests(make_edge, vllm_url: str, med
     edge = make_edge(max_output_tokens=30000)
     finished_before = vllm_requests_finished(vllm_url)
     with httpx.Client(timeout=60) as http, open(media_dir / "long.wav", "rb") as f:
-        with http.stream("POST", f"{edge.url}/v1/audio/transcriptions", data={"stream": "true"},
-                         files={"file": f}) as r:
+        with http.stream(
+            "POST", f"{edge.url}/v1/audio/transcriptions", data={"stream": "true"}, files={"file": f}
+        ) as r:
             assert r.status_code == 200
             lines = r.iter_lines()  # kept referenced: closing it would disconnect early
             assert next(lines).startswith("data:")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
-
 from ui_helpers import (
     ARTIFACTS,
     CHROMIUM,
@@ -250,7 +249,10 @@ def test_live_renders_the_realtime_protocol(open_page, edge) -> None:
                     "format": {"type": "audio/pcm", "rate": 24000},
                     "transcription": {"model": "whisper-1", "language": "fr", "partial_interval_ms": 0},
                     "turn_detection": {
-                        "type": "server_vad", "threshold": 0.7, "prefix_padding_ms": 300, "silence_duration_ms": 1200,
+                        "type": "server_vad",
+                        "threshold": 0.7,
+                        "prefix_padding_ms": 300,
+                        "silence_duration_ms": 1200,
                     },
                 },
             },
@@ -272,8 +274,15 @@ def test_live_renders_the_realtime_protocol(open_page, edge) -> None:
         expect(turn.locator(".turn-text.provisional")).to_have_text("bonjour tout")
         server.send(type="input_audio_buffer.speech_stopped", item_id="item_1", audio_end_ms=1500)
         expect(page.locator("#speaking")).to_have_attribute("data-active", "false")
-        server.send(type="conversation.item.input_audio_transcription.delta", item_id="item_1", content_index=0, delta="Bonjour ")
-        server.send(type="conversation.item.input_audio_transcription.delta", item_id="item_1", content_index=0, delta="tout")
+        server.send(
+            type="conversation.item.input_audio_transcription.delta",
+            item_id="item_1",
+            content_index=0,
+            delta="Bonjour ",
+        )
+        server.send(
+            type="conversation.item.input_audio_transcription.delta", item_id="item_1", content_index=0, delta="tout"
+        )
         expect(turn.locator(".turn-text.provisional")).to_have_text("Bonjour tout")
         server.send(type=COMPLETED, item_id="item_1", content_index=0, transcript="Bonjour tout le monde.", usage={})
         expect(turn.locator(".turn-text.final")).to_have_text("Bonjour tout le monde.")
@@ -294,10 +303,15 @@ def test_live_renders_the_realtime_protocol(open_page, edge) -> None:
         expect(turn.locator(".reply-text")).to_have_text("Salut !")
 
         server.send(type="input_audio_buffer.speech_started", item_id="item_2", audio_start_ms=4000)
-        server.send(type="conversation.item.input_audio_transcription.failed", item_id="item_2", content_index=0,
-                    error={"message": "the model is down"})
+        server.send(
+            type="conversation.item.input_audio_transcription.failed",
+            item_id="item_2",
+            content_index=0,
+            error={"message": "the model is down"},
+        )
         expect(page.locator('.turn[data-item-id="item_2"] .turn-text.failed')).to_have_text(
-            "Transcription failed: the model is down")
+            "Transcription failed: the model is down"
+        )
         server.send(type="error", error={"type": "invalid_request_error", "code": "x", "message": "Bad audio."})
         expect(page.locator("#live-message")).to_contain_text("Bad audio.")
         shot(page, "live-protocol-desktop")
@@ -345,8 +359,10 @@ def downloaded(page: Page, label: str) -> tuple[str, str]:
 def throttle_upload(page: Page, bytes_per_s: int) -> None:
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions",
-             {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_s})
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_s},
+    )
 
 
 @pytest.mark.parametrize("viewport", ["desktop", "phone"])
@@ -367,7 +383,7 @@ def test_file_upload_with_segments_and_downloads(open_page, edge, viewport: str)
 
     rows = page.locator("#segments li")
     expect(rows).to_have_count(len(segments))
-    for row, segment in zip(rows.all(), segments):
+    for row, segment in zip(rows.all(), segments, strict=False):
         expect(row.locator("time")).to_have_text(f"{display_time(segment['start'])} – {display_time(segment['end'])}")
         expect(row.locator("span")).to_have_text(segment["text"].strip())
     expect(page.locator("#file-meta")).to_contain_text(f"{len(segments)} segment")
@@ -407,9 +423,10 @@ def test_file_from_url_as_subtitles(open_page, edge, media_url) -> None:
     assert len(cues) >= 2
     rows = page.locator("#segments li")
     expect(rows).to_have_count(len(cues))
-    for row, (start, end, text) in zip(rows.all(), cues):
+    for row, (start, end, text) in zip(rows.all(), cues, strict=False):
         expect(row.locator("time")).to_have_text(
-            f"{display_time(clock_seconds(start))} – {display_time(clock_seconds(end))}")
+            f"{display_time(clock_seconds(start))} – {display_time(clock_seconds(end))}"
+        )
         expect(row.locator("span")).to_have_text(text.strip())
     name, srt = downloaded(page, "SRT")
     assert name == "long.srt"

@@ -6,11 +6,10 @@ import asyncio
 import threading
 
 import numpy as np
+from vad_helpers import RATE, load_recording, long_mix, silence
 
 from vad import BatchedVADEngine, SileroModel, StreamingDetector, StreamParams
 from vad.framing import Framer
-
-from vad_helpers import RATE, load_recording, long_mix, silence
 
 
 def test_batched_rows_equal_solo_runs() -> None:
@@ -70,10 +69,8 @@ async def test_engine_streams_match_streaming_detector() -> None:
 
     async with BatchedVADEngine(max_batch=8) as engine:
         streams = [engine.open_stream(params) for _, params, _ in cases]
-        results = await asyncio.gather(
-            *(feed_all(s, a, c) for s, (a, _, c) in zip(streams, cases))
-        )
-    for (a, params, chunks), events in zip(cases, results):
+        results = await asyncio.gather(*(feed_all(s, a, c) for s, (a, _, c) in zip(streams, cases, strict=False)))
+    for (a, params, chunks), events in zip(cases, results, strict=False):
         assert events == solo_events(params, a, chunks)
     assert sum(len(e) for e in results) > 24
 

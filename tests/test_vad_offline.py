@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from vad_helpers import RATE, RECORDINGS, load_recording, long_mix, silence, silero_timestamps
 
 from vad import SileroModel, SileroSequenceModel, SpeechSegment, VADParams, speech_segments
 from vad.pcm import decode_alaw, decode_pcm16, decode_ulaw
 from vad.resample import StreamResampler, resample
-
-from vad_helpers import RECORDINGS, RATE, load_recording, long_mix, silence, silero_timestamps
 
 FRAME = 512
 
 
 def assert_agrees(ours: list[SpeechSegment], reference: list[tuple[int, int]]) -> None:
     assert len(ours) == len(reference)
-    for seg, (start, end) in zip(ours, reference):
+    for seg, (start, end) in zip(ours, reference, strict=False):
         assert abs(seg.start_sample - start) <= FRAME
         assert abs(seg.end_sample - end) <= FRAME
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from vad_helpers import RATE, RECORDINGS, load_recording, long_mix, silence
 
 from vad import SpeechStarted, SpeechStopped, StreamingDetector, StreamParams, VADParams, speech_segments
-
-from vad_helpers import RECORDINGS, RATE, load_recording, long_mix, silence
 
 FRAME = 512
 
@@ -33,7 +32,7 @@ def turns(events) -> list[tuple[int, int]]:
     assert all(isinstance(e, SpeechStarted) for e in events[::2])
     assert all(isinstance(e, SpeechStopped) for e in events[1::2])
     assert len(events) % 2 == 0
-    return [(a.sample, b.sample) for a, b in zip(events[::2], events[1::2])]
+    return [(a.sample, b.sample) for a, b in zip(events[::2], events[1::2], strict=False)]
 
 
 def offline_equivalent(audio: np.ndarray, params: StreamParams) -> list[tuple[int, int]]:
@@ -63,7 +62,7 @@ def test_stream_matches_offline(name: str, params: StreamParams) -> None:
     streamed = turns(run_stream(StreamingDetector(params), audio, random_chunks(1)))
     expected = offline_equivalent(audio, params)
     assert len(streamed) == len(expected)
-    for (s, e), (xs, xe) in zip(streamed, expected):
+    for (s, e), (xs, xe) in zip(streamed, expected, strict=False):
         assert abs(s - xs) <= FRAME and abs(e - xe) <= FRAME
 
 

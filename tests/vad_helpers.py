@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import av
@@ -14,7 +14,7 @@ RECORDINGS = ["jfk.flac", "silero_test.wav", "silero_test.mp3", "silero_test.opu
 RATE = 16000
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_recording(name: str) -> np.ndarray:
     """Decode a file in tests/data with PyAV to mono float32, resampled to 16 kHz with soxr."""
     with av.open(str(DATA / name)) as container:

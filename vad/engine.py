@@ -40,7 +40,7 @@ from vad.streaming import Event, StreamParams, TurnTracker
 class _Job:
     """Frames queued by one ``feed`` call."""
 
-    __slots__ = ("inputs", "probs", "done", "future")
+    __slots__ = ("done", "future", "inputs", "probs")
 
     def __init__(self, inputs: np.ndarray, future: asyncio.Future) -> None:
         self.inputs = inputs
@@ -170,7 +170,8 @@ class BatchedVADEngine:
         except asyncio.CancelledError:
             pass
         self._task = None
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
         self._executor = None
         for stream in list(self._ready):
             stream._drop_jobs()
@@ -182,12 +183,12 @@ class BatchedVADEngine:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def open_stream(self, params: StreamParams = StreamParams()) -> EngineStream:
+    def open_stream(self, params: StreamParams | None = None) -> EngineStream:
         if not self._free:
             self._grow()
         slot = self._free.pop()
         self._state[:, slot] = 0.0
-        return EngineStream(self, slot, params)
+        return EngineStream(self, slot, params or StreamParams())
 
     def _grow(self) -> None:
         old = self._state.shape[1]
@@ -227,11 +228,9 @@ class BatchedVADEngine:
                         probs, new_state = self._infer(rows, state)
                         await asyncio.sleep(0)  # yield between inline ticks
                     else:
-                        probs, new_state = await loop.run_in_executor(
-                            self._executor, self._infer, rows, state
-                        )
+                        probs, new_state = await loop.run_in_executor(self._executor, self._infer, rows, state)
                 except Exception as exc:  # fail the waiting feeds, keep serving others
-                    for stream, generation in zip(streams, generations):
+                    for stream, generation in zip(streams, generations, strict=False):
                         if stream.generation == generation:
                             stream._fail(exc)
                     continue

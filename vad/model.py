@@ -18,8 +18,9 @@ previous frame, zeros before the first frame) followed by the 512-sample frame.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from importlib import resources
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -99,9 +100,7 @@ class SileroModel:
         probs, new_state = self._session.run(None, {"input": inputs, "state": state, "sr": _SR})
         return probs[:, 0], new_state
 
-    def __call__(
-        self, frames: np.ndarray, contexts: np.ndarray, state: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, frames: np.ndarray, contexts: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``frames`` ``[batch, 512]``, ``contexts`` ``[batch, 64]``, ``state`` ``[2, batch, 128]``."""
         inputs = np.concatenate([contexts, frames], axis=1).astype(np.float32, copy=False)
         return self.run(inputs, state)

@@ -13,6 +13,7 @@ splitting the gap between them.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass
 
@@ -152,7 +153,7 @@ def _speech_spans(probs: np.ndarray, n_samples: int, params: VADParams) -> list[
 def _padded(spans: list[list[int]], n_samples: int, pad: int) -> list[SpeechSegment]:
     if spans:
         spans[0][0] = max(0, spans[0][0] - pad)
-    for current, following in zip(spans, spans[1:]):
+    for current, following in itertools.pairwise(spans):
         gap = following[0] - current[1]
         grow = gap // 2 if gap < 2 * pad else pad
         current[1] = min(n_samples, current[1] + grow)

@@ -26,8 +26,8 @@ class StreamResampler:
 
     def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE):
         self._passthrough = rate_in == rate_out
-        self._stream = None if self._passthrough else soxr.ResampleStream(
-            rate_in, rate_out, 1, dtype="float32", quality="HQ"
+        self._stream = (
+            None if self._passthrough else soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
         )
 
     def process(self, chunk: np.ndarray, last: bool = False) -> np.ndarray:

@@ -114,6 +114,7 @@ class TurnTracker:
 
     def _started(self) -> SpeechStarted:
         self._announced = True
+        assert self._start is not None
         return SpeechStarted(max(0, self._start - self._prefix))
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.websockets import WebSocket
 
@@ -21,6 +21,9 @@ from server.realtime.config import SessionConfig
 from server.realtime.events import Event
 from server.realtime.session import RealtimeSession
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 Message = dict[str, Any]
 CLOSE_TIMEOUT_S = 5.0
@@ -95,17 +98,19 @@ class Closing:
 
 
 async def serve_connection(
-    websocket: WebSocket, protocol: WireProtocol, slots: SessionSlots, subprotocol: str | None = None
+    websocket: WebSocket, protocol: WireProtocol, state: "Services", subprotocol: str | None = None
 ) -> None:
     """Accept the WebSocket (or refuse it with 1013 when the sessions are all taken) and serve it."""
     await websocket.accept(subprotocol=subprotocol)
+    slots = state.realtime_slots
     if not slots.try_acquire():
-        await _close(websocket, protocol, Closing(1013, f"Too many realtime sessions (at most {slots.limit}); "
-                                                        "try again later."))
+        await _close(
+            websocket, protocol, Closing(1013, f"Too many realtime sessions (at most {slots.limit}); try again later.")
+        )
         return
     metrics.REALTIME_SESSIONS.inc()
     try:
-        closing = await _serve(websocket, protocol)
+        closing = await _serve(websocket, protocol, state)
     finally:
         metrics.REALTIME_SESSIONS.dec()
         slots.release()
@@ -113,9 +118,8 @@ async def serve_connection(
         await _close(websocket, protocol, closing)
 
 
-async def _serve(websocket: WebSocket, protocol: WireProtocol) -> Closing | None:
-    state = websocket.app.state
-    settings: Settings = state.settings
+async def _serve(websocket: WebSocket, protocol: WireProtocol, state: "Services") -> Closing | None:
+    settings = state.settings
     outbox = Outbox(settings.realtime_send_queue)
     config = protocol.initial_config()
     session = RealtimeSession(
@@ -149,8 +153,11 @@ async def _serve(websocket: WebSocket, protocol: WireProtocol) -> Closing | None
             return Closing(1008, f"Client too slow: more than {settings.realtime_send_queue} events waiting.")
         return None  # the socket broke: the client is gone
     limit = settings.realtime_max_session_s
-    return Closing(1000, "Session expired.", APIError(
-        400, f"The session reached its maximum length of {limit:g} s.", code="session_expired"))
+    return Closing(
+        1000,
+        "Session expired.",
+        APIError(400, f"The session reached its maximum length of {limit:g} s.", code="session_expired"),
+    )
 
 
 async def _receive(
@@ -162,18 +169,27 @@ async def _receive(
         try:
             message = await asyncio.wait_for(websocket.receive(), idle_s)
         except TimeoutError:
-            return Closing(1000, "Idle timeout.", APIError(
-                408, f"No client event for {idle_s:g} s; closing the session.", code="idle_timeout"))
+            return Closing(
+                1000,
+                "Idle timeout.",
+                APIError(408, f"No client event for {idle_s:g} s; closing the session.", code="idle_timeout"),
+            )
         if message["type"] == "websocket.disconnect":
             return None
         text = message.get("text")
         if text is None:
-            outbox.put_all([protocol.error(APIError(400, "Binary frames are not supported; send JSON text.",
-                                                    code="invalid_json"))])
+            outbox.put_all(
+                [protocol.error(APIError(400, "Binary frames are not supported; send JSON text.", code="invalid_json"))]
+            )
             continue
         if len(text) > max_bytes:
-            return Closing(1009, "Message too big.", APIError(
-                413, f"A message is larger than {settings.realtime_max_message_mb:g} MB.", code="message_too_large"))
+            return Closing(
+                1009,
+                "Message too big.",
+                APIError(
+                    413, f"A message is larger than {settings.realtime_max_message_mb:g} MB.", code="message_too_large"
+                ),
+            )
         outbox.put_all(await protocol.handle(text, session))
 
 

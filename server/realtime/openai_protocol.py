@@ -66,11 +66,14 @@ def _number(obj: dict[str, Any], key: str, param: str, default: float, low: floa
     return value
 
 
-def _int(obj: dict[str, Any], key: str, param: str, default: int | None, *, nullable: bool = False,
-         low: int = 0) -> int | None:
-    value = obj.get(key, default)
-    if value is None and nullable:
+def _optional_int(obj: dict[str, Any], key: str, param: str, default: int | None, *, low: int = 0) -> int | None:
+    if obj.get(key, default) is None:
         return None
+    return _int(obj, key, param, default, low=low)
+
+
+def _int(obj: dict[str, Any], key: str, param: str, default: int | None, *, low: int = 0) -> int:
+    value = obj.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise invalid(f"`{param}.{key}` must be an integer of at least {low}.", f"{param}.{key}")
     return value
@@ -88,8 +91,11 @@ def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) 
         return None
     obj = _object(value, param)
     if obj.get("type", "server_vad") != "server_vad":
-        raise invalid(f"`{param}.type` must be `server_vad` (or the whole field null for manual commits).",
-                      f"{param}.type", code="unsupported_value")
+        raise invalid(
+            f"`{param}.type` must be `server_vad` (or the whole field null for manual commits).",
+            f"{param}.type",
+            code="unsupported_value",
+        )
     base = current or TurnDetection()
     return TurnDetection(
         threshold=_number(obj, "threshold", param, base.threshold, 0.0, 1.0),
@@ -119,42 +125,50 @@ def parse_assistant(value: Any, current: Assistant, param: str) -> Assistant:
     return Assistant(
         enabled=enabled,
         instructions=_text(obj, "instructions", param, current.instructions),
-        max_output_tokens=_int(obj, "max_output_tokens", param, current.max_output_tokens, nullable=True, low=1),
+        max_output_tokens=_optional_int(obj, "max_output_tokens", param, current.max_output_tokens, low=1),
         temperature=float(temperature),
     )
 
 
 def parse_ga_format(value: Any, param: str) -> AudioFormat:
     obj = _object(value, param)
-    encoding = GA_FORMATS.get(obj.get("type"))
+    encoding = GA_FORMATS.get(str(obj.get("type")))
     if encoding is None:
-        raise invalid(f"`{param}.type` must be one of {', '.join(GA_FORMATS)}.", f"{param}.type",
-                      code="unsupported_value")
+        raise invalid(
+            f"`{param}.type` must be one of {', '.join(GA_FORMATS)}.", f"{param}.type", code="unsupported_value"
+        )
     rates = PCM_RATES if encoding == "pcm16" else (G711_RATE,)
     rate = obj.get("rate", rates[0])
     if rate not in rates:
-        raise invalid(f"`{param}.rate` must be {' or '.join(map(str, rates))} for {obj['type']}.",
-                      f"{param}.rate", code="unsupported_value")
+        raise invalid(
+            f"`{param}.rate` must be {' or '.join(map(str, rates))} for {obj['type']}.",
+            f"{param}.rate",
+            code="unsupported_value",
+        )
     return AudioFormat(encoding, rate)
 
 
 def parse_ga_session(value: Any, current: SessionConfig) -> SessionConfig:
     session = _object(value, "session")
     if session.get("type", "transcription") != "transcription":
-        raise invalid("Only transcription sessions are served: `session.type` must be `transcription`.",
-                      "session.type", code="unsupported_value")
+        raise invalid(
+            "Only transcription sessions are served: `session.type` must be `transcription`.",
+            "session.type",
+            code="unsupported_value",
+        )
     config = current
-    audio_input = _object(_object(session.get("audio", {}), "session.audio").get("input", {}),
-                          "session.audio.input")
+    audio_input = _object(_object(session.get("audio", {}), "session.audio").get("input", {}), "session.audio.input")
     if "format" in audio_input:
         config = replace(config, audio_format=parse_ga_format(audio_input["format"], "session.audio.input.format"))
     if "transcription" in audio_input:
-        transcription = parse_transcription(audio_input["transcription"], config.transcription,
-                                            "session.audio.input.transcription")
+        transcription = parse_transcription(
+            audio_input["transcription"], config.transcription, "session.audio.input.transcription"
+        )
         config = replace(config, transcription=transcription)
     if "turn_detection" in audio_input:
-        detection = parse_turn_detection(audio_input["turn_detection"], config.turn_detection,
-                                         "session.audio.input.turn_detection")
+        detection = parse_turn_detection(
+            audio_input["turn_detection"], config.turn_detection, "session.audio.input.turn_detection"
+        )
         config = replace(config, turn_detection=detection)
     if "assistant" in session:
         config = replace(config, assistant=parse_assistant(session["assistant"], config.assistant, "session.assistant"))
@@ -167,12 +181,16 @@ def parse_beta_session(value: Any, current: SessionConfig) -> SessionConfig:
     if "input_audio_format" in session:
         encoding = BETA_FORMATS.get(session["input_audio_format"])
         if encoding is None:
-            raise invalid(f"`session.input_audio_format` must be one of {', '.join(BETA_FORMATS)}.",
-                          "session.input_audio_format", code="unsupported_value")
+            raise invalid(
+                f"`session.input_audio_format` must be one of {', '.join(BETA_FORMATS)}.",
+                "session.input_audio_format",
+                code="unsupported_value",
+            )
         config = replace(config, audio_format=AudioFormat(encoding, 24000 if encoding == "pcm16" else G711_RATE))
     if "input_audio_transcription" in session:
-        transcription = parse_transcription(session["input_audio_transcription"], config.transcription,
-                                            "session.input_audio_transcription")
+        transcription = parse_transcription(
+            session["input_audio_transcription"], config.transcription, "session.input_audio_transcription"
+        )
         config = replace(config, transcription=transcription)
     if "turn_detection" in session:
         detection = parse_turn_detection(session["turn_detection"], config.turn_detection, "session.turn_detection")
@@ -305,19 +323,26 @@ class OpenAIProtocol:
         if kind == "input_audio_buffer.clear":
             session.clear()
             return [self._event("input_audio_buffer.cleared")]
-        supported = ", ".join((update_kind, "input_audio_buffer.append", "input_audio_buffer.commit",
-                               "input_audio_buffer.clear"))
+        supported = ", ".join(
+            (update_kind, "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear")
+        )
         raise invalid(f"Unsupported event type `{kind}`. Supported: {supported}.", "type", code="unknown_event")
 
     def render(self, event: ev.Event) -> list[Message]:
         """Server events for one core event."""
         match event:
             case ev.SpeechStarted():
-                return [self._event("input_audio_buffer.speech_started", item_id=event.item_id,
-                                    audio_start_ms=event.audio_start_ms)]
+                return [
+                    self._event(
+                        "input_audio_buffer.speech_started", item_id=event.item_id, audio_start_ms=event.audio_start_ms
+                    )
+                ]
             case ev.SpeechStopped():
-                return [self._event("input_audio_buffer.speech_stopped", item_id=event.item_id,
-                                    audio_end_ms=event.audio_end_ms)]
+                return [
+                    self._event(
+                        "input_audio_buffer.speech_stopped", item_id=event.item_id, audio_end_ms=event.audio_end_ms
+                    )
+                ]
             case ev.Committed():
                 return self._committed(event)
             case ev.TranscriptDelta():
@@ -325,30 +350,55 @@ class OpenAIProtocol:
             case ev.TranscriptPartial():
                 return [self._transcription("partial", event.item_id, transcript=event.transcript)]
             case ev.TranscriptCompleted():
-                return [self._transcription("completed", event.item_id, transcript=event.transcript,
-                                            usage=_usage(event.usage))]
+                return [
+                    self._transcription(
+                        "completed", event.item_id, transcript=event.transcript, usage=_usage(event.usage)
+                    )
+                ]
             case ev.TranscriptFailed():
                 error = {"type": "transcription_error", "code": event.code, "message": event.message, "param": None}
                 return [self._transcription("failed", event.item_id, error=error)]
             case ev.ResponseCreated():
-                response = {"id": event.response_id, "object": "realtime.response", "status": "in_progress",
-                            "output": [], "usage": None}
+                response: dict[str, Any] = {
+                    "id": event.response_id,
+                    "object": "realtime.response",
+                    "status": "in_progress",
+                    "output": [],
+                    "usage": None,
+                }
                 return [self._event("response.created", response=response)]
             case ev.ResponseDelta():
-                return [self._event("response.output_text.delta", response_id=event.response_id,
-                                    item_id=event.item_id, output_index=0, content_index=0, delta=event.delta)]
+                return [
+                    self._event(
+                        "response.output_text.delta",
+                        response_id=event.response_id,
+                        item_id=event.item_id,
+                        output_index=0,
+                        content_index=0,
+                        delta=event.delta,
+                    )
+                ]
             case ev.ResponseDone():
                 return self._response_done(event)
         raise TypeError(f"no rendering for {event!r}")
 
     def _committed(self, event: ev.Committed) -> list[Message]:
-        committed = self._event("input_audio_buffer.committed", item_id=event.item_id,
-                                previous_item_id=event.previous_item_id)
-        item = {"id": event.item_id, "object": "realtime.item", "type": "message", "status": "completed",
-                "role": "user", "content": [{"type": "input_audio", "transcript": None}]}
+        committed = self._event(
+            "input_audio_buffer.committed", item_id=event.item_id, previous_item_id=event.previous_item_id
+        )
+        item = {
+            "id": event.item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
         if self.beta:
-            return [committed, self._event("conversation.item.created", previous_item_id=event.previous_item_id,
-                                           item=item)]
+            return [
+                committed,
+                self._event("conversation.item.created", previous_item_id=event.previous_item_id, item=item),
+            ]
         return [
             committed,
             self._event("conversation.item.added", previous_item_id=event.previous_item_id, item=item),
@@ -356,31 +406,49 @@ class OpenAIProtocol:
         ]
 
     def _response_done(self, event: ev.ResponseDone) -> list[Message]:
-        item = {"id": event.item_id, "object": "realtime.item", "type": "message", "role": "assistant",
-                "status": "completed" if event.status == "completed" else "incomplete",
-                "content": [{"type": "output_text", "text": event.text}]}
-        details = None
+        item = {
+            "id": event.item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed" if event.status == "completed" else "incomplete",
+            "content": [{"type": "output_text", "text": event.text}],
+        }
+        details: dict[str, Any] | None = None
         if event.status == "cancelled":
             details = {"type": "cancelled", "reason": "turn_detected"}
         elif event.status == "failed":
             details = {"type": "failed", "error": {"type": "backend_error", "message": event.error}}
         usage = event.usage
         response = {
-            "id": event.response_id, "object": "realtime.response", "status": event.status,
-            "status_details": details, "output": [item],
-            "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-                      "total_tokens": usage.input_tokens + usage.output_tokens},
+            "id": event.response_id,
+            "object": "realtime.response",
+            "status": event.status,
+            "status_details": details,
+            "output": [item],
+            "usage": {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            },
         }
         done = self._event("response.done", response=response)
         if event.status != "completed":
             return [done]
-        text_done = self._event("response.output_text.done", response_id=event.response_id, item_id=event.item_id,
-                                output_index=0, content_index=0, text=event.text)
+        text_done = self._event(
+            "response.output_text.done",
+            response_id=event.response_id,
+            item_id=event.item_id,
+            output_index=0,
+            content_index=0,
+            text=event.text,
+        )
         return [text_done, done]
 
     def _transcription(self, stage: str, item_id: str, **fields: Any) -> Message:
-        return self._event(f"conversation.item.input_audio_transcription.{stage}", item_id=item_id,
-                           content_index=0, **fields)
+        return self._event(
+            f"conversation.item.input_audio_transcription.{stage}", item_id=item_id, content_index=0, **fields
+        )
 
     @staticmethod
     def _event(kind: str, **fields: Any) -> Message:

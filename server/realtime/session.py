@@ -144,7 +144,7 @@ class RealtimeSession:
         if self._vad is None:
             self._buffer.append(samples)
             return
-        if self._open is None:
+        if self._open is None and self.config.turn_detection is not None:
             prefix = self.config.turn_detection.prefix_padding_ms * SAMPLES_PER_MS
             self._buffer.drop_before(self._buffer.end - prefix - FRAME_SAMPLES)
         self._buffer.append(samples)
@@ -159,8 +159,11 @@ class RealtimeSession:
         """End the turn now: with server VAD the open turn, otherwise all audio since the last commit."""
         if self._vad is not None:
             if self._open is None:
-                raise APIError(400, "There is no speech in the input audio buffer to commit.",
-                               code="input_audio_buffer_commit_empty")
+                raise APIError(
+                    400,
+                    "There is no speech in the input audio buffer to commit.",
+                    code="input_audio_buffer_commit_empty",
+                )
             self._restart_vad()
             self._stop_turn(self._buffer.end)
             return
@@ -199,7 +202,8 @@ class RealtimeSession:
         self._vad_origin = self._buffer.end
 
     def _restart_vad(self) -> None:
-        self._vad.reset()
+        if self._vad is not None:
+            self._vad.reset()
         self._vad_origin = self._buffer.end
 
     def _start_turn(self, position: int) -> None:
@@ -212,6 +216,8 @@ class RealtimeSession:
 
     def _stop_turn(self, position: int) -> None:
         turn = self._open
+        if turn is None:
+            return
         self._discard_open_turn()
         turn.end = position
         self._emit(SpeechStopped(turn.item_id, to_ms(position)))
@@ -242,8 +248,12 @@ class RealtimeSession:
             settings = self.config.transcription
             model = await self._models.resolve(settings.model)
             stream = self._backend.transcribe_stream(
-                encode_wav(audio), task="transcribe", model=model, language=settings.language,
-                temperature=0.0, usage=usage,
+                encode_wav(audio),
+                task="transcribe",
+                model=model,
+                language=settings.language,
+                temperature=0.0,
+                usage=usage,
             )
             async with aclosing(stream) as deltas:
                 async for delta in deltas:
@@ -278,7 +288,12 @@ class RealtimeSession:
         metrics.TURN_SECONDS.labels("backend").observe(turn.backend_s)
         log.info(
             "realtime turn %s %s: audio %.2f s, stopped→done %.3f s (edge %.3f s, backend %.3f s)",
-            turn.item_id, outcome, (turn.end - turn.start) / SAMPLE_RATE, total, edge, turn.backend_s,
+            turn.item_id,
+            outcome,
+            (turn.end - turn.start) / SAMPLE_RATE,
+            total,
+            edge,
+            turn.backend_s,
         )
         if isinstance(event, TranscriptCompleted):
             if turn.audio is not None and self.config.assistant.enabled and self._is_latest(turn):

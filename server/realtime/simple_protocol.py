@@ -34,8 +34,9 @@ class SimpleProtocol:
         except ValueError:
             return [self.error(APIError(400, "The message is not valid JSON.", code="invalid_json"))]
         if not isinstance(message, dict) or message.get("type") != "audio":
-            return [self.error(APIError(400, 'Send {"type": "audio", "data": base64 PCM16 16 kHz}.',
-                                        code="unknown_event"))]
+            return [
+                self.error(APIError(400, 'Send {"type": "audio", "data": base64 PCM16 16 kHz}.', code="unknown_event"))
+            ]
         try:
             payload = base64.b64decode(message.get("data") or "", validate=True)
         except (binascii.Error, ValueError, TypeError):
@@ -45,13 +46,15 @@ class SimpleProtocol:
 
     def render(self, event: ev.Event) -> list[Message]:
         if isinstance(event, ev.TranscriptCompleted):
-            return [{
-                "type": "transcription",
-                "text": event.transcript,
-                "timestamp": time.time(),
-                "audio_start_ms": event.audio_start_ms,
-                "audio_end_ms": event.audio_end_ms,
-            }]
+            return [
+                {
+                    "type": "transcription",
+                    "text": event.transcript,
+                    "timestamp": time.time(),
+                    "audio_start_ms": event.audio_start_ms,
+                    "audio_end_ms": event.audio_end_ms,
+                }
+            ]
         if isinstance(event, ev.TranscriptFailed):
             return [{"type": "error", "code": event.code, "message": event.message}]
         return []

@@ -15,6 +15,7 @@ from server import metrics
 from server.audio_request import parse_audio_request, read_fields
 from server.errors import APIError
 from server.formats import render
+from server.services import services
 from server.transcription import Timings, cancel_all
 
 router = APIRouter()
@@ -49,7 +50,7 @@ async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) 
 
 
 async def _handle(request: Request, task: str) -> Response:
-    state = request.app.state
+    state = services(request)
     started = time.perf_counter()
     timings = Timings()
     route = f"/v1/audio/{'translations' if task == 'translate' else 'transcriptions'}"
@@ -66,8 +67,16 @@ async def _handle(request: Request, task: str) -> Response:
         metrics.BACKEND_CHUNKS.labels(task).inc(timings.chunks)
         log.info(
             "%s %s format=%s stream=%s audio=%.2fs chunks=%d decode=%.1fms vad=%.1fms backend=%.1fms total=%.1fms",
-            route, status, parsed.response_format, parsed.stream, timings.audio_s, timings.chunks,
-            timings.decode_s * 1e3, timings.vad_s * 1e3, timings.backend_s * 1e3, total * 1e3,
+            route,
+            status,
+            parsed.response_format,
+            parsed.stream,
+            timings.audio_s,
+            timings.chunks,
+            timings.decode_s * 1e3,
+            timings.vad_s * 1e3,
+            timings.backend_s * 1e3,
+            total * 1e3,
         )
 
     if not parsed.stream:

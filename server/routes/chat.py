@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from server.audio_request import read_json_object
 from server.chat_audio import prepare_chat
+from server.services import services
 
 router = APIRouter()
 log = logging.getLogger("edge.chat")
@@ -23,7 +24,7 @@ log = logging.getLogger("edge.chat")
 async def chat_completions(request: Request) -> Response:
     started = time.perf_counter()
     body = await read_json_object(request)
-    state = request.app.state
+    state = services(request)
     audios = await prepare_chat(
         body, models=state.models, fetcher=state.fetcher, max_audio_s=state.settings.max_audio_s
     )

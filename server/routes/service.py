@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from server.errors import APIError
+from server.services import services
 
 router = APIRouter()
 
@@ -19,7 +20,7 @@ def _alias_entry(alias: str, served: str) -> dict[str, Any]:
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     """vLLM's models, plus the aliases that map to the served one."""
-    state = request.app.state
+    state = services(request)
     listing = await state.backend.models()
     served = await state.models.served()
     listing["data"] = list(listing.get("data") or []) + [_alias_entry(a, served) for a in sorted(state.models.aliases)]
@@ -28,7 +29,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    state = request.app.state
+    state = services(request)
     served = await state.models.resolve(model_id)
     for entry in (await state.backend.models()).get("data") or []:
         if entry.get("id") == model_id:
@@ -45,7 +46,7 @@ async def health() -> dict[str, str]:
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
     """200 when vLLM answers and serves the model; 503 (with Retry-After) otherwise."""
-    state = request.app.state
+    state = services(request)
     try:
         listing = await state.backend.models()
         served = await state.models.served()

@@ -25,7 +25,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from starlette.datastructures import UploadFile
@@ -53,7 +53,7 @@ def sse(event: dict[str, Any]) -> str:
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
 
 
-async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncGenerator[str, None]:
     """Regroup a byte stream of server-sent events into whole events, as text."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pending = ""
@@ -88,7 +88,7 @@ class Jobs:
         """RunPod's `concurrency_modifier`: how many jobs this worker takes at once."""
         return self.settings.max_concurrency
 
-    async def handle(self, job: dict[str, Any]) -> AsyncIterator[Any]:
+    async def handle(self, job: dict[str, Any]) -> AsyncGenerator[Any, None]:
         """RunPod's handler. Never raises: every failure becomes an `{"error": ...}` output."""
         job_input = job.get("input")
         openai = isinstance(job_input, dict) and "openai_route" in job_input
@@ -176,7 +176,7 @@ class Jobs:
             )
         return {"file": UploadFile(io.BytesIO(data), filename=None)}
 
-    async def _transcribe(self, fields: dict[str, Any], task: str, *, events_as_sse: bool) -> AsyncIterator[Any]:
+    async def _transcribe(self, fields: dict[str, Any], task: str, *, events_as_sse: bool) -> AsyncGenerator[Any, None]:
         started = time.perf_counter()
         parsed = parse_audio_request(fields, task=task)
         opts = parsed.options(task, await self.models.resolve(parsed.model))
@@ -194,11 +194,18 @@ class Jobs:
                 await events.aclose()
         log.info(
             "%s format=%s stream=%s audio=%.2fs chunks=%d decode=%.1fms vad=%.1fms backend=%.1fms total=%.1fms",
-            task, parsed.response_format, parsed.stream, timings.audio_s, timings.chunks, timings.decode_s * 1e3,
-            timings.vad_s * 1e3, timings.backend_s * 1e3, (time.perf_counter() - started) * 1e3,
+            task,
+            parsed.response_format,
+            parsed.stream,
+            timings.audio_s,
+            timings.chunks,
+            timings.decode_s * 1e3,
+            timings.vad_s * 1e3,
+            timings.backend_s * 1e3,
+            (time.perf_counter() - started) * 1e3,
         )
 
-    async def _chat(self, body: dict[str, Any]) -> AsyncIterator[Any]:
+    async def _chat(self, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
         await prepare_chat(body, models=self.models, fetcher=self.fetcher, max_audio_s=self.settings.max_audio_s)
         if not body.get("stream"):
             yield await self.backend.chat(body)
@@ -210,5 +217,5 @@ class Jobs:
         finally:
             await chunks.aclose()
 
-    async def _list_models(self) -> AsyncIterator[Any]:
+    async def _list_models(self) -> AsyncGenerator[Any, None]:
         yield await self.backend.models()

@@ -1,0 +1,66 @@
+"""The edge's long-lived services, built once per app in its lifespan and reached through typed
+accessors, so routes never read an untyped `app.state`.
+
+The HTTP app and the RunPod worker build the same `Services`; the realtime session slots live here
+too (one set per app: tests run several apps in one process).
+"""
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from server.fetch import SafeFetcher
+from server.model_names import ModelNames
+from server.realtime.connection import SessionSlots
+from server.settings import Settings
+from server.transcription import TranscriptionService
+from server.vllm_client import VLLMClient
+from vad import BatchedVADEngine, SileroModel
+
+
+@dataclass
+class Services:
+    """Everything a route needs besides its request."""
+
+    settings: Settings
+    backend: VLLMClient
+    fetcher: SafeFetcher
+    models: ModelNames
+    transcriber: TranscriptionService
+    vad_engine: BatchedVADEngine
+    realtime_slots: SessionSlots
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Services":
+        """Create the clients and engines; `start()` them on the serving event loop, `aclose()` at the end."""
+        backend = VLLMClient(settings)
+        fetcher = SafeFetcher(settings)
+        return cls(
+            settings=settings,
+            backend=backend,
+            fetcher=fetcher,
+            models=ModelNames(settings, backend),
+            transcriber=TranscriptionService(
+                settings, backend, fetcher, SileroModel(intra_op_threads=settings.vad_intra_op_threads)
+            ),
+            vad_engine=BatchedVADEngine(
+                max_batch=settings.realtime_vad_max_batch, intra_op_threads=settings.vad_intra_op_threads
+            ),
+            realtime_slots=SessionSlots(settings.realtime_max_sessions),
+        )
+
+    async def start(self) -> None:
+        await self.vad_engine.start()
+
+    async def aclose(self) -> None:
+        await self.vad_engine.stop()
+        await self.fetcher.aclose()
+        await self.backend.aclose()
+
+
+def services(connection: HTTPConnection) -> Services:
+    """The services of the app serving `connection` (an HTTP request or a WebSocket)."""
+    found = getattr(connection.app.state, "services", None)
+    if not isinstance(found, Services):
+        raise RuntimeError("the app's services are not running (lifespan not started)")
+    return found
