@@ -64,10 +64,15 @@ def too_large(message: str, *, param: str | None = "file") -> APIError:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error the app can raise answer in OpenAI's shape."""
+    from server.input_errors import InputError  # it builds on APIError, defined above
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(InputError)
+    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
+        return exc.api_error(None).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
