@@ -1,6 +1,8 @@
 """Extensions of the realtime protocol: live partial transcripts and assistant replies."""
 
 import asyncio
+import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 from realtime_helpers import (
@@ -97,46 +99,88 @@ async def test_assistant_replies_after_each_turn_with_history(edge: EdgeServer) 
         assert done["response"]["usage"]["output_tokens"] == 5
 
 
-async def test_new_speech_cancels_the_reply_in_progress(edge: EdgeServer, vllm_url: str) -> None:
-    """The reply may take 20000 tokens (half a minute here): the user speaking again cuts it short
-    and its vLLM request is aborted.
+class EventReader:
+    """Reads every server event in the background from the moment it starts, so the client never
+    stops reading: a client that sends without reading would push back on the server's stream of
+    reply deltas, which is not what these tests are about."""
 
-    A random-weight model can end its reply on its own within milliseconds, before the
-    interruption is heard; such a session proves nothing, so a fresh one (with a prompt of its
-    own) is tried, a bounded number of times.
+    def __init__(self, recv: Callable[[], Awaitable[bytes]]) -> None:
+        self.events: list[dict] = []
+        self._arrived = asyncio.Event()
+        self._task = asyncio.create_task(self._run(recv))
+
+    async def _run(self, recv: Callable[[], Awaitable[bytes]]) -> None:
+        try:
+            while True:
+                self.events.append(json.loads(await recv()))
+                self._arrived.set()
+        finally:
+            self._arrived.set()  # a waiter sees the failure at once
+
+    async def wait_for(self, done: Callable[[list[dict]], bool], timeout: float = 60) -> list[dict]:
+        """All events so far, once `done(events)` holds."""
+        async with asyncio.timeout(timeout):
+            while not done(self.events):
+                if self._task.done():
+                    self._task.result()  # the connection failed: raise its error
+                self._arrived.clear()
+                await self._arrived.wait()
+        return list(self.events)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def test_new_speech_cancels_the_reply_in_progress(edge: EdgeServer, vllm_url: str) -> None:
+    """The user speaking again cuts a reply short while vLLM is streaming it, and its vLLM
+    request is aborted while the session stays open.
+
+    The interruption is sent once the reply's first delta has arrived and vLLM reports the request
+    running, so the abort is of a real request in flight. A random-weight model may end its reply
+    on its own before the interruption is heard; such a session proves nothing, so a fresh one
+    (with a prompt of its own, hence another greedy path) is tried, a bounded number of times.
     """
     second = build_recording([JFK_2], gap_s=0)
     onset = second.truth_ms[0][0] * 16
-    interruption = second.audio[onset : onset + 16000]
+    interruption = pcm16(second.audio[onset : onset + 16000])
+    first_turn = pcm16(build_recording([JFK_1]).audio)
     for attempt in range(5):
         async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
-            await conn.recv()
-            await conn.session.update(
-                session=session(
-                    assistant={
-                        "enabled": True,
-                        "max_output_tokens": 20000,
-                        "temperature": 0,
-                        "instructions": f"Answer at length ({attempt}).",
-                    }
+            reader = EventReader(conn.recv_bytes)
+            try:
+                await reader.wait_for(count("session.created", 1))
+                await conn.session.update(
+                    session=session(
+                        assistant={
+                            "enabled": True,
+                            "max_output_tokens": 5000,
+                            "temperature": 0,
+                            "instructions": f"Answer at length ({attempt}).",
+                        }
+                    )
                 )
-            )
-            await conn.recv()
-            await send_paced(
-                lambda audio: conn.input_audio_buffer.append(audio=audio), pcm16(build_recording([JFK_1]).audio), 32000
-            )
-            created = (await collect(conn.recv_bytes, count("response.created", 1)))[-1]
-            await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio), pcm16(interruption), 32000)
-            events = await collect(conn.recv_bytes, count("response.done", 1))
-            done = events[-1]
-            assert done["response"]["id"] == created["response"]["id"]
-            if done["response"]["status"] == "completed":
-                continue
-            kinds = [e["type"] for e in events]
-            assert done["response"]["status"] == "cancelled", done["response"]
-            assert done["response"]["status_details"]["reason"] == "turn_detected"
-            assert kinds.index("input_audio_buffer.speech_started") < kinds.index("response.done")
-            # Aborted while the session is still open: the cancellation did it, not a disconnect.
-            await wait_until(lambda: vllm_requests_running(vllm_url) == 0)
-            return
+                await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio), first_turn, 32000)
+                events = await reader.wait_for(
+                    lambda events: count("response.output_text.delta", 1)(events) or count("response.done", 1)(events)
+                )
+                if of_type(events, "response.done") or await asyncio.to_thread(vllm_requests_running, vllm_url) < 1:
+                    continue  # the reply ended before it could be interrupted
+                await send_paced(lambda audio: conn.input_audio_buffer.append(audio=audio), interruption, 32000)
+                events = await reader.wait_for(count("response.done", 1))
+                created, done = of_type(events, "response.created")[0], of_type(events, "response.done")[0]
+                assert done["response"]["id"] == created["response"]["id"]
+                if done["response"]["status"] == "completed":
+                    continue
+                kinds = [e["type"] for e in events]
+                assert done["response"]["status"] == "cancelled", done["response"]
+                assert done["response"]["status_details"]["reason"] == "turn_detected"
+                assert kinds.index("input_audio_buffer.speech_started", kinds.index("response.created")) < kinds.index(
+                    "response.done"
+                )
+                # Aborted while the session is still open: the cancellation did it, not a disconnect.
+                await wait_until(lambda: vllm_requests_running(vllm_url) == 0)
+                return
+            finally:
+                await reader.stop()
     pytest.fail("in 5 sessions the model always finished its reply before the user spoke again")
