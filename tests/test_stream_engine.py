@@ -16,12 +16,12 @@ import pytest
 from server.audio import decode_audio
 from server.devmodel import REALTIME_SERVED_NAME
 from server.realtime.events import Event, TranscriptCompleted, TranscriptDelta, TranscriptFailed
-from server.realtime.stream_engine import EngineKind, StreamEngine, choose_engine
+from server.realtime.stream_engine import EngineKind, EngineSelector, StreamEngine, choose_engine
 from server.vllm_realtime.errors import RealtimeBackendError, RealtimeRefused, RealtimeUnavailable
 from server.vllm_realtime.probe import RealtimeBackend, probe_realtime
 from server.vllm_realtime.protocol import STEP_SAMPLES
 from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta, heard_end, steps_per_generation
-from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN, SERVED_MODEL
+from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN, SERVED_MODEL, edge_settings
 
 SECOND = 16000
 # vLLM pads a generation's audio with 32 steps of silence before and 17 after, and each step
@@ -98,6 +98,15 @@ async def test_the_realtime_model_is_detected(realtime_vllm_url: str, vllm_url: 
     assert await choose_engine("turns", realtime_vllm_url, model=None, api_key=None) == (EngineKind.TURNS, None)
     with pytest.raises(RuntimeError, match="no realtime-capable model"):
         await choose_engine("stream", vllm_url, model=SERVED_MODEL, api_key=None)
+
+
+async def test_sessions_pick_their_engine_from_the_settings(realtime_vllm_url: str, vllm_url: str) -> None:
+    separate = EngineSelector(edge_settings(vllm_url, realtime_vllm_url=realtime_vllm_url))
+    kind, backend = await separate.select()
+    assert kind == EngineKind.STREAM and backend is not None and backend.model == REALTIME_SERVED_NAME
+    assert await EngineSelector(edge_settings(vllm_url)).select() == (EngineKind.TURNS, None)
+    turns = edge_settings(vllm_url, realtime_vllm_url=realtime_vllm_url, realtime_engine="turns")
+    assert await EngineSelector(turns).select() == (EngineKind.TURNS, None)
 
 
 async def test_deltas_arrive_while_the_audio_streams(realtime_backend: RealtimeBackend) -> None:

@@ -11,7 +11,8 @@ streamed if that is later (VAD stops after some silence that has been sent by th
 item starts no earlier, so no audio is sent twice and none between items is lost.
 
 Seam for the session (`server/realtime/session.py`):
-- create one `StreamEngine(backend, emit, on_error)` per session when `choose_engine` picks streaming;
+- the app keeps one `EngineSelector(settings)`; a new session calls `await selector.select()` and,
+  for `EngineKind.STREAM`, creates one `StreamEngine(backend, emit, on_error)`;
 - `append(samples)` with every decoded sample, in order (the engine counts positions itself);
 - `start_item(item_id, position)` at speech start (with prefix padding), or at session start and
   after each manual commit when turn detection is off;
@@ -20,6 +21,7 @@ Seam for the session (`server/realtime/session.py`):
   `TranscriptFailed` first.
 """
 
+import asyncio
 import enum
 import logging
 import time
@@ -53,7 +55,7 @@ async def choose_engine(
     """The engine for live sessions from `REALTIME_ENGINE` (`auto`, `turns`, `stream`).
 
     `auto` streams when the backend serves `/v1/realtime`; `stream` requires it (a `RuntimeError`
-    at start-up otherwise); `turns` never asks.
+    otherwise); `turns` never asks.
     """
     if setting == EngineKind.TURNS:
         return EngineKind.TURNS, None
@@ -65,13 +67,36 @@ async def choose_engine(
     return EngineKind.TURNS, None
 
 
-async def choose_engine_for(settings: Settings) -> tuple[EngineKind, RealtimeBackend | None]:
-    """`choose_engine` with the edge's settings: `REALTIME_VLLM_URL` (its first model), else the main vLLM."""
-    if settings.realtime_vllm_url:
-        url, model = settings.realtime_vllm_url, None
-    else:
-        url, model = settings.backend_url, settings.served_model_name
-    return await choose_engine(settings.realtime_engine, url, model=model, api_key=settings.vllm_api_key)
+class EngineSelector:
+    """Picks each new session's engine from the edge's settings, asking vLLM at most every `RECHECK_S`.
+
+    The vLLM for live sessions is `REALTIME_VLLM_URL` (its first model), else the main vLLM. An
+    answer is kept for `RECHECK_S`, so a vLLM started (or swapped) after the edge is found.
+    """
+
+    RECHECK_S = 30.0
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._choice: tuple[EngineKind, RealtimeBackend | None] | None = None
+        self._checked_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def select(self) -> tuple[EngineKind, RealtimeBackend | None]:
+        """The engine for a new session, and the realtime backend when it is `STREAM`."""
+        async with self._lock:
+            if self._choice is None or time.monotonic() - self._checked_at > self.RECHECK_S:
+                settings = self._settings
+                if settings.realtime_vllm_url:
+                    url, model = settings.realtime_vllm_url, None
+                else:
+                    url, model = settings.backend_url, settings.served_model_name
+                self._choice = await choose_engine(
+                    settings.realtime_engine, url, model=model, api_key=settings.vllm_api_key
+                )
+                self._checked_at = time.monotonic()
+                log.info("live sessions use the %s engine", self._choice[0].value)
+            return self._choice
 
 
 @dataclass(eq=False)

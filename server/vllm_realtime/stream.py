@@ -173,10 +173,15 @@ class RealtimeStream:
                 group.create_task(self._send(connection))
         except* RealtimeBackendError as failures:
             self._fail(failures.exceptions[0])  # type: ignore[arg-type]
+        except* Exception as failures:
+            log.error("realtime stream to vLLM crashed", exc_info=failures.exceptions[0])
+            self._fail(RealtimeBackendError(f"realtime stream crashed: {failures.exceptions[0]!r}"))
         finally:
             await connection.close()
 
     def _fail(self, exc: RealtimeBackendError) -> None:
+        if self.failed is not None:
+            return
         log.warning("realtime stream to vLLM failed: %s", exc)
         self.failed = exc
         self._on_error(exc)
