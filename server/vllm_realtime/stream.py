@@ -32,9 +32,12 @@ log = logging.getLogger("edge.vllm_realtime")
 # delay tokens (6 at 480 ms) in the prompt, then the right padding (17 steps) that flushes the
 # text of the last audio. A margin keeps the cut well before vLLM's own stop.
 GENERATION_OVERHEAD_STEPS = 64
+# The model writes a word this many steps after hearing it: 480 ms in the published tokenizer
+# (and the tiny one); vLLM takes it from the served model's tekken.json.
+DELAY_STEPS = 6
 # Steps of real audio the first step of a generation has heard: BOS plus the delay tokens
 # (the left padding is silence of exactly its token count).
-FIRST_STEP_AUDIO_STEPS = 1 + 6
+FIRST_STEP_AUDIO_STEPS = 1 + DELAY_STEPS
 # Most audio sent in one append.
 MAX_APPEND_SAMPLES = 16000
 
@@ -47,10 +50,15 @@ def steps_per_generation(max_model_len: int) -> int:
 def heard_end(start: int, step: int) -> int:
     """The position up to which delta `step` of a generation whose audio began at `start` heard audio.
 
-    With a delay of D steps the model writes a word D steps after hearing it, so a word shown at
-    step `k` was spoken near `start + (k + 1) * STEP_SAMPLES`.
+    With a delay of D steps the model writes a word D steps after hearing it: see `spoken_span`.
     """
     return start + (FIRST_STEP_AUDIO_STEPS + step) * STEP_SAMPLES
+
+
+def spoken_span(heard_until: int) -> tuple[int, int]:
+    """The 80 ms of audio the text of a step stands for: the step heard up to `heard_until`, less the delay."""
+    end = heard_until - DELAY_STEPS * STEP_SAMPLES
+    return end - STEP_SAMPLES, end
 
 
 @dataclass(frozen=True)
