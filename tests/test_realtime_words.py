@@ -1,5 +1,6 @@
 """Word times from realtime deltas: the step-to-time arithmetic, and a file through the real vLLM."""
 
+import openai
 import pytest
 
 from server.audio import decode_audio
@@ -8,7 +9,7 @@ from server.vllm_realtime.probe import RealtimeBackend
 from server.vllm_realtime.protocol import STEP_SAMPLES
 from server.vllm_realtime.stream import StreamDelta, heard_end
 from server.vllm_realtime.words import Word, transcribe_with_words, words_from_deltas
-from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN
+from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN, EdgeServer, edge_settings
 
 STEP_S = STEP_SAMPLES / 16000
 
@@ -44,3 +45,17 @@ async def test_a_file_through_the_realtime_vllm(realtime_vllm_url: str) -> None:
     assert "".join(text.split()) == "".join(w.word for w in words)
     assert all(0 <= w.start <= w.end <= len(audio) / 16000 for w in words)
     assert [w.start for w in words] == sorted(w.start for w in words)
+
+
+def test_the_edge_transcribes_files_with_the_realtime_model(realtime_vllm_url: str) -> None:
+    """One deployment: the realtime model also serves the edge's file transcription."""
+    edge = EdgeServer(
+        edge_settings(realtime_vllm_url, served_model_name=REALTIME_SERVED_NAME, max_output_tokens=None)
+    ).start()
+    try:
+        client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0)
+        with open(DATA / "jfk.flac", "rb") as f:
+            result = client.audio.transcriptions.create(model="whisper-1", file=f)
+        assert result.text.strip()
+    finally:
+        edge.stop()

@@ -226,6 +226,7 @@ class RealtimeStream:
         if not segment.chunks:
             return False  # ended with no audio left: no generation needed
         done: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda _: self._wake.set())
         self._generation = (segment, segment.position, done)
         self._step = 0
         segment.generations += 1
