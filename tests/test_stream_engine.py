@@ -283,3 +283,21 @@ async def test_a_model_vllm_does_not_serve_is_a_typed_error(realtime_vllm_url: s
     assert error.vllm_code == "model_not_found"
     failed = recorder.final("item_a")
     assert isinstance(failed, TranscriptFailed)
+
+
+async def test_a_discarded_item_says_nothing_and_the_next_one_goes_on(realtime_backend: RealtimeBackend) -> None:
+    audio = speech(4)
+    async with engine_for(realtime_backend) as (engine, recorder):
+        engine.start_item("item_a", 0)
+        await feed(engine, audio[: 2 * SECOND])
+        engine.discard_item()  # input_audio_buffer.clear
+        said = len(recorder.events)
+        engine.start_item("item_b", 2 * SECOND)
+        await feed(engine, audio[2 * SECOND :])
+        engine.end_item(4 * SECOND)
+        await wait_for(lambda: recorder.final("item_b") is not None)
+    # Deltas already sent stay sent; nothing about the item comes after it is discarded.
+    assert not [e for e in recorder.events[said:] if getattr(e, "item_id", None) == "item_a"]
+    completed = recorder.final("item_b")
+    assert isinstance(completed, TranscriptCompleted)
+    assert completed.usage.output_tokens == expected_steps(2 * SECOND)
