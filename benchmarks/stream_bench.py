@@ -7,7 +7,10 @@ this process, as one item each. Per step, the lag is the time from the moment th
 needs had been fed (`heard_end` plus vLLM's 2.5 ms look-ahead) to its delta arriving: vLLM's share
 plus the WebSocket. A word's text then reaches the edge about the model's delay (480 ms) plus that
 lag after it was spoken. CPU is this process's (the engines and the WebSocket clients) per second of
-session audio. Writes `results/stream.{json,md,png}`.
+session audio. With `--turns-vllm-url` (the tiny Voxtral of the turn engine), the same audio is
+also sent as one turn (`/v1/audio/transcriptions`, capped at `--turn-tokens`, about the words of
+the audio): the time the turn engine's backend takes after the turn's end. Writes
+`results/stream.{json,md,png}`.
 """
 
 import argparse
@@ -22,6 +25,9 @@ import psutil
 
 from benchmarks import results
 from benchmarks.speech import recording
+from server.audio import encode_wav
+from server.settings import Settings
+from server.vllm_client import VLLMClient
 from server.vllm_realtime.probe import probe_realtime
 from server.vllm_realtime.protocol import SAMPLE_RATE
 from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta, heard_end
@@ -113,13 +119,35 @@ async def measure(url: str, sessions: int, seconds: float) -> dict:
     }
 
 
+async def turn_backend_s(url: str, seconds: float, tokens: int, repeats: int = 3) -> list[float]:
+    """Seconds vLLM takes to transcribe the same audio as one turn, as the turn engine asks it."""
+    settings = Settings(_env_file=None, vllm_url=url, max_output_tokens=tokens)  # type: ignore[call-arg]
+    client = VLLMClient(settings)
+    wav = encode_wav(np.resize(recording("jfk.flac"), int(seconds * SAMPLE_RATE)))
+    try:
+        model = (await client.models())["data"][0]["id"]
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            await client.transcribe(wav, task="transcribe", model=model, language=None, temperature=0.0)
+            times.append(time.perf_counter() - start)
+        return times
+    finally:
+        await client.aclose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vllm-url", required=True)
     parser.add_argument("--sessions", default="1,2,4", help="comma-separated session counts")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--turns-vllm-url", help="a vLLM serving the turn engine's model, for comparison")
+    parser.add_argument("--turn-tokens", type=int, default=32)
     args = parser.parse_args()
     points = [asyncio.run(measure(args.vllm_url, int(n), args.seconds)) for n in args.sessions.split(",")]
+    turns = None
+    if args.turns_vllm_url:
+        turns = asyncio.run(turn_backend_s(args.turns_vllm_url, args.seconds, args.turn_tokens))
     rows = [
         [
             p["sessions"],
@@ -160,7 +188,12 @@ def main() -> None:
     axes.set_xlabel("concurrent sessions at 1x")
     axes.set_ylabel("ms")
     axes.legend()
-    data = {"machine": results.machine(), "vllm": results.VLLM_BUILD, "points": points}
+    data = {"machine": results.machine(), "vllm": results.VLLM_BUILD, "points": points, "turn_backend_s": turns}
+    if turns:
+        table += (
+            f"\n\nTurn engine, same audio as one turn: vLLM answered in {results.ms(float(np.median(turns)))} ms p50"
+        )
+        table += f" ({len(turns)} requests, {args.turn_tokens} tokens)."
     print(table)
     print(results.write("stream", data, table, figure))
 
