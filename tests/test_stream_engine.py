@@ -20,7 +20,14 @@ from server.realtime.stream_engine import EngineKind, EngineSelector, StreamEngi
 from server.vllm_realtime.errors import RealtimeBackendError, RealtimeRefused, RealtimeUnavailable
 from server.vllm_realtime.probe import RealtimeBackend, probe_realtime
 from server.vllm_realtime.protocol import STEP_SAMPLES
-from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta, heard_end, steps_per_generation
+from server.vllm_realtime.stream import (
+    RealtimeStream,
+    SegmentDone,
+    StreamDelta,
+    heard_end,
+    spoken_span,
+    steps_per_generation,
+)
 from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN, SERVED_MODEL, edge_settings
 
 SECOND = 16000
@@ -188,6 +195,36 @@ async def test_a_segment_longer_than_one_generation_loses_no_audio(realtime_vllm
     # Every generation's deltas are numbered from the audio it began with.
     starts = sorted({d.generation_start for d in deltas})
     assert starts == [0, budget, 2 * budget]
+
+
+async def test_a_generation_vllm_ends_itself_loses_no_audio(realtime_vllm_url: str) -> None:
+    """vLLM's `max_model_len` is smaller than the stream was told: vLLM stops the generation, and the
+    audio after the last step it wrote text for goes to a new generation."""
+    audio = speech(25)
+    deltas: list[StreamDelta] = []
+    done: list[SegmentDone] = []
+    stream = RealtimeStream(
+        realtime_vllm_url,
+        REALTIME_SERVED_NAME,
+        max_model_len=4 * REALTIME_TEST_MAX_MODEL_LEN,
+        on_delta=deltas.append,
+        on_done=done.append,
+        on_error=lambda exc: None,
+    )
+    try:
+        stream.start_segment("long", 0)
+        stream.feed(audio)
+        stream.end_segment()
+        await wait_for(lambda: bool(done))
+    finally:
+        await stream.close()
+    # vLLM's first generation writes one step per token left after the 39-token prompt; the text
+    # of its last step stands for the audio up to `spoken_span`, and the rest is sent again.
+    first_steps = REALTIME_TEST_MAX_MODEL_LEN - 39
+    resume = spoken_span(heard_end(0, first_steps - 1))[1]
+    assert sorted({d.generation_start for d in deltas}) == [0, resume]
+    assert done[0].generations == 2
+    assert done[0].steps == len(deltas) == first_steps + expected_steps(len(audio) - resume)
 
 
 async def test_each_step_hears_the_audio_up_to_heard_end(realtime_vllm_url: str) -> None:

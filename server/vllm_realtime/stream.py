@@ -9,6 +9,10 @@ Each segment (one conversation item) is one or more vLLM generations in turn on 
   step), dropping any audio still queued. So a generation is ended (`final`) after
   `steps_per_generation` steps of audio and the segment goes on in a new one; the audio after the
   cut waits here for it. A restart loses the text context of the earlier generation, not audio.
+- Should vLLM stop a generation first anyway (its `max_model_len` is smaller than reported), the
+  audio from the last step it wrote text for (`spoken_span`) on is sent again, from the last
+  `RESEND_S` of audio kept, to a new generation on a new connection (vLLM keeps appends that reach
+  it after its `done` for the next generation of the same connection).
 
 Positions are 16 kHz sample counts on the caller's clock. Delta `k` of a generation (0-based) was
 computed from the audio up to `heard_end(k)`; see `heard_end`.
@@ -24,7 +28,7 @@ import numpy as np
 
 from server.vllm_realtime.connection import RealtimeConnection
 from server.vllm_realtime.errors import RealtimeBackendError
-from server.vllm_realtime.protocol import STEP_SAMPLES, Append, Commit, Delta, Done
+from server.vllm_realtime.protocol import SAMPLE_RATE, STEP_SAMPLES, Append, Commit, Delta, Done
 
 log = logging.getLogger("edge.vllm_realtime")
 
@@ -40,6 +44,8 @@ DELAY_STEPS = 6
 FIRST_STEP_AUDIO_STEPS = 1 + DELAY_STEPS
 # Most audio sent in one append.
 MAX_APPEND_SAMPLES = 16000
+# Audio of the running generation kept to send again if vLLM stops it early.
+RESEND_S = 30
 
 
 def steps_per_generation(max_model_len: int) -> int:
@@ -59,6 +65,10 @@ def spoken_span(heard_until: int) -> tuple[int, int]:
     """The 80 ms of audio the text of a step stands for: the step heard up to `heard_until`, less the delay."""
     end = heard_until - DELAY_STEPS * STEP_SAMPLES
     return end - STEP_SAMPLES, end
+
+
+class _GenerationCut(Exception):
+    """vLLM ended a generation before its audio did: start over on a fresh connection."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,12 @@ class _Segment:
     texts: list[str] = field(default_factory=list)
     generations: int = 0
     steps: int = 0
+
+    def give_back(self, audio: np.ndarray, position: int) -> None:
+        """Put audio that vLLM dropped back in front of the waiting audio, from `position`."""
+        if len(audio):
+            self.chunks.appendleft(audio)
+        self.position = position
 
     def take(self, limit: int) -> np.ndarray:
         """Up to `limit` samples of the waiting audio, from the front."""
@@ -170,22 +186,27 @@ class RealtimeStream:
             pass
 
     async def _run(self) -> None:
-        try:
-            connection = await RealtimeConnection.open(self._url, self._model, api_key=self._api_key)
-        except RealtimeBackendError as exc:
-            self._fail(exc)
-            return
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._read(connection))
-                group.create_task(self._send(connection))
-        except* RealtimeBackendError as failures:
-            self._fail(failures.exceptions[0])  # type: ignore[arg-type]
-        except* Exception as failures:
-            log.error("realtime stream to vLLM crashed", exc_info=failures.exceptions[0])
-            self._fail(RealtimeBackendError(f"realtime stream crashed: {failures.exceptions[0]!r}"))
-        finally:
-            await connection.close()
+        reconnect = True
+        while reconnect:
+            reconnect = False
+            try:
+                connection = await RealtimeConnection.open(self._url, self._model, api_key=self._api_key)
+            except RealtimeBackendError as exc:
+                self._fail(exc)
+                return
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._read(connection))
+                    group.create_task(self._send(connection))
+            except* _GenerationCut:
+                reconnect = True
+            except* RealtimeBackendError as failures:
+                self._fail(failures.exceptions[0])  # type: ignore[arg-type]
+            except* Exception as failures:
+                log.error("realtime stream to vLLM crashed", exc_info=failures.exceptions[0])
+                self._fail(RealtimeBackendError(f"realtime stream crashed: {failures.exceptions[0]!r}"))
+            finally:
+                await connection.close()
 
     def _fail(self, exc: RealtimeBackendError) -> None:
         if self.failed is not None:
@@ -231,16 +252,17 @@ class RealtimeStream:
         self._step = 0
         segment.generations += 1
         await connection.send(Commit())
+        start = segment.position
+        kept: deque[np.ndarray] = deque()
         sent = 0
-        while sent < self._budget:
-            if done.done():
-                # vLLM stopped the generation early; a `final` now would end the next one at once.
-                log.warning("vLLM ended a realtime generation early (%d steps)", self._step)
-                break
+        while sent < self._budget and not done.done():
             if segment.chunks:
                 audio = segment.take(min(MAX_APPEND_SAMPLES, self._budget - sent))
                 await connection.send(Append.from_samples(audio))
                 sent += len(audio)
+                kept.append(audio)
+                while sum(len(a) for a in kept) - len(kept[0]) >= RESEND_S * SAMPLE_RATE:
+                    kept.popleft()
             elif segment.ended:
                 break
             else:
@@ -250,7 +272,24 @@ class RealtimeStream:
             await connection.send(Commit(final=True))
         result = await done
         segment.texts.append(result.text)
+        written_to = spoken_span(heard_end(start, self._step - 1))[1] if self._step else start
+        if written_to < segment.position:
+            # vLLM stopped the generation before writing the text of all the audio sent. What it
+            # got after its `done` waits in its queue for the next generation of this connection,
+            # so the segment goes on over a new one.
+            self._resend_unwritten(segment, written_to, kept)
+            raise _GenerationCut
         return bool(segment.chunks) or not segment.ended
+
+    def _resend_unwritten(self, segment: _Segment, resume: int, kept: deque[np.ndarray]) -> None:
+        """Give the audio from `resume` (after the last step vLLM wrote text for) back to the segment."""
+        kept_from = segment.position - sum(len(a) for a in kept)
+        audio = np.concatenate(kept) if kept else np.zeros(0, dtype=np.float32)
+        if resume < kept_from:
+            log.warning("vLLM ended a realtime generation early; %d samples are lost", kept_from - resume)
+            resume = kept_from
+        log.warning("vLLM ended a realtime generation early after %d steps; resending from %d", self._step, resume)
+        segment.give_back(audio[resume - kept_from :], min(resume, segment.position))
 
     async def _read(self, connection: RealtimeConnection) -> None:
         while True:
