@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     realtime_max_message_mb: float = 16.0
     realtime_send_queue: int = 1024
     realtime_vad_max_batch: int = 256
+    realtime_engine: Literal["auto", "turns", "stream"] = "auto"
+    realtime_vllm_url: str | None = Field(
+        default=None, description="Base URL of a vLLM serving Voxtral Realtime for live sessions; unset = VLLM_URL's"
+    )
 
     @property
     def model_alias_set(self) -> set[str]:

@@ -43,6 +43,28 @@ def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+# One realtime generation of the test server: 256 tokens, about 15 s of audio, so a session
+# longer than one generation stays short.
+REALTIME_TEST_MAX_MODEL_LEN = 256
+
+
+@pytest.fixture(scope="session")
+def realtime_vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second real vLLM, serving the tiny realtime model (`/v1/realtime`), started on first use.
+
+    `TEST_REALTIME_VLLM_URL` names one already serving it
+    (`python -m server.devmodel --realtime DIR --max-model-len 256 --serve PORT`).
+    """
+    if url := os.environ.get("TEST_REALTIME_VLLM_URL"):
+        yield url
+        return
+    directory = tmp_path_factory.mktemp("tiny-voxtral-realtime")
+    with serve_tiny_model(
+        directory, port=free_port(), realtime=True, max_model_len=REALTIME_TEST_MAX_MODEL_LEN, max_num_seqs=4
+    ) as url:
+        yield url
+
+
 class EdgeServer:
     """The edge app served by uvicorn in a background thread."""
 

@@ -1,0 +1,215 @@
+"""The streaming transcription engine of a realtime session (Voxtral Realtime through vLLM).
+
+The session feeds it all of its 16 kHz audio (`append`) and the item boundaries it decides (server
+VAD's speech start and stop, or the client's commits); the engine streams each item's audio to
+vLLM's `/v1/realtime` as it arrives and emits, for that item, a `TranscriptDelta` per piece of text
+while the person speaks and a `TranscriptCompleted` with the item's whole text after its end.
+
+Audio outside items is kept for `LOOKBACK_S` only, so an item may start a little in the past
+(VAD's prefix padding). An item ends where the session says, or where its audio was already
+streamed if that is later (VAD stops after some silence that has been sent by then); the next
+item starts no earlier, so no audio is sent twice and none between items is lost.
+
+Seam for the session (`server/realtime/session.py`):
+- the app keeps one `EngineSelector(settings)`; a new session calls `await selector.select()` and,
+  for `EngineKind.STREAM`, creates one `StreamEngine(backend, emit, on_error)`;
+- `append(samples)` with every decoded sample, in order (the engine counts positions itself);
+- `start_item(item_id, position)` at speech start (with prefix padding), or at session start and
+  after each manual commit when turn detection is off;
+- `end_item(position)` at speech stop or commit; `discard_item()` on `input_audio_buffer.clear`;
+- `await close()` at the end. `on_error` is called once if vLLM fails; open items get a
+  `TranscriptFailed` first.
+"""
+
+import asyncio
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.realtime.events import Event, TranscriptCompleted, TranscriptDelta, TranscriptFailed
+from server.settings import Settings
+from server.vllm_client import StreamUsage
+from server.vllm_realtime.errors import RealtimeBackendError
+from server.vllm_realtime.probe import RealtimeBackend, probe_realtime
+from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta
+
+SAMPLE_RATE = 16000
+SAMPLES_PER_MS = SAMPLE_RATE // 1000
+LOOKBACK_S = 3.0
+log = logging.getLogger("edge.realtime")
+
+
+class EngineKind(enum.StrEnum):
+    TURNS = "turns"
+    STREAM = "stream"
+
+
+async def choose_engine(
+    setting: str, backend_url: str, *, model: str | None, api_key: str | None
+) -> tuple[EngineKind, RealtimeBackend | None]:
+    """The engine for live sessions from `REALTIME_ENGINE` (`auto`, `turns`, `stream`).
+
+    `auto` streams when the backend serves `/v1/realtime`; `stream` requires it (a `RuntimeError`
+    otherwise); `turns` never asks.
+    """
+    if setting == EngineKind.TURNS:
+        return EngineKind.TURNS, None
+    backend = await probe_realtime(backend_url, model=model, api_key=api_key)
+    if backend is not None:
+        return EngineKind.STREAM, backend
+    if setting == EngineKind.STREAM:
+        raise RuntimeError(f"REALTIME_ENGINE=stream but {backend_url} serves no realtime-capable model")
+    return EngineKind.TURNS, None
+
+
+class EngineSelector:
+    """Picks each new session's engine from the edge's settings, asking vLLM at most every `RECHECK_S`.
+
+    The vLLM for live sessions is `REALTIME_VLLM_URL` (its first model), else the main vLLM. An
+    answer is kept for `RECHECK_S`, so a vLLM started (or swapped) after the edge is found.
+    """
+
+    RECHECK_S = 30.0
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._choice: tuple[EngineKind, RealtimeBackend | None] | None = None
+        self._checked_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def select(self) -> tuple[EngineKind, RealtimeBackend | None]:
+        """The engine for a new session, and the realtime backend when it is `STREAM`."""
+        async with self._lock:
+            if self._choice is None or time.monotonic() - self._checked_at > self.RECHECK_S:
+                settings = self._settings
+                if settings.realtime_vllm_url:
+                    url, model = settings.realtime_vllm_url, None
+                else:
+                    url, model = settings.backend_url, settings.served_model_name
+                self._choice = await choose_engine(
+                    settings.realtime_engine, url, model=model, api_key=settings.vllm_api_key
+                )
+                self._checked_at = time.monotonic()
+                log.info("live sessions use the %s engine", self._choice[0].value)
+            return self._choice
+
+
+@dataclass(eq=False)
+class _Item:
+    item_id: str
+    start: int
+    opened_at: float
+    end: int | None = None
+
+
+class StreamEngine:
+    """Per-item streaming transcripts of one session's audio; see the module docstring."""
+
+    def __init__(
+        self,
+        backend: RealtimeBackend,
+        emit: Callable[[Event], None],
+        on_error: Callable[[RealtimeBackendError], None],
+    ) -> None:
+        self._emit = emit
+        self._on_error = on_error
+        self._stream = RealtimeStream(
+            backend.url,
+            backend.model,
+            max_model_len=backend.max_model_len,
+            api_key=backend.api_key,
+            on_delta=self._delta,
+            on_done=self._done,
+            on_error=self._failed,
+        )
+        self._recent: deque[tuple[int, np.ndarray]] = deque()
+        self._end = 0
+        self._streamed_to = 0
+        self._open: _Item | None = None
+        self._items: dict[str, _Item] = {}
+        self._discarded: set[str] = set()
+
+    @property
+    def position(self) -> int:
+        """Samples appended so far."""
+        return self._end
+
+    def append(self, samples: np.ndarray) -> None:
+        start, self._end = self._end, self._end + len(samples)
+        if not len(samples):
+            return
+        if self._open is not None:
+            self._stream.feed(samples)
+            self._streamed_to = self._end
+            return
+        self._recent.append((start, samples))
+        while self._recent and self._recent[0][0] + len(self._recent[0][1]) < self._end - LOOKBACK_S * SAMPLE_RATE:
+            self._recent.popleft()
+
+    def start_item(self, item_id: str, position: int) -> None:
+        """Item `item_id`'s audio begins at `position` (in the past by at most `LOOKBACK_S`)."""
+        self.end_item(self._end)
+        start = max(position, self._streamed_to)
+        item = _Item(item_id, start, time.perf_counter())
+        self._open = item
+        self._items[item_id] = item
+        self._stream.start_segment(item_id, start)
+        for chunk_start, chunk in self._recent:
+            if chunk_start + len(chunk) > start:
+                self._stream.feed(chunk[max(start - chunk_start, 0) :])
+        self._recent.clear()
+        self._streamed_to = self._end
+
+    def end_item(self, position: int) -> None:
+        """The open item's audio ends at `position` (or where it has been streamed to, if later)."""
+        item = self._open
+        if item is None:
+            return
+        self._open = None
+        item.end = max(position, self._streamed_to)
+        self._stream.end_segment()
+
+    def discard_item(self) -> None:
+        """Drop the open item: its text is never emitted."""
+        if self._open is not None:
+            self._discarded.add(self._open.item_id)
+            self.end_item(self._end)
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+    def _delta(self, delta: StreamDelta) -> None:
+        if delta.text and delta.key not in self._discarded:
+            self._emit(TranscriptDelta(delta.key, delta.text))
+
+    def _done(self, done: SegmentDone) -> None:
+        item = self._items.pop(done.key)
+        if done.key in self._discarded:
+            self._discarded.discard(done.key)
+            return
+        end = item.end if item.end is not None else done.end
+        usage = StreamUsage(input_tokens=done.steps, output_tokens=done.steps)
+        self._emit(
+            TranscriptCompleted(item.item_id, done.text, usage, item.start // SAMPLES_PER_MS, end // SAMPLES_PER_MS)
+        )
+        log.info(
+            "realtime item %s streamed: audio %.2f s in %d generation(s), %d steps, open→done %.3f s",
+            item.item_id,
+            (end - item.start) / SAMPLE_RATE,
+            done.generations,
+            done.steps,
+            time.perf_counter() - item.opened_at,
+        )
+
+    def _failed(self, exc: RealtimeBackendError) -> None:
+        for item_id in list(self._items):
+            if item_id not in self._discarded:
+                self._emit(TranscriptFailed(item_id, exc.code, str(exc)))
+        self._items.clear()
+        self._open = None
+        self._on_error(exc)

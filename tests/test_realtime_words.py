@@ -1,0 +1,61 @@
+"""Word times from realtime deltas: the step-to-time arithmetic, and a file through the real vLLM."""
+
+import openai
+import pytest
+
+from server.audio import decode_audio
+from server.devmodel import REALTIME_SERVED_NAME
+from server.vllm_realtime.probe import RealtimeBackend
+from server.vllm_realtime.protocol import STEP_SAMPLES
+from server.vllm_realtime.stream import StreamDelta, heard_end
+from server.vllm_realtime.words import Word, transcribe_with_words, words_from_deltas
+from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN, EdgeServer, edge_settings
+
+STEP_S = STEP_SAMPLES / 16000
+
+
+def deltas(texts: list[str], start: int = 0) -> list[StreamDelta]:
+    return [StreamDelta("item", text, k, start, heard_end(start, k)) for k, text in enumerate(texts)]
+
+
+def test_a_word_spans_the_steps_that_wrote_it_less_the_delay() -> None:
+    # Step k's text stands for the audio of step k of the generation: [k, k + 1) × 80 ms.
+    words = words_from_deltas(deltas(["", " And", " so", "", " my", " fel", "low", "."]), audio_end=10 * 16000)
+    assert words == [
+        Word("And", 1 * STEP_S, 2 * STEP_S),
+        Word("so", 2 * STEP_S, 3 * STEP_S),
+        Word("my", 4 * STEP_S, 5 * STEP_S),
+        Word("fellow.", 5 * STEP_S, 8 * STEP_S),
+    ]
+
+
+def test_word_times_follow_the_generation_and_stay_in_the_audio() -> None:
+    later = 100 * STEP_SAMPLES  # a generation restarted 8 s into the audio
+    words = words_from_deltas(deltas([" one", " two"], start=later), audio_end=later + STEP_SAMPLES + 100)
+    assert words[0] == Word("one", 100 * STEP_S, 101 * STEP_S)
+    assert words[1].start == pytest.approx(101 * STEP_S)
+    assert words[1].end == pytest.approx((later + STEP_SAMPLES + 100) / 16000)
+
+
+async def test_a_file_through_the_realtime_vllm(realtime_vllm_url: str) -> None:
+    audio = decode_audio(DATA / "jfk.flac", max_duration_s=600)
+    backend = RealtimeBackend(realtime_vllm_url, REALTIME_SERVED_NAME, REALTIME_TEST_MAX_MODEL_LEN)
+    text, words = await transcribe_with_words(backend, audio)
+    assert text
+    assert "".join(text.split()) == "".join(w.word for w in words)
+    assert all(0 <= w.start <= w.end <= len(audio) / 16000 for w in words)
+    assert [w.start for w in words] == sorted(w.start for w in words)
+
+
+def test_the_edge_transcribes_files_with_the_realtime_model(realtime_vllm_url: str) -> None:
+    """One deployment: the realtime model also serves the edge's file transcription."""
+    edge = EdgeServer(
+        edge_settings(realtime_vllm_url, served_model_name=REALTIME_SERVED_NAME, max_output_tokens=None)
+    ).start()
+    try:
+        client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0)
+        with open(DATA / "jfk.flac", "rb") as f:
+            result = client.audio.transcriptions.create(model="whisper-1", file=f)
+        assert result.text.strip()
+    finally:
+        edge.stop()
