@@ -140,19 +140,31 @@ class VLLMProcess:
         raise TimeoutError(f"vLLM did not become healthy in {timeout_s:.0f} s:\n{self.last_lines()}")
 
     def stop(self, timeout_s: float = 20) -> None:
-        """Stop vLLM and every process it started (its own process group)."""
-        if not self._proc or self._proc.poll() is not None:
+        """Stop vLLM and every process it started (its process group), even when vLLM's main
+        process is already gone: its EngineCore and workers outlive it otherwise."""
+        if not self._proc:
             return
         for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5)):
             try:
                 os.killpg(self._proc.pid, sig)
             except ProcessLookupError:
-                return
+                break
+            if self._group_gone(wait):
+                break
+        self._proc.poll()
+
+    def _group_gone(self, timeout_s: float) -> bool:
+        """Wait until no process of vLLM's group is left (reaping the main process, our child)."""
+        assert self._proc
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._proc.poll()
             try:
-                self._proc.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+                os.killpg(self._proc.pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.1)
+        return False
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
