@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     realtime_send_queue: int = 1024
     realtime_vad_max_batch: int = 256
 
+    # Extra ports, off when unset: the raw PCM16 TCP stream, and health and metrics on their own.
+    tcp_port: int | None = None
+    health_port: int | None = None
+
     @property
     def model_alias_set(self) -> set[str]:
         return {a.strip() for a in self.model_aliases.split(",") if a.strip()}
