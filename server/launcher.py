@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -159,12 +160,23 @@ class VLLMProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._proc.poll()
-            try:
-                os.killpg(self._proc.pid, 0)
-            except ProcessLookupError:
+            if not _group_running(self._proc.pid):
                 return True
             time.sleep(0.1)
         return False
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs. Exited ones not yet reaped do not count: the
+    orphans among them are their new parent's to reap, which may be late or never."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue
+        if state != "Z" and int(group) == pgid:
+            return True
+    return False
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:

@@ -31,6 +31,7 @@ def group_members(pgid: int) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.timeout(900)  # vLLM starts from scratch here
 def test_no_vllm_process_outlives_the_launcher(tmp_path: Path) -> None:
     vllm_python = os.environ.get("VLLM_PYTHON")
     if not vllm_python:
