@@ -104,8 +104,9 @@ test)
     shift
     EDGE_EXTRAS="test" ensure_venv "$VENVS/edge" "$(EDGE_EXTRAS="test" edge_stamp)" install_edge
     ensure_venv "$VENVS/vllm" "$(vllm_stamp)" install_vllm
-    # The UI tests drive Debian's Chromium (Playwright cannot download its own browser here).
-    ensure_apt chromium fonts-liberation
+    # The UI tests drive Debian's Chromium (Playwright cannot download its own browser here);
+    # the TCP stream test pipes sox into nc, as the README shows.
+    ensure_apt chromium fonts-liberation sox netcat-openbsd
     export VLLM_PYTHON="${VLLM_PYTHON:-$VLLM_PY}"
     exec "$EDGE_PY" -m pytest "$@"
     ;;

@@ -6,7 +6,7 @@
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import metrics
 from server.errors import install_error_handlers, too_large
+from server.health_port import HealthServer
+from server.realtime.tcp_server import TCPStreamServer
 from server.routes import audio, chat, realtime, service
 from server.services import Services
 from server.settings import Settings, get_settings
@@ -85,9 +87,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         built = Services.build(settings)
         await built.start()
         app.state.services = built
-        log.info("edge ready; backend %s", settings.backend_url)
         try:
-            yield
+            async with AsyncExitStack() as ports:
+                if settings.tcp_port is not None:
+                    tcp = TCPStreamServer(built, authenticate=None)
+                    await tcp.start(settings.host, settings.tcp_port)
+                    ports.push_async_callback(tcp.aclose)
+                if settings.health_port is not None:
+                    health = HealthServer(built)
+                    await health.start(settings.host, settings.health_port)
+                    ports.push_async_callback(health.aclose)
+                log.info("edge ready; backend %s", settings.backend_url)
+                yield
         finally:
             await built.aclose()
 

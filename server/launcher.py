@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -140,19 +141,42 @@ class VLLMProcess:
         raise TimeoutError(f"vLLM did not become healthy in {timeout_s:.0f} s:\n{self.last_lines()}")
 
     def stop(self, timeout_s: float = 20) -> None:
-        """Stop vLLM and every process it started (its own process group)."""
-        if not self._proc or self._proc.poll() is not None:
+        """Stop vLLM and every process it started (its process group), even when vLLM's main
+        process is already gone: its EngineCore and workers outlive it otherwise."""
+        if not self._proc:
             return
         for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5)):
             try:
                 os.killpg(self._proc.pid, sig)
             except ProcessLookupError:
-                return
-            try:
-                self._proc.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+                break
+            if self._group_gone(wait):
+                break
+        self._proc.poll()
+
+    def _group_gone(self, timeout_s: float) -> bool:
+        """Wait until no process of vLLM's group is left (reaping the main process, our child)."""
+        assert self._proc
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._proc.poll()
+            if not _group_running(self._proc.pid):
+                return True
+            time.sleep(0.1)
+        return False
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs. Exited ones not yet reaped do not count: the
+    orphans among them are their new parent's to reap, which may be late or never."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue
+        if state != "Z" and int(group) == pgid:
+            return True
+    return False
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:

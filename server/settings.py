@@ -76,6 +76,10 @@ class Settings(BaseSettings):
         default=None, description="Base URL of a vLLM serving Voxtral Realtime for live sessions; unset = VLLM_URL's"
     )
 
+    # Extra ports, off when unset: the raw PCM16 TCP stream, and health and metrics on their own.
+    tcp_port: int | None = None
+    health_port: int | None = None
+
     @property
     def model_alias_set(self) -> set[str]:
         return {a.strip() for a in self.model_aliases.split(",") if a.strip()}

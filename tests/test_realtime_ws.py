@@ -2,6 +2,7 @@
 
 import base64
 import json
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from realtime_helpers import JFK_1, JFK_2, TOLERANCE_MS, build_recording, collect, count, pcm16, send_paced, ws_url
@@ -10,8 +11,16 @@ from websockets.asyncio.client import connect
 from tests.conftest import EdgeServer
 
 
+def seed_client_time(timestamp: str) -> datetime:
+    """How the original voice stack's clients read `timestamp` (`2024-01-01T12:00:00Z`)."""
+    parsed = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert datetime.fromisoformat(timestamp.replace("Z", "+00:00")) == parsed
+    return parsed
+
+
 async def test_ws_transcribes_each_turn(edge: EdgeServer) -> None:
     recording = build_recording([JFK_1, JFK_2])
+    began = datetime.now(UTC).replace(microsecond=0)
     async with connect(f"{ws_url(edge)}/ws") as ws:
         await ws.send("not json")
         assert json.loads(await ws.recv())["type"] == "error"
@@ -23,7 +32,9 @@ async def test_ws_transcribes_each_turn(edge: EdgeServer) -> None:
         messages = await collect(ws.recv, count("transcription", 2))
     assert [m["type"] for m in messages] == ["transcription", "transcription"]
     for message, (start_ms, end_ms) in zip(messages, recording.truth_ms, strict=False):
+        # The original stack's message, without the `confidence` that vLLM cannot give.
         assert set(message) == {"type", "text", "timestamp", "audio_start_ms", "audio_end_ms"}
+        assert began <= seed_client_time(message["timestamp"]) <= datetime.now(UTC) + timedelta(seconds=1)
         assert isinstance(message["text"], str) and message["text"]
         assert abs(message["audio_start_ms"] - start_ms) <= TOLERANCE_MS
         assert abs(message["audio_end_ms"] - end_ms) <= TOLERANCE_MS

@@ -1,13 +1,19 @@
 """The simple protocol at `/ws`: `{"type": "audio", "data": base64 PCM16 16 kHz}` in,
-`{"type": "transcription", "text", "timestamp", "audio_start_ms", "audio_end_ms"}` out per turn
-(`timestamp`: Unix time the transcript was ready), `{"type": "error", "code", "message"}` on
-failures. Server VAD with OpenAI's defaults; nothing else is configurable.
+`{"type": "transcription", "text", "timestamp", "audio_start_ms", "audio_end_ms"}` out per turn,
+`{"type": "error", "code", "message"}` on failures. Server VAD with OpenAI's defaults; nothing
+else is configurable.
+
+The message is the one the original voice stack's clients parse: `timestamp` is when the
+transcript was ready, in ISO 8601 UTC to the second (`2024-01-01T12:00:00Z`, the very form they
+parse). Its `confidence` is left out: vLLM gives no token probabilities for Voxtral, and an
+invented number would mislead. The raw TCP stream (`tcp_server`) sends the same messages as JSON
+lines.
 """
 
 import base64
 import binascii
 import json
-import time
+from datetime import UTC, datetime
 from typing import Any
 
 from server.errors import APIError
@@ -16,6 +22,11 @@ from server.realtime.config import AudioFormat, SessionConfig
 from server.realtime.session import RealtimeSession
 
 Message = dict[str, Any]
+
+
+def iso_timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC to the second with a `Z`, the form the original stack's clients parse."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class SimpleProtocol:
@@ -50,7 +61,7 @@ class SimpleProtocol:
                 {
                     "type": "transcription",
                     "text": event.transcript,
-                    "timestamp": time.time(),
+                    "timestamp": iso_timestamp(datetime.now(UTC)),
                     "audio_start_ms": event.audio_start_ms,
                     "audio_end_ms": event.audio_end_ms,
                 }

@@ -28,6 +28,8 @@ export class LiveMode {
     this.view = new TranscriptView(doc.getElementById("turns"), doc.getElementById("turns-empty"));
     this.settings = new Settings(doc, () => this.client?.updateSession());
     this.running = false;
+    this.gate = null; // push-to-talk, when it runs the session (see push-to-talk.js)
+    this.onRunningChange = null;
     this.client = null;
     this.mic = null;
     this.speechEnds = new Map(); // item_id → performance.now() when its speech ended
@@ -38,7 +40,9 @@ export class LiveMode {
     this.fillMicrophones();
   }
 
-  async start() {
+  /** Start hands-free, or with `gate` (push-to-talk) deciding which audio is sent and when. */
+  async start({ gate = null } = {}) {
+    this.gate = gate;
     hideMessage(this.ui["live-message"]);
     this.setRunning(true);
     this.setSpeaking(false, "Starting microphone…");
@@ -62,7 +66,7 @@ export class LiveMode {
     this.fillMicrophones();
     this.client = new RealtimeClient({
       url: realtimeUrl(),
-      session: () => this.settings.session(),
+      session: () => (this.gate ? this.gate.session(this.settings.session()) : this.settings.session()),
       rate: SESSION_RATE,
       onEvent: (event) => this.onEvent(event),
       onState: (state, info) => this.onState(state, info),
@@ -94,7 +98,8 @@ export class LiveMode {
 
   onAudio(pcm) {
     this.showLevel(pcm);
-    this.client?.sendAudio(pcm);
+    if (this.gate) this.gate.audio(pcm, this.client);
+    else this.client?.sendAudio(pcm);
   }
 
   onEvent(event) {
@@ -108,6 +113,9 @@ export class LiveMode {
         this.setSpeaking(false, "Listening");
         this.speechEnds.set(event.item_id, this.client.clock.timeOf(event.audio_end_ms) ?? performance.now());
         this.client.clock.forgetBefore(event.audio_end_ms);
+        view.speechStopped(event.item_id);
+        break;
+      case "input_audio_buffer.committed": // a push-to-talk turn has no speech events
         view.speechStopped(event.item_id);
         break;
       case "conversation.item.input_audio_transcription.partial":
@@ -151,7 +159,8 @@ export class LiveMode {
     } else if (state === "open") {
       chip.textContent = "Live";
       hideMessage(this.ui["live-message"]);
-      this.setSpeaking(false, "Listening");
+      if (this.gate) this.gate.opened(this.client);
+      else this.setSpeaking(false, "Listening");
     } else if (state === "retrying") {
       const seconds = Math.round(info.delayMs / 1000);
       chip.textContent = `Reconnecting in ${seconds} s`;
@@ -172,6 +181,8 @@ export class LiveMode {
     const toggle = this.ui["live-toggle"];
     toggle.setAttribute("aria-pressed", String(running));
     toggle.querySelector(".label").textContent = running ? "Stop" : "Start";
+    if (!running) this.gate = null;
+    this.onRunningChange?.(running);
   }
 
   setSpeaking(active, label) {

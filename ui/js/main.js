@@ -3,9 +3,10 @@
 import { FileMode } from "./file-mode.js";
 import { fillLanguageSelects } from "./languages.js";
 import { LiveMode } from "./live.js";
+import { PushToTalk } from "./push-to-talk.js";
 import { setUpTabs } from "./tabs.js";
 
 fillLanguageSelects();
 setUpTabs(document.querySelector('[role="tablist"]'));
-new LiveMode(document);
+new PushToTalk(document, new LiveMode(document));
 new FileMode(document);

@@ -1,0 +1,278 @@
+"""The raw TCP stream (`TCP_PORT`), for the original voice stack's clients and for
+`sox … -t raw - | nc -N HOST PORT`: the client sends PCM16 16 kHz mono bytes, and gets one JSON
+line per turn, the `/ws` transcription message (`simple_protocol`), or an error line.
+
+When API keys are required (`authenticate` given), the client's first line is its key. Each
+connection runs a `RealtimeSession` with the app's shared VAD engine and takes one of the app's
+realtime session slots; the realtime limits apply (idle time, session length, waiting lines).
+
+Nothing is lost at the end of the stream: when the client stops sending (end of file, or idle
+time), the turn in progress is committed and every pending transcript is sent before the server
+closes. A half sample at the end is dropped; a client that disconnects abruptly has its session,
+tasks and vLLM requests cancelled.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from server import metrics
+from server.errors import APIError
+from server.realtime import events as ev
+from server.realtime.session import RealtimeSession
+from server.realtime.simple_protocol import Message, SimpleProtocol
+
+if TYPE_CHECKING:
+    from server.services import Services
+
+READ_BYTES = 65536
+CLOSE_TIMEOUT_S = 5.0
+log = logging.getLogger("edge.realtime")
+
+
+class StreamEnd(Enum):
+    """Why the client's audio ended."""
+
+    EOF = "end of stream"
+    IDLE = "idle timeout"
+
+
+class LineOutbox:
+    """JSON lines waiting to be written. Beyond `limit` waiting the client reads too slowly: `run`
+    returns and the connection is closed, instead of letting memory grow."""
+
+    def __init__(self, writer: asyncio.StreamWriter, limit: int) -> None:
+        self._writer = writer
+        self._limit = limit
+        self._lines: deque[Message] = deque()
+        self._ready = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self.overflowed = False
+
+    def put_all(self, messages: list[Message]) -> None:
+        for message in messages:
+            if len(self._lines) >= self._limit:
+                self.overflowed = True
+                self._lines.clear()
+            elif not self.overflowed:
+                self._lines.append(message)
+                self._empty.clear()
+            self._ready.set()
+
+    async def run(self) -> None:
+        while not self.overflowed:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._lines and not self.overflowed:
+                self._writer.write(json.dumps(self._lines.popleft()).encode() + b"\n")
+                await self._writer.drain()
+            if not self._lines:
+                self._empty.set()
+
+    async def sent(self) -> None:
+        """Wait until every line put so far is written."""
+        await self._empty.wait()
+
+
+class PendingTurns:
+    """Counts committed turns whose transcript has not been sent yet."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.turns = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    def see(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Committed):
+            self.count += 1
+            self.turns += 1
+            self._none.clear()
+        elif isinstance(event, (ev.TranscriptCompleted, ev.TranscriptFailed)):
+            self.count -= 1
+            if self.count == 0:
+                self._none.set()
+
+    async def settled(self) -> None:
+        await self._none.wait()
+
+
+class TCPStreamServer:
+    """Serves raw PCM16 streams on one TCP port with the app's services.
+
+    `authenticate` checks an API key (the client's first line); None means no key is required.
+    """
+
+    def __init__(self, state: "Services", authenticate: Callable[[str], bool] | None = None) -> None:
+        self._state = state
+        self._authenticate = authenticate
+        self._protocol = SimpleProtocol()
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task] = set()
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._client_connected, host, port)
+        log.info("raw PCM16 TCP stream on %s:%d", host, port)
+
+    async def aclose(self) -> None:
+        """Stop listening and end every open connection (their sessions are closed)."""
+        if self._server is not None:
+            self._server.close()
+        clients = list(self._clients)
+        for task in clients:
+            task.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def _client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.create_task(self._serve(reader, writer), name="realtime-tcp-connection")
+        self._clients.add(task)
+        task.add_done_callback(self._clients.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        started = time.perf_counter()
+        pending = PendingTurns()
+        why = "server stopping"
+        try:
+            why, closing = await self._admit_and_run(reader, writer, pending)
+            if closing is not None:
+                await self._send_final(reader, writer, closing)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            why = "client disconnected"
+        except Exception:
+            log.exception("tcp stream session failed")
+            why = "internal error"
+        finally:
+            writer.close()
+            with suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await writer.wait_closed()
+            log.info(
+                "tcp stream from %s ended (%s) after %.1f s, %d turns",
+                peer,
+                why,
+                time.perf_counter() - started,
+                pending.turns,
+            )
+
+    async def _admit_and_run(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: PendingTurns
+    ) -> tuple[str, APIError | None]:
+        settings = self._state.settings
+        if self._authenticate is not None:
+            refusal = await self._check_key(reader)
+            if refusal is not None:
+                return "refused: " + refusal.message, refusal
+        slots = self._state.realtime_slots
+        if not slots.try_acquire():
+            message = f"Too many realtime sessions (at most {slots.limit}); try again later."
+            return "refused: too many sessions", APIError(503, message, code="too_many_sessions")
+        metrics.REALTIME_SESSIONS.inc()
+        try:
+            async with asyncio.timeout(settings.realtime_max_session_s):
+                return await self._run(reader, writer, pending)
+        except TimeoutError:
+            limit = settings.realtime_max_session_s
+            return "session expired", APIError(
+                400, f"The session reached its maximum length of {limit:g} s.", code="session_expired"
+            )
+        finally:
+            metrics.REALTIME_SESSIONS.dec()
+            slots.release()
+
+    async def _check_key(self, reader: asyncio.StreamReader) -> APIError | None:
+        """Read the first line as the API key; an error to send if it is missing or wrong."""
+        assert self._authenticate is not None
+        try:
+            line = await asyncio.wait_for(reader.readline(), self._state.settings.realtime_idle_timeout_s)
+            key = line.decode("utf-8").strip()
+        except (TimeoutError, ValueError):  # no line in time, a line too long, or not UTF-8
+            key = ""
+        if key and self._authenticate(key):
+            return None
+        return APIError(401, "The first line must be a valid API key.", code="invalid_api_key")
+
+    async def _run(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: PendingTurns
+    ) -> tuple[str, APIError | None]:
+        settings = self._state.settings
+        outbox = LineOutbox(writer, settings.realtime_send_queue)
+
+        def emit(event: ev.Event) -> None:
+            pending.see(event)
+            outbox.put_all(self._protocol.render(event))
+
+        session = RealtimeSession(
+            self._protocol.initial_config(),
+            backend=self._state.backend,
+            models=self._state.models,
+            vad_engine=self._state.vad_engine,
+            emit=emit,
+            default_max_tokens=settings.max_output_tokens,
+        )
+        sender = asyncio.create_task(outbox.run(), name="realtime-tcp-sender")
+        receiver = asyncio.create_task(self._receive(reader, session), name="realtime-tcp-receiver")
+        finisher: asyncio.Task | None = None
+        try:
+            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done:
+                end = receiver.result()  # a reset connection raises here
+                finisher = asyncio.create_task(self._finish(session, pending, outbox), name="realtime-tcp-finisher")
+                done, _ = await asyncio.wait({sender, finisher}, return_when=asyncio.FIRST_COMPLETED)
+                if finisher in done:
+                    if end is StreamEnd.IDLE:
+                        idle_s = settings.realtime_idle_timeout_s
+                        return end.value, APIError(
+                            408, f"No audio for {idle_s:g} s; closing the session.", code="idle_timeout"
+                        )
+                    return end.value, None
+            if outbox.overflowed:
+                log.warning("closing a tcp stream: its client reads too slowly")
+                return "client too slow", None
+            sender.result()  # a broken connection raises here
+            return "client disconnected", None
+        finally:
+            tasks = [t for t in (sender, receiver, finisher) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await session.close()
+
+    async def _receive(self, reader: asyncio.StreamReader, session: RealtimeSession) -> StreamEnd:
+        idle_s = self._state.settings.realtime_idle_timeout_s
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(READ_BYTES), idle_s)
+            except TimeoutError:
+                return StreamEnd.IDLE
+            if not data:
+                return StreamEnd.EOF
+            await session.append(data)
+
+    async def _finish(self, session: RealtimeSession, pending: PendingTurns, outbox: LineOutbox) -> None:
+        """The audio ended: commit the turn in progress, then send every transcript still due."""
+        with suppress(APIError):  # no turn in progress
+            session.commit()
+        await pending.settled()
+        await outbox.sent()
+
+    async def _send_final(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, error: APIError) -> None:
+        """The closing error line. Audio the client is still sending is read and dropped until it
+        ends, since closing with unread data would reset the connection and could lose the line;
+        a client that is gone or stuck is not waited for."""
+        with suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                writer.write(json.dumps(self._protocol.error(error)).encode() + b"\n")
+                await writer.drain()
+                writer.write_eof()
+                while await reader.read(READ_BYTES):
+                    pass
