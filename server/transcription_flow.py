@@ -23,7 +23,7 @@ from server.input_errors import InputError
 from server.services import Services
 from server.transcription import Timings, TranscriptionOptions
 
-log = logging.getLogger("edge.transcription")
+log = logging.getLogger("edge.audio")
 
 # Runs the transcription; the HTTP route passes one that cancels it when the client hangs up.
 Guard = Callable[[Coroutine[Any, Any, Transcript]], Awaitable[Transcript]]
