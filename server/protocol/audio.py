@@ -55,7 +55,9 @@ def _strategy(value: Any) -> Any:
 class AudioRequestBody(BaseModel):
     """The request as a JSON object: the audio is named by `url`."""
 
-    model_config = ConfigDict(extra="ignore")
+    # `url` is checked by the parser (a missing one is OpenAI's `missing_audio` error) but required
+    # in the description; the form below needs `file` or `url`.
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"required": ["url"]})
 
     url: str | None = Field(
         None,
@@ -88,4 +90,8 @@ class AudioRequestBody(BaseModel):
 class AudioRequestForm(AudioRequestBody):
     """The request as a multipart form: the audio is the uploaded `file` (or `url`)."""
 
-    file: UploadFile | None = Field(None, description="The audio file, in any format FFmpeg reads.")
+    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["file"]}, {"required": ["url"]}]})
+
+    file: Annotated[UploadFile | None, WithJsonSchema({"type": "string", "format": "binary"})] = Field(
+        None, description="The audio file, in any format FFmpeg reads."
+    )
