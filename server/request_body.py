@@ -36,15 +36,20 @@ def json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
+def bounded_depth(value: Any) -> Any:
+    """`value` (parsed JSON) if it nests at most `MAX_JSON_DEPTH` deep; a 422 otherwise."""
+    if not json_depth_ok(value):
+        raise _too_deep()
+    return value
+
+
 def loads_bounded(text: str | bytes) -> Any:
     """`json.loads` that refuses nesting deeper than `MAX_JSON_DEPTH` (422) and malformed JSON (ValueError)."""
     try:
         value = json.loads(text)
     except RecursionError:
         raise _too_deep() from None
-    if not json_depth_ok(value):
-        raise _too_deep()
-    return value
+    return bounded_depth(value)
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:

@@ -87,6 +87,19 @@ def test_deeply_nested_json_is_refused(edge: EdgeServer, path: str, depth: int) 
     assert "nested deeper" in assert_openai_error(r, 422)["message"]
 
 
+async def test_deeply_nested_runpod_job_input_is_refused(vllm_url: str) -> None:
+    jobs = Jobs(edge_settings(vllm_url))
+    try:
+        deep: list = []
+        for _ in range(5000):
+            deep = [deep]
+        job = {"openai_route": CHAT, "openai_input": {"messages": [{"role": "user", "content": deep}]}}
+        [output] = [out async for out in jobs.handle({"id": "t", "input": job})]
+        assert output["error"]["code"] == "invalid_json" and "nested deeper" in output["error"]["message"]
+    finally:
+        await jobs.aclose()
+
+
 def test_chat_body_fields_are_checked(edge: EdgeServer) -> None:
     for body, param in (
         ({"messages": "hi"}, "messages"),

@@ -26,6 +26,7 @@ from server.audio_request import parse_audio_request
 from server.chat_audio import parse_chat, prepare_chat
 from server.errors import APIError, bad_request
 from server.formats import response_body
+from server.request_body import bounded_depth
 from server.services import Services
 from server.settings import Settings
 from server.sse import sse, sse_events
@@ -80,6 +81,7 @@ class Jobs:
     def _outputs(self, job_input: Any) -> AsyncIterator[Any]:
         if not isinstance(job_input, dict):
             raise bad_request("The job `input` must be an object.", param="input")
+        bounded_depth(job_input)
         if "openai_route" in job_input:
             return self._openai(job_input)
         task = job_input.get("task") or "transcribe"
