@@ -12,6 +12,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import metrics
@@ -102,7 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await built.aclose()
 
-    app = FastAPI(
+    # The API docs (/docs, /redoc) load Swagger UI and ReDoc from the `fastapi-offline` package
+    # instead of a CDN, so they work on hosts without internet access.
+    app = FastAPIOffline(
         title="Voxtral edge",
         description="OpenAI-compatible speech API for Voxtral served by vLLM.",
         version="0.1.0",

@@ -1,28 +1,28 @@
-"""Parse and validate an OpenAI transcription/translation request (multipart form or JSON body).
+"""Validate an OpenAI transcription/translation request's fields into what the flow needs.
 
-Besides OpenAI's fields, a `url` field may replace `file`: an http(s) URL, a `data:` URL, or a
-path under `MEDIA_DIR`. Every invalid value is refused here with a 400 naming the field.
+The fields come from a multipart form or a JSON object (`server.request_body`), or from a RunPod
+job. `server.protocol.audio` checks their types and ranges; the rules between fields (one audio
+source, streaming formats, word timestamps) are checked here. Every invalid value is a 400
+naming the field.
 """
 
-import json
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import pycountry
-from starlette.datastructures import FormData, UploadFile
-from starlette.requests import Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
-from server.errors import APIError, bad_request
-from server.formats import RESPONSE_FORMATS
+from server.errors import bad_request, validation_error
+from server.protocol.audio import AudioRequestForm, ServerVadStrategy
 from server.transcription import ServerVadChunking, TranscriptionOptions
-
-GRANULARITIES = ("segment", "word")
 
 
 @dataclass
 class AudioRequest:
     source: BinaryIO | str
-    filename: str | None
+    # The request field the audio came from, named in errors about the audio (`file`, `url`, `audio`).
+    source_param: str
     model: str | None
     language: str | None
     temperature: float
@@ -46,39 +46,11 @@ class AudioRequest:
         )
 
 
-def _bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no", ""):
-        return False
-    raise bad_request(f"`{name}` must be true or false, not {value!r}.", param=name)
-
-
-def _float(value: Any, name: str, low: float, high: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise bad_request(f"`{name}` must be a number, not {value!r}.", param=name) from None
-    if not low <= number <= high:
-        raise bad_request(f"`{name}` must be between {low:g} and {high:g}, not {number:g}.", param=name)
-    return number
-
-
-def _int(value: Any, name: str, low: int, high: int) -> int:
-    number = _float(value, name, low, high)
-    if number != int(number):
-        raise bad_request(f"`{name}` must be a whole number, not {value!r}.", param=name)
-    return int(number)
-
-
-def parse_language(value: Any) -> str | None:
+def parse_language(value: str | None) -> str | None:
     """An ISO-639-1 code, lower-cased; anything else is a 400."""
-    if value in (None, ""):
+    if not value:
         return None
-    code = str(value).strip().lower()
+    code = value.strip().lower()
     if len(code) != 2 or pycountry.languages.get(alpha_2=code) is None:
         raise bad_request(
             f"`language` must be an ISO-639-1 code such as 'en' or 'fr', not {value!r}.",
@@ -88,143 +60,60 @@ def parse_language(value: Any) -> str | None:
     return code
 
 
-def parse_chunking(value: Any) -> ServerVadChunking | None:
-    """`"auto"` (or absent) → None; `{"type": "server_vad", ...}` → its parameters."""
-    if value in (None, "", "auto"):
+def _chunking(strategy: ServerVadStrategy | None) -> ServerVadChunking | None:
+    if strategy is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise bad_request(
-                '`chunking_strategy` must be "auto" or a server_vad object.', param="chunking_strategy"
-            ) from None
-    if not isinstance(value, dict) or value.get("type") != "server_vad":
-        raise bad_request(
-            '`chunking_strategy` must be "auto" or {"type": "server_vad", ...}.', param="chunking_strategy"
-        )
-    unknown = set(value) - {"type", "threshold", "prefix_padding_ms", "silence_duration_ms"}
-    if unknown:
-        raise bad_request(f"Unknown `chunking_strategy` fields: {sorted(unknown)}.", param="chunking_strategy")
-    defaults = ServerVadChunking()
     return ServerVadChunking(
-        threshold=_float(value.get("threshold", defaults.threshold), "chunking_strategy.threshold", 0.0, 1.0),
-        prefix_padding_ms=_int(
-            value.get("prefix_padding_ms", defaults.prefix_padding_ms), "chunking_strategy.prefix_padding_ms", 0, 10_000
-        ),
-        silence_duration_ms=_int(
-            value.get("silence_duration_ms", defaults.silence_duration_ms),
-            "chunking_strategy.silence_duration_ms",
-            0,
-            10_000,
-        ),
+        threshold=strategy.threshold,
+        prefix_padding_ms=strategy.prefix_padding_ms,
+        silence_duration_ms=strategy.silence_duration_ms,
     )
 
 
-def _form_fields(form: FormData) -> dict[str, Any]:
-    """Fold the SDK's `key[]` lists and `key[sub]` objects into plain values."""
-    fields: dict[str, Any] = {}
-    for key, value in form.multi_items():
-        if key.endswith("[]"):
-            fields.setdefault(key[:-2], []).append(value)
-        elif "[" in key and key.endswith("]"):
-            outer, inner = key[:-1].split("[", 1)
-            nested = fields.setdefault(outer, {})
-            if isinstance(nested, dict):
-                nested[inner] = value
-        elif key in fields:
-            raise bad_request(f"Field `{key}` was sent more than once.", param=key)
-        else:
-            fields[key] = value
-    return fields
-
-
-async def read_json_object(request: Request) -> dict[str, Any]:
-    """The request's JSON body, which must be an object (422 otherwise)."""
+def parse_audio_request(fields: dict[str, Any], *, task: str, url_param: str = "url") -> AudioRequest:
+    """Validate `fields`; `url_param` is the field errors about a `url` source should name."""
+    upload = fields.get("file")
+    if upload is not None and not isinstance(upload, UploadFile):
+        raise bad_request("`file` must be an uploaded file (in JSON, send `url`).", param="file")
     try:
-        body = await request.json()
-    except ValueError:
-        raise APIError(422, "The JSON body is malformed.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise APIError(422, "The JSON body must be an object.", code="invalid_json")
-    return body
+        body = AudioRequestForm.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
 
-
-async def read_fields(request: Request) -> dict[str, Any]:
-    """The request's fields from a multipart/urlencoded form or a JSON object."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        return await read_json_object(request)
-    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        try:
-            form = await request.form(max_files=1, max_fields=100)
-        except APIError:
-            raise
-        except Exception as exc:
-            detail = getattr(exc, "detail", None) or str(exc)
-            raise APIError(422, f"The form body is malformed: {detail}", code="invalid_form") from None
-        return _form_fields(form)
-    raise bad_request(
-        "Send the request as multipart/form-data (with `file` or `url`) or as a JSON object (with `url`).",
-        code="unsupported_content_type",
-    )
-
-
-def parse_audio_request(fields: dict[str, Any], *, task: str) -> AudioRequest:
-    upload, url = fields.get("file"), fields.get("url")
-    if upload is not None and url not in (None, ""):
+    url = (body.url or "").strip()
+    if body.file is not None and url:
         raise bad_request("Send either `file` or `url`, not both.", param="url")
-    if isinstance(upload, UploadFile):
-        source: BinaryIO | str = upload.file
-        filename = upload.filename
-    elif isinstance(url, str) and url.strip():
-        source, filename = url.strip(), None
-    elif upload is not None:
-        raise bad_request("`file` must be an uploaded file.", param="file")
+    source: BinaryIO | str
+    if body.file is not None:
+        source, source_param = body.file.file, "file"
+    elif url:
+        source, source_param = url, url_param
     else:
         raise bad_request("No audio: send a `file` upload or a `url`.", param="file", code="missing_audio")
 
-    response_format = str(fields.get("response_format") or "json")
-    if response_format not in RESPONSE_FORMATS:
-        raise bad_request(
-            f"`response_format` must be one of {', '.join(RESPONSE_FORMATS)}, not {response_format!r}.",
-            param="response_format",
-        )
-    stream = _bool(fields.get("stream", False), "stream")
-    if stream and response_format not in ("json", "text"):
+    if body.stream and body.response_format not in ("json", "text"):
         raise bad_request("Streaming is available with `response_format` json or text.", param="stream")
-
-    granularities = fields.get("timestamp_granularities") or []
-    if isinstance(granularities, str):
-        granularities = [granularities]
-    for granularity in granularities:
-        if granularity not in GRANULARITIES:
-            raise bad_request(f"Unknown timestamp granularity {granularity!r}.", param="timestamp_granularities")
-        if granularity == "word":
-            raise bad_request(
-                "Word timestamps are not available: Voxtral served by vLLM gives no word timing. "
-                "Use `segment`, which comes from speech detection.",
-                param="timestamp_granularities",
-                code="unsupported_value",
-            )
-    if granularities and response_format != "verbose_json":
+    if "word" in body.timestamp_granularities:
+        raise bad_request(
+            "Word timestamps are not available: Voxtral served by vLLM gives no word timing. "
+            "Use `segment`, which comes from speech detection.",
+            param="timestamp_granularities",
+            code="unsupported_value",
+        )
+    if body.timestamp_granularities and body.response_format != "verbose_json":
         raise bad_request(
             "`timestamp_granularities` needs `response_format` verbose_json.", param="timestamp_granularities"
         )
+    if body.include:
+        raise bad_request(f"`include` values {body.include} are not available for Voxtral.", param="include")
 
-    include = fields.get("include") or []
-    if include:
-        raise bad_request(f"`include` values {include} are not available for Voxtral.", param="include")
-
-    language = parse_language(fields.get("language")) if task == "transcribe" else None
-    model = fields.get("model")
     return AudioRequest(
         source=source,
-        filename=filename,
-        model=str(model) if model not in (None, "") else None,
-        language=language,
-        temperature=_float(fields.get("temperature", 0.0) or 0.0, "temperature", 0.0, 1.0),
-        response_format=response_format,
-        stream=stream,
-        chunking=parse_chunking(fields.get("chunking_strategy")),
+        source_param=source_param,
+        model=body.model or None,
+        language=parse_language(body.language) if task == "transcribe" else None,
+        temperature=body.temperature,
+        response_format=body.response_format,
+        stream=body.stream,
+        chunking=_chunking(body.chunking_strategy),
     )

@@ -11,18 +11,18 @@ import asyncio
 import base64
 from typing import Any, BinaryIO
 
+import numpy as np
+from pydantic import ValidationError
+
 from server.audio import decode_audio, encode_wav
-from server.errors import bad_request
+from server.errors import bad_request, validation_error
 from server.fetch import SafeFetcher
+from server.input_errors import InputError
 from server.model_names import ModelNames
+from server.protocol.chat import ChatCompletionRequest
 
 
-async def normalized_audio(part: dict[str, Any], fetcher: SafeFetcher, max_audio_s: float) -> dict[str, Any]:
-    """An `audio_url` or `input_audio` content part as an `input_audio` part holding 16 kHz mono WAV.
-
-    URLs are fetched by the safe fetcher; inline audio is decoded too, so every format the edge
-    reads works (vLLM's own decoder refuses some, such as stereo MP3) and the same limits apply.
-    """
+async def _decoded(part: dict[str, Any], fetcher: SafeFetcher, max_audio_s: float) -> np.ndarray:
     if part.get("type") == "audio_url":
         ref = part.get("audio_url")
         url = ref.get("url") if isinstance(ref, dict) else ref
@@ -39,22 +39,39 @@ async def normalized_audio(part: dict[str, Any], fetcher: SafeFetcher, max_audio
         except ValueError:
             raise bad_request("`input_audio.data` is not valid base64.", param="messages") from None
     try:
-        audio = await asyncio.to_thread(decode_audio, source, max_duration_s=max_audio_s)
+        return await asyncio.to_thread(decode_audio, source, max_duration_s=max_audio_s)
     finally:
         if not isinstance(source, bytes):
             source.close()
+
+
+async def normalized_audio(part: dict[str, Any], fetcher: SafeFetcher, max_audio_s: float) -> dict[str, Any]:
+    """An `audio_url` or `input_audio` content part as an `input_audio` part holding 16 kHz mono WAV.
+
+    URLs are fetched by the safe fetcher; inline audio is decoded too, so every format the edge
+    reads works (vLLM's own decoder refuses some, such as stereo MP3) and the same limits apply.
+    """
+    try:
+        audio = await _decoded(part, fetcher, max_audio_s)
+    except InputError as exc:
+        raise exc.api_error("messages") from None
     wav = base64.b64encode(encode_wav(audio)).decode()
     return {"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}}
 
 
+def parse_chat(fields: dict[str, Any]) -> dict[str, Any]:
+    """A chat body checked against `ChatCompletionRequest` (400 naming the field), every field kept."""
+    try:
+        return ChatCompletionRequest.model_validate(fields).model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
 async def prepare_chat(body: dict[str, Any], *, models: ModelNames, fetcher: SafeFetcher, max_audio_s: float) -> int:
-    """Resolve the model name and normalize every audio part, in place; return how many there are."""
+    """Resolve the model name and normalize every audio part of a parsed body, in place; return how many."""
     body["model"] = await models.resolve(body.get("model"))
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("`messages` must be a non-empty list.", param="messages")
     audios = 0
-    for message in messages:
+    for message in body["messages"]:
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, list):
             continue

@@ -258,12 +258,7 @@ class TranscriptionService:
             yield {
                 "type": "transcript.text.done",
                 "text": joiner.text,
-                "usage": {
-                    "type": "tokens",
-                    "input_tokens": usage.input_tokens,
-                    "output_tokens": usage.output_tokens,
-                    "total_tokens": usage.input_tokens + usage.output_tokens,
-                },
+                "usage": usage.openai_usage(),
             }
         finally:
             await cancel_all(tasks)

@@ -36,6 +36,15 @@ class StreamUsage:
     input_tokens: int = 0
     output_tokens: int = 0
 
+    def openai_usage(self) -> dict[str, Any]:
+        """OpenAI's token usage object (`{"type": "tokens", ...}`) of a transcription."""
+        return {
+            "type": "tokens",
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.input_tokens + self.output_tokens,
+        }
+
 
 def _error_from_response(status: int, body: bytes) -> APIError:
     """Turn a vLLM error response into the error the client sees."""

@@ -1,9 +1,7 @@
-"""`POST /v1/audio/transcriptions` and `POST /v1/audio/translations`."""
+"""`POST /v1/audio/transcriptions` and `POST /v1/audio/translations`: HTTP in and out of the
+transcription flow (`server.transcription_flow`), which the RunPod jobs share."""
 
 import asyncio
-import json
-import logging
-import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
@@ -11,20 +9,26 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from server import metrics
-from server.audio_request import parse_audio_request, read_fields
+from server.audio_request import parse_audio_request
 from server.errors import APIError
 from server.formats import render
+from server.protocol.audio import AudioRequestBody, AudioRequestForm
+from server.protocol.schema import request_body
+from server.request_body import read_fields
 from server.services import services
-from server.transcription import Timings, cancel_all
+from server.sse import sse
+from server.transcription import cancel_all
+from server.transcription_flow import TranscriptionFlow
 
 router = APIRouter()
 T = TypeVar("T")
-log = logging.getLogger("edge.audio")
-
-
-def _sse(event: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+BODY = request_body(
+    {
+        "multipart/form-data": AudioRequestForm,
+        "application/x-www-form-urlencoded": AudioRequestBody,
+        "application/json": AudioRequestBody,
+    }
+)
 
 
 async def _until_disconnect(request: Request) -> None:
@@ -50,45 +54,13 @@ async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) 
 
 
 async def _handle(request: Request, task: str) -> Response:
-    state = services(request)
-    started = time.perf_counter()
-    timings = Timings()
-    route = f"/v1/audio/{'translations' if task == 'translate' else 'transcriptions'}"
     parsed = parse_audio_request(await read_fields(request), task=task)
-    opts = parsed.options(task, await state.models.resolve(parsed.model))
-    audio = await state.transcriber.load_audio(parsed.source, timings)
-    metrics.AUDIO_SECONDS.labels(route).inc(timings.audio_s)
-
-    def finish(status: str) -> None:
-        total = time.perf_counter() - started
-        for stage, seconds in (("decode", timings.decode_s), ("vad", timings.vad_s), ("backend", timings.backend_s)):
-            metrics.STAGE_SECONDS.labels(stage).observe(seconds)
-        metrics.STAGE_SECONDS.labels("total").observe(total)
-        metrics.BACKEND_CHUNKS.labels(task).inc(timings.chunks)
-        log.info(
-            "%s %s format=%s stream=%s audio=%.2fs chunks=%d decode=%.1fms vad=%.1fms backend=%.1fms total=%.1fms",
-            route,
-            status,
-            parsed.response_format,
-            parsed.stream,
-            timings.audio_s,
-            timings.chunks,
-            timings.decode_s * 1e3,
-            timings.vad_s * 1e3,
-            timings.backend_s * 1e3,
-            total * 1e3,
-        )
-
+    flow = await TranscriptionFlow.start(services(request), parsed, task=task, label=request.url.path)
     if not parsed.stream:
-        try:
-            transcript = await _unless_client_leaves(request, state.transcriber.transcribe(audio, opts, timings))
-        except APIError as exc:
-            finish(f"error:{exc.status}")
-            raise
-        finish("ok")
+        transcript = await flow.transcript(lambda work: _unless_client_leaves(request, work))
         return render(transcript, parsed.response_format, task=task, temperature=parsed.temperature)
 
-    events = state.transcriber.stream(audio, opts, timings)
+    events = flow.events()
     # The first event is awaited before answering, so a backend that is down or refuses the
     # request still gets a proper HTTP status rather than an error inside a 200 stream.
     try:
@@ -97,28 +69,27 @@ async def _handle(request: Request, task: str) -> Response:
         await events.aclose()
         raise
 
-    async def body() -> AsyncIterator[bytes]:
-        status = "ok"
+    async def body() -> AsyncIterator[str]:
         try:
-            yield _sse(first)
+            yield sse(first)
             async for event in events:
-                yield _sse(event)
+                yield sse(event)
         except APIError as exc:
-            status = f"error:{exc.status}"
-            yield _sse(exc.body())
+            yield sse(exc.body())
         finally:
             with anyio.CancelScope(shield=True):
                 await events.aclose()
-            finish(status)
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.post("/v1/audio/transcriptions")
+@router.post("/v1/audio/transcriptions", openapi_extra=BODY)
 async def transcriptions(request: Request) -> Response:
+    """Transcribe audio (OpenAI's API; `url` may replace `file`)."""
     return await _handle(request, "transcribe")
 
 
-@router.post("/v1/audio/translations")
+@router.post("/v1/audio/translations", openapi_extra=BODY)
 async def translations(request: Request) -> Response:
+    """Translate audio into English text (OpenAI's API; `url` may replace `file`)."""
     return await _handle(request, "translate")

@@ -12,18 +12,21 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from server.audio_request import read_json_object
-from server.chat_audio import prepare_chat
+from server.chat_audio import parse_chat, prepare_chat
+from server.protocol.chat import ChatCompletionRequest
+from server.protocol.schema import request_body
+from server.request_body import read_json_object
 from server.services import services
 
 router = APIRouter()
 log = logging.getLogger("edge.chat")
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=request_body({"application/json": ChatCompletionRequest}))
 async def chat_completions(request: Request) -> Response:
+    """A chat completion from vLLM (OpenAI's API), with audio content parts fetched by the edge."""
     started = time.perf_counter()
-    body = await read_json_object(request)
+    body = parse_chat(await read_json_object(request))
     state = services(request)
     audios = await prepare_chat(
         body, models=state.models, fetcher=state.fetcher, max_audio_s=state.settings.max_audio_s

@@ -17,29 +17,20 @@ the second. An error after an OpenAI stream has begun is sent in the stream inst
 does.
 """
 
-import base64
-import binascii
-import codecs
-import io
-import json
 import logging
 import re
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from starlette.datastructures import UploadFile
-
 from server.audio_request import parse_audio_request
-from server.chat_audio import prepare_chat
-from server.errors import APIError, bad_request, too_large
-from server.fetch import SafeFetcher
+from server.chat_audio import parse_chat, prepare_chat
+from server.errors import APIError, bad_request
 from server.formats import response_body
-from server.model_names import ModelNames
+from server.request_body import bounded_depth
+from server.services import Services
 from server.settings import Settings
-from server.transcription import Timings, TranscriptionService
-from server.vllm_client import VLLMClient
-from vad import SileroModel
+from server.sse import sse, sse_events
+from server.transcription_flow import TranscriptionFlow
 
 log = logging.getLogger("runpod.jobs")
 
@@ -47,42 +38,18 @@ AUDIO_ROUTES = {"/v1/audio/transcriptions": "transcribe", "/v1/audio/translation
 OTHER_ROUTES = ("/v1/chat/completions", "/v1/models")
 TASKS = ("transcribe", "translate")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
-
-
-def sse(event: dict[str, Any]) -> str:
-    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
-
-
-async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncGenerator[str, None]:
-    """Regroup a byte stream of server-sent events into whole events, as text."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pending = ""
-    async for chunk in chunks:
-        pending += decoder.decode(chunk)
-        *events, pending = pending.split("\n\n")
-        for event in events:
-            if event.strip():
-                yield event + "\n\n"
-    pending += decoder.decode(b"", final=True)
-    if pending.strip():
-        yield pending
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 class Jobs:
-    """The worker's handler and the clients it shares between jobs."""
+    """The worker's handler and the services it shares between jobs (the edge's own `Services`)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.backend = VLLMClient(settings)
-        self.fetcher = SafeFetcher(settings)
-        self.models = ModelNames(settings, self.backend)
-        self.transcriber = TranscriptionService(
-            settings, self.backend, self.fetcher, SileroModel(intra_op_threads=settings.vad_intra_op_threads)
-        )
+        self.services = Services.build(settings)
 
     async def aclose(self) -> None:
-        await self.fetcher.aclose()
-        await self.backend.aclose()
+        await self.services.aclose()
 
     def concurrency(self, current: int) -> int:
         """RunPod's `concurrency_modifier`: how many jobs this worker takes at once."""
@@ -114,6 +81,7 @@ class Jobs:
     def _outputs(self, job_input: Any) -> AsyncIterator[Any]:
         if not isinstance(job_input, dict):
             raise bad_request("The job `input` must be an object.", param="input")
+        bounded_depth(job_input)
         if "openai_route" in job_input:
             return self._openai(job_input)
         task = job_input.get("task") or "transcribe"
@@ -126,8 +94,8 @@ class Jobs:
                 code="missing_audio",
             )
         fields = {k: v for k, v in job_input.items() if k not in ("audio", "task", "file", "url")}
-        fields.update(self._audio_field(job_input["audio"], "audio"))
-        return self._transcribe(fields, task, events_as_sse=False)
+        fields["url"] = self._audio_url(job_input["audio"], "audio")
+        return self._transcribe(fields, task, url_param="audio", events_as_sse=False)
 
     def _openai(self, job_input: dict[str, Any]) -> AsyncIterator[Any]:
         route = job_input["openai_route"]
@@ -135,13 +103,12 @@ class Jobs:
         if not isinstance(body, dict):
             raise bad_request("`openai_input` must be an object.", param="openai_input")
         if route in AUDIO_ROUTES:
-            fields = dict(body)
-            if isinstance(fields.get("file"), str):
-                audio = self._audio_field(fields.pop("file"), "file")
-                if "url" in audio and fields.get("url") not in (None, ""):
+            fields, url_param = dict(body), "url"
+            if fields.get("file") is not None:
+                if fields.get("url") not in (None, ""):
                     raise bad_request("Send either `file` or `url`, not both.", param="url")
-                fields.update(audio)
-            return self._transcribe(fields, AUDIO_ROUTES[route], events_as_sse=True)
+                fields["url"], url_param = self._audio_url(fields.pop("file"), "file"), "file"
+            return self._transcribe(fields, AUDIO_ROUTES[route], url_param=url_param, events_as_sse=True)
         if route == "/v1/chat/completions":
             return self._chat(body)
         if route == "/v1/models":
@@ -153,64 +120,48 @@ class Jobs:
             code="unknown_route",
         )
 
-    def _audio_field(self, value: Any, param: str) -> dict[str, Any]:
-        """Audio given as text, as the field `parse_audio_request` reads: `url`, or `file` (decoded base64)."""
+    @staticmethod
+    def _audio_url(value: Any, param: str) -> str:
+        """Audio given as text (a URL, or base64 that becomes a `data:` URL) as the request's `url`."""
         if not isinstance(value, str):
             raise bad_request(f"`{param}` must be a string: a URL, a data: URL or base64.", param=param)
         value = value.strip()
         if _URL.match(value):
-            return {"url": value}
+            return value
         payload = "".join(value.split())
-        max_bytes = int(self.settings.max_upload_mb * 1024 * 1024)
-        if len(payload) // 4 * 3 > max_bytes:
-            raise too_large(f"The audio is larger than the maximum of {self.settings.max_upload_mb:g} MB.", param=param)
-        try:
-            data = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            data = b""
-        if not data:
+        if not _BASE64.fullmatch(payload):
             raise bad_request(
                 f"`{param}` is neither a URL (http, https or data:) nor valid base64-encoded audio.",
                 param=param,
                 code="invalid_audio",
             )
-        return {"file": UploadFile(io.BytesIO(data), filename=None)}
+        return "data:application/octet-stream;base64," + payload
 
-    async def _transcribe(self, fields: dict[str, Any], task: str, *, events_as_sse: bool) -> AsyncGenerator[Any, None]:
-        started = time.perf_counter()
-        parsed = parse_audio_request(fields, task=task)
-        opts = parsed.options(task, await self.models.resolve(parsed.model))
-        timings = Timings()
-        audio = await self.transcriber.load_audio(parsed.source, timings)
+    async def _transcribe(
+        self, fields: dict[str, Any], task: str, *, url_param: str, events_as_sse: bool
+    ) -> AsyncGenerator[Any, None]:
+        parsed = parse_audio_request(fields, task=task, url_param=url_param)
+        flow = await TranscriptionFlow.start(self.services, parsed, task=task, label=f"runpod:{task}")
         if not parsed.stream:
-            transcript = await self.transcriber.transcribe(audio, opts, timings)
+            transcript = await flow.transcript()
             yield response_body(transcript, parsed.response_format, task=task, temperature=parsed.temperature)
-        else:
-            events = self.transcriber.stream(audio, opts, timings)
-            try:
-                async for event in events:
-                    yield sse(event) if events_as_sse else event
-            finally:
-                await events.aclose()
-        log.info(
-            "%s format=%s stream=%s audio=%.2fs chunks=%d decode=%.1fms vad=%.1fms backend=%.1fms total=%.1fms",
-            task,
-            parsed.response_format,
-            parsed.stream,
-            timings.audio_s,
-            timings.chunks,
-            timings.decode_s * 1e3,
-            timings.vad_s * 1e3,
-            timings.backend_s * 1e3,
-            (time.perf_counter() - started) * 1e3,
-        )
-
-    async def _chat(self, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
-        await prepare_chat(body, models=self.models, fetcher=self.fetcher, max_audio_s=self.settings.max_audio_s)
-        if not body.get("stream"):
-            yield await self.backend.chat(body)
             return
-        chunks = self.backend.chat_stream(body)
+        events = flow.events()
+        try:
+            async for event in events:
+                yield sse(event) if events_as_sse else event
+        finally:
+            await events.aclose()
+
+    async def _chat(self, fields: dict[str, Any]) -> AsyncGenerator[Any, None]:
+        body, services = parse_chat(fields), self.services
+        await prepare_chat(
+            body, models=services.models, fetcher=services.fetcher, max_audio_s=self.settings.max_audio_s
+        )
+        if not body.get("stream"):
+            yield await services.backend.chat(body)
+            return
+        chunks = services.backend.chat_stream(body)
         try:
             async for event in sse_events(chunks):
                 yield event
@@ -218,4 +169,4 @@ class Jobs:
             await chunks.aclose()
 
     async def _list_models(self) -> AsyncGenerator[Any, None]:
-        yield await self.backend.models()
+        yield await self.services.backend.models()

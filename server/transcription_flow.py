@@ -1,0 +1,101 @@
+"""One transcription or translation request, the same for the HTTP routes and the RunPod jobs:
+resolve the model → load the audio → transcribe it whole or as a stream → one log line and the
+metrics, with the request's timings.
+
+Errors about the audio (undecodable, a refused URL) come from below as `InputError`s, which do
+not know where the audio came from; they are reported here naming the request's field
+(`AudioRequest.source_param`: `file`, `url`, or RunPod's `audio`).
+"""
+
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from server import metrics
+from server.audio_request import AudioRequest
+from server.errors import APIError
+from server.formats import Transcript
+from server.input_errors import InputError
+from server.services import Services
+from server.transcription import Timings, TranscriptionOptions
+
+log = logging.getLogger("edge.audio")
+
+# Runs the transcription; the HTTP route passes one that cancels it when the client hangs up.
+Guard = Callable[[Coroutine[Any, Any, Transcript]], Awaitable[Transcript]]
+
+
+@dataclass
+class TranscriptionFlow:
+    """A request whose model is resolved and whose audio is loaded, ready to be transcribed once."""
+
+    services: Services
+    request: AudioRequest
+    options: TranscriptionOptions
+    audio: np.ndarray
+    timings: Timings
+    label: str  # names the request in logs and metrics: the route, or the RunPod task
+    started: float
+
+    @classmethod
+    async def start(cls, services: Services, request: AudioRequest, *, task: str, label: str) -> "TranscriptionFlow":
+        """Resolve the model and load the audio; `label` names the request in logs and metrics."""
+        started = time.perf_counter()
+        timings = Timings()
+        options = request.options(task, await services.models.resolve(request.model))
+        try:
+            audio = await services.transcriber.load_audio(request.source, timings)
+        except InputError as exc:
+            raise exc.api_error(request.source_param) from None
+        metrics.AUDIO_SECONDS.labels(label).inc(timings.audio_s)
+        return cls(services, request, options, audio, timings, label=label, started=started)
+
+    async def transcript(self, guard: Guard | None = None) -> Transcript:
+        """The whole transcript (run through `guard` if given)."""
+        work = self.services.transcriber.transcribe(self.audio, self.options, self.timings)
+        try:
+            transcript = await (guard(work) if guard else work)
+        except APIError as exc:
+            self._finish(f"error:{exc.status}")
+            raise
+        self._finish("ok")
+        return transcript
+
+    async def events(self) -> AsyncGenerator[dict[str, Any], None]:
+        """OpenAI's stream events (`transcript.text.delta`..., `transcript.text.done`); closing it cancels the rest."""
+        status = "closed"
+        events = self.services.transcriber.stream(self.audio, self.options, self.timings)
+        try:
+            async for event in events:
+                yield event
+            status = "ok"
+        except APIError as exc:
+            status = f"error:{exc.status}"
+            raise
+        finally:
+            await events.aclose()
+            self._finish(status)
+
+    def _finish(self, status: str) -> None:
+        timings, total = self.timings, time.perf_counter() - self.started
+        for stage, seconds in (("decode", timings.decode_s), ("vad", timings.vad_s), ("backend", timings.backend_s)):
+            metrics.STAGE_SECONDS.labels(stage).observe(seconds)
+        metrics.STAGE_SECONDS.labels("total").observe(total)
+        metrics.BACKEND_CHUNKS.labels(self.options.task).inc(timings.chunks)
+        log.info(
+            "%s %s format=%s stream=%s audio=%.2fs chunks=%d decode=%.1fms vad=%.1fms backend=%.1fms total=%.1fms",
+            self.label,
+            status,
+            self.request.response_format,
+            self.request.stream,
+            timings.audio_s,
+            timings.chunks,
+            timings.decode_s * 1e3,
+            timings.vad_s * 1e3,
+            timings.backend_s * 1e3,
+            total * 1e3,
+        )
