@@ -8,12 +8,13 @@ import json
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import pycountry
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from server.errors import APIError, bad_request
 from server.formats import RESPONSE_FORMATS
+from server.input_errors import InputError
+from server.languages import language_code
 from server.transcription import ServerVadChunking, TranscriptionOptions
 
 GRANULARITIES = ("segment", "word")
@@ -76,16 +77,10 @@ def _int(value: Any, name: str, low: int, high: int) -> int:
 
 def parse_language(value: Any) -> str | None:
     """An ISO-639-1 code, lower-cased; anything else is a 400."""
-    if value in (None, ""):
-        return None
-    code = str(value).strip().lower()
-    if len(code) != 2 or pycountry.languages.get(alpha_2=code) is None:
-        raise bad_request(
-            f"`language` must be an ISO-639-1 code such as 'en' or 'fr', not {value!r}.",
-            param="language",
-            code="unsupported_language",
-        )
-    return code
+    try:
+        return language_code(value)
+    except InputError as exc:
+        raise exc.api_error("language") from None
 
 
 def parse_chunking(value: Any) -> ServerVadChunking | None:
