@@ -121,22 +121,22 @@ async def test_manual_commit_buffer_is_capped(make_edge) -> None:
 
 
 async def test_closed_session_frees_its_slot_at_once(make_edge) -> None:
-    """Its queued audio would take 20 s to go through this slow VAD; it is dropped instead."""
+    """Its queued audio would take 40 s to go through this slow VAD; it is dropped instead."""
     edge = make_edge()
-    slow_vad(edge, 0.5)
+    slow_vad(edge, 1.0)
     async with connect(f"{ws_url(edge)}{GA_URL}") as ws:
         await receive(ws)
         for _ in range(40):
             await ws.send(append(SILENCE_100MS))
-    await wait_until(lambda: edge.app.state.services.realtime_slots.active == 0, timeout=5)
+    await wait_until(lambda: edge.app.state.services.realtime_slots.active == 0, timeout=10)
 
 
 async def test_lagging_session_is_shed_explicitly(make_edge, caplog: pytest.LogCaptureFixture) -> None:
     """Each 0.1 s of audio takes this VAD 0.3 s, so a client at real time falls behind; with
-    keepalive pings every 0.5 s, unanswered ones would close the session (1011) within 1.5 s."""
+    keepalive pings every 0.5 s, unanswered ones would close the session (1011) within 3.5 s."""
     edge = make_edge(realtime_max_lag_s=3)
     edge.server.config.ws_ping_interval = 0.5
-    edge.server.config.ws_ping_timeout = 1.0
+    edge.server.config.ws_ping_timeout = 3.0
     slow_vad(edge, 0.3)
     shed = metric_value("edge_realtime_sessions_shed_total", reason="lagging")
     with caplog.at_level(logging.WARNING, logger="edge.realtime"):
