@@ -105,7 +105,8 @@ async def run_session(url: str, plan: SessionPlan, messages: list[str], chunk_s:
             if reader.done():
                 if (failure := reader.exception()) is not None:
                     raise failure
-                raise RuntimeError(f"the server closed the session early (code {ws.close_code})")
+                why = f", error {log.errors[-1]}" if log.errors else ""
+                raise RuntimeError(f"the server closed the session early (code {ws.close_code}{why})")
             reader.cancel()
     except (TimeoutError, OSError, websockets.WebSocketException, RuntimeError) as exc:
         log.dropped = f"{type(exc).__name__}: {exc}"

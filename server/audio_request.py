@@ -9,11 +9,12 @@ naming the field.
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import pycountry
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from server.errors import bad_request, validation_error
+from server.input_errors import InputError
+from server.languages import language_code
 from server.protocol.audio import AudioRequestForm, ServerVadStrategy
 from server.transcription import ServerVadChunking, TranscriptionOptions
 
@@ -48,16 +49,10 @@ class AudioRequest:
 
 def parse_language(value: str | None) -> str | None:
     """An ISO-639-1 code, lower-cased; anything else is a 400."""
-    if not value:
-        return None
-    code = value.strip().lower()
-    if len(code) != 2 or pycountry.languages.get(alpha_2=code) is None:
-        raise bad_request(
-            f"`language` must be an ISO-639-1 code such as 'en' or 'fr', not {value!r}.",
-            param="language",
-            code="unsupported_language",
-        )
-    return code
+    try:
+        return language_code(value)
+    except InputError as exc:
+        raise exc.api_error("language") from None
 
 
 def _chunking(strategy: ServerVadStrategy | None) -> ServerVadChunking | None:

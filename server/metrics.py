@@ -18,6 +18,11 @@ REQUEST_SECONDS = Histogram(
 BACKEND_CHUNKS = Counter("edge_backend_chunks_total", "Audio chunks sent to vLLM", ["task"])
 
 REALTIME_SESSIONS = Gauge("edge_realtime_sessions", "Realtime sessions open now")
+REALTIME_SHED = Counter(
+    "edge_realtime_sessions_shed_total",
+    "Realtime sessions the edge closed to protect itself: lagging (processing behind) or slow_client (not reading)",
+    ["reason"],
+)
 REALTIME_TURNS = Counter("edge_realtime_turns_total", "Realtime turns by outcome", ["outcome"])
 TURN_SECONDS = Histogram(
     "edge_realtime_turn_seconds",

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     realtime_idle_timeout_s: float = 300.0
     realtime_max_message_mb: float = 16.0
     realtime_send_queue: int = 1024
+    realtime_send_queue_mb: float = 4.0
+    realtime_max_lag_s: float = 10.0
+    realtime_max_backlog_mb: float = 32.0
+    realtime_max_commit_mb: float = 15.0
     realtime_vad_max_batch: int = 256
     realtime_engine: Literal["auto", "turns", "stream"] = "auto"
     realtime_vllm_url: str | None = Field(

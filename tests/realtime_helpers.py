@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import soxr
 from openai import AsyncOpenAI
+from prometheus_client import REGISTRY
 from vad_helpers import load_recording
 
 from tests.conftest import EdgeServer
-from vad import VADParams, speech_segments
+from vad import BatchedVADEngine, EngineStream, StreamParams, VADParams, speech_segments
+from vad.streaming import Event as VADEvent
 
 RATE = 16000
 PREFIX_MS = 300
@@ -146,3 +148,45 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 15) -> None
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.2)
+
+
+class SlowVADEngine:
+    """A test double for the VAD step only: the real shared engine, but every feed waits `delay_s`
+    first, as on an overloaded machine. Install it with `slow_vad(edge, delay_s)`."""
+
+    def __init__(self, engine: BatchedVADEngine, delay_s: float) -> None:
+        self._engine = engine
+        self._delay_s = delay_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)  # start, stop and the rest: the real engine's
+
+    def open_stream(self, params: StreamParams | None = None) -> "SlowVADStream":
+        return SlowVADStream(self._engine.open_stream(params), self._delay_s)
+
+
+class SlowVADStream:
+    def __init__(self, stream: EngineStream, delay_s: float) -> None:
+        self._stream = stream
+        self._delay_s = delay_s
+
+    async def feed(self, samples: np.ndarray) -> list[VADEvent]:
+        await asyncio.sleep(self._delay_s)
+        return await self._stream.feed(samples)
+
+    def reset(self) -> None:
+        self._stream.reset()
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def slow_vad(edge: EdgeServer, delay_s: float) -> None:
+    """Make the edge's VAD slow for the sessions opened from now on."""
+    services = edge.app.state.services
+    services.vad_engine = SlowVADEngine(services.vad_engine, delay_s)
+
+
+def metric_value(name: str, **labels: str) -> float:
+    """A sample of the edge's Prometheus registry (shared by the edges of this process), 0 if absent."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -1,15 +1,20 @@
-"""Run one realtime WebSocket: session limits, the bounded outgoing queue, and clean shutdown.
+"""Run one realtime WebSocket: session limits, the bounded queues, shedding, and clean shutdown.
 
-Two tasks serve a connection: the receiver applies client messages to the session in order, the
-sender drains the outgoing queue to the socket. Whichever ends first ends the connection (or the
-session's maximum length does); then both are cancelled and the session is closed, which cancels
-its transcription tasks and so aborts their vLLM requests.
+Three tasks serve a connection: the reader takes client messages off the socket into the inbox
+as they come (so pings and pongs are never stuck behind audio), the processor applies them to the
+session in order, the sender drains the outbox to the socket. Whichever of them ends first ends
+the connection (or the session's maximum length does); then all are cancelled and the session is
+closed, which drops the audio still waiting, cancels its transcription tasks and so aborts their
+vLLM requests. The session's slot is free at once.
+
+When processing falls behind (the oldest waiting message waited longer than `REALTIME_MAX_LAG_S`,
+or more than `REALTIME_MAX_BACKLOG_MB` wait), the session is shed on purpose: an `error` with
+code `session_lagging`, close code 1013, a metric and a log line.
 """
 
 import asyncio
 import json
 import logging
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,6 +24,7 @@ from server import metrics
 from server.errors import APIError
 from server.realtime.config import SessionConfig
 from server.realtime.events import Event
+from server.realtime.queues import Inbox, Outbox
 from server.realtime.session import RealtimeSession
 from server.settings import Settings
 
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
 
 Message = dict[str, Any]
 CLOSE_TIMEOUT_S = 5.0
+MB = 1_048_576
 log = logging.getLogger("edge.realtime")
 
 
@@ -57,37 +64,6 @@ class SessionSlots:
         self.active -= 1
 
 
-class Outbox:
-    """Server events waiting to be sent. Beyond `limit` waiting, the client is too slow: the queue
-    is dropped and `run` returns, which closes the connection, instead of letting memory grow."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._items: deque[Message] = deque()
-        self._ready = asyncio.Event()
-        self.overflowed = False
-
-    def put_all(self, messages: list[Message]) -> None:
-        for message in messages:
-            if self.overflowed:
-                return
-            if len(self._items) >= self._limit:
-                self.overflowed = True
-                self._items.clear()
-            else:
-                self._items.append(message)
-            self._ready.set()
-
-    async def run(self, websocket: WebSocket) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while self._items and not self.overflowed:
-                await websocket.send_text(json.dumps(self._items.popleft()))
-            if self.overflowed:
-                return
-
-
 @dataclass(frozen=True)
 class Closing:
     """How the server ends a connection; `error` is sent to the client first."""
@@ -95,6 +71,7 @@ class Closing:
     code: int
     reason: str
     error: APIError | None = None
+    shed: str | None = None  # set when the edge sheds the session to protect itself: the metric's reason
 
 
 async def serve_connection(
@@ -104,6 +81,7 @@ async def serve_connection(
     await websocket.accept(subprotocol=subprotocol)
     slots = state.realtime_slots
     if not slots.try_acquire():
+        log.warning("refusing a realtime session from %s: all %d slots taken", _peer(websocket), slots.limit)
         await _close(
             websocket, protocol, Closing(1013, f"Too many realtime sessions (at most {slots.limit}); try again later.")
         )
@@ -115,12 +93,29 @@ async def serve_connection(
         metrics.REALTIME_SESSIONS.dec()
         slots.release()
     if closing is not None:
+        _report(websocket, closing)
         await _close(websocket, protocol, closing)
+
+
+def _peer(websocket: WebSocket) -> str:
+    return f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
+
+
+def _report(websocket: WebSocket, closing: Closing) -> None:
+    """One log line for every session the server ends, saying why; sheds are counted too."""
+    why = closing.error.message if closing.error is not None else closing.reason
+    code = closing.error.code if closing.error is not None else None
+    if closing.shed is not None:
+        metrics.REALTIME_SHED.labels(closing.shed).inc()
+        log.warning("shedding realtime session from %s (%s, close %d): %s", _peer(websocket), code, closing.code, why)
+    else:
+        log.info("closing realtime session from %s (%s, close %d): %s", _peer(websocket), code, closing.code, why)
 
 
 async def _serve(websocket: WebSocket, protocol: WireProtocol, state: "Services") -> Closing | None:
     settings = state.settings
-    outbox = Outbox(settings.realtime_send_queue)
+    outbox = Outbox(settings.realtime_send_queue, int(settings.realtime_send_queue_mb * MB))
+    inbox = Inbox()
     config = protocol.initial_config()
     session = RealtimeSession(
         config,
@@ -129,28 +124,36 @@ async def _serve(websocket: WebSocket, protocol: WireProtocol, state: "Services"
         vad_engine=state.vad_engine,
         emit=lambda event: outbox.put_all(protocol.render(event)),
         default_max_tokens=settings.max_output_tokens,
+        max_commit_bytes=int(settings.realtime_max_commit_mb * MB),
     )
     outbox.put_all(protocol.opening(config))
     sender = asyncio.create_task(outbox.run(websocket), name="realtime-sender")
-    receiver = asyncio.create_task(_receive(websocket, protocol, session, outbox, settings), name="realtime-receiver")
+    reader = asyncio.create_task(_read(websocket, inbox, settings), name="realtime-reader")
+    processor = asyncio.create_task(_process(inbox, protocol, session, outbox), name="realtime-processor")
+    tasks = (sender, reader, processor)
     try:
         done, _ = await asyncio.wait(
-            {sender, receiver}, timeout=settings.realtime_max_session_s, return_when=asyncio.FIRST_COMPLETED
+            set(tasks), timeout=settings.realtime_max_session_s, return_when=asyncio.FIRST_COMPLETED
         )
     finally:
-        for task in (sender, receiver):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(sender, receiver, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await session.close()
-    if receiver in done:
-        if receiver.exception() is not None:
-            log.error("realtime session failed", exc_info=receiver.exception())
+    for task in (reader, processor):
+        if task in done and task.exception() is not None:
+            log.error("realtime session from %s failed", _peer(websocket), exc_info=task.exception())
             return Closing(1011, "Internal error.")
-        return receiver.result()
+    if reader in done:
+        return reader.result()
     if sender in done:
         if outbox.overflowed:
-            log.warning("closing a realtime session: its client reads too slowly")
-            return Closing(1008, f"Client too slow: more than {settings.realtime_send_queue} events waiting.")
+            return Closing(
+                1008,
+                f"Client too slow: more than {settings.realtime_send_queue} events "
+                f"or {settings.realtime_send_queue_mb:g} MB waiting.",
+                shed="slow_client",
+            )
         return None  # the socket broke: the client is gone
     limit = settings.realtime_max_session_s
     return Closing(
@@ -160,10 +163,10 @@ async def _serve(websocket: WebSocket, protocol: WireProtocol, state: "Services"
     )
 
 
-async def _receive(
-    websocket: WebSocket, protocol: WireProtocol, session: RealtimeSession, outbox: Outbox, settings: Settings
-) -> Closing | None:
-    max_bytes = int(settings.realtime_max_message_mb * 1_048_576)
+async def _read(websocket: WebSocket, inbox: Inbox, settings: Settings) -> Closing | None:
+    """Take client messages off the socket as they come; end the session when it must end."""
+    max_bytes = int(settings.realtime_max_message_mb * MB)
+    max_backlog = int(settings.realtime_max_backlog_mb * MB)
     idle_s = settings.realtime_idle_timeout_s
     while True:
         try:
@@ -176,13 +179,10 @@ async def _receive(
             )
         if message["type"] == "websocket.disconnect":
             return None
-        text = message.get("text")
-        if text is None:
-            outbox.put_all(
-                [protocol.error(APIError(400, "Binary frames are not supported; send JSON text.", code="invalid_json"))]
-            )
-            continue
-        if len(text) > max_bytes:
+        frame = message.get("text")
+        if frame is None:
+            frame = message.get("bytes") or b""
+        if len(frame) > max_bytes:
             return Closing(
                 1009,
                 "Message too big.",
@@ -190,7 +190,34 @@ async def _receive(
                     413, f"A message is larger than {settings.realtime_max_message_mb:g} MB.", code="message_too_large"
                 ),
             )
-        outbox.put_all(await protocol.handle(text, session))
+        inbox.put(frame)
+        lag_s = inbox.lag_s()
+        if lag_s > settings.realtime_max_lag_s or inbox.bytes > max_backlog:
+            return _lagging(lag_s, inbox, settings)
+
+
+def _lagging(lag_s: float, inbox: Inbox, settings: Settings) -> Closing:
+    message = (
+        f"The server fell behind this session: its oldest waiting message waited {lag_s:.1f} s "
+        f"(at most {settings.realtime_max_lag_s:g} s), {len(inbox)} messages "
+        f"({inbox.bytes / MB:.1f} MB, at most {settings.realtime_max_backlog_mb:g} MB) wait. "
+        "The session is closed; try again later."
+    )
+    return Closing(
+        1013, "Server overloaded: session lagging.", APIError(503, message, code="session_lagging"), shed="lagging"
+    )
+
+
+async def _process(inbox: Inbox, protocol: WireProtocol, session: RealtimeSession, outbox: Outbox) -> None:
+    """Apply the client's messages to the session one by one, in the order they came."""
+    while True:
+        frame = await inbox.next()
+        if isinstance(frame, bytes):
+            error = APIError(400, "Binary frames are not supported; send JSON text.", code="invalid_json")
+            outbox.put_all([protocol.error(error)])
+        else:
+            outbox.put_all(await protocol.handle(frame, session))
+        inbox.done()
 
 
 async def _close(websocket: WebSocket, protocol: WireProtocol, closing: Closing) -> None:

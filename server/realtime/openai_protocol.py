@@ -10,13 +10,15 @@ all: any invalid field answers an `error` and leaves the session as it was.
 
 import base64
 import binascii
-import json
 import time
 from dataclasses import replace
 from typing import Any
 
 from server.errors import APIError
+from server.input_errors import InputError
+from server.languages import language_code
 from server.realtime import events as ev
+from server.realtime.client_text import echoed_id, parse_json, shown
 from server.realtime.config import (
     Assistant,
     AudioFormat,
@@ -86,6 +88,14 @@ def _text(obj: dict[str, Any], key: str, param: str, default: str | None) -> str
     return value or None
 
 
+def _language(obj: dict[str, Any], param: str, default: str | None) -> str | None:
+    """The same rule as HTTP's `language` field."""
+    try:
+        return language_code(_text(obj, "language", param, default))
+    except InputError as exc:
+        raise exc.api_error(f"{param}.language") from None
+
+
 def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) -> TurnDetection | None:
     if value is None:
         return None
@@ -108,7 +118,7 @@ def parse_transcription(value: Any, current: Transcription, param: str) -> Trans
     obj = _object(value, param)
     return Transcription(
         model=_text(obj, "model", param, current.model),
-        language=_text(obj, "language", param, current.language),
+        language=_language(obj, param, current.language),
         prompt=_text(obj, "prompt", param, current.prompt),
         partial_interval_ms=_int(obj, "partial_interval_ms", param, current.partial_interval_ms),
     )
@@ -288,12 +298,12 @@ class OpenAIProtocol:
     async def handle(self, text: str, session: RealtimeSession) -> list[Message]:
         """Apply one client message; return the direct answers (updates, `cleared`, errors)."""
         try:
-            message = json.loads(text)
-        except ValueError:
-            return [error_event(APIError(400, "The message is not valid JSON.", code="invalid_json"))]
+            message = parse_json(text)
+        except APIError as exc:
+            return [error_event(exc)]
         if not isinstance(message, dict):
             return [error_event(invalid("A client event must be a JSON object.", "type"))]
-        client_event_id = message.get("event_id") if isinstance(message.get("event_id"), str) else None
+        client_event_id = echoed_id(message.get("event_id"))
         try:
             return await self._dispatch(message, session)
         except APIError as exc:
@@ -326,7 +336,7 @@ class OpenAIProtocol:
         supported = ", ".join(
             (update_kind, "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear")
         )
-        raise invalid(f"Unsupported event type `{kind}`. Supported: {supported}.", "type", code="unknown_event")
+        raise invalid(f"Unsupported event type `{shown(kind)}`. Supported: {supported}.", "type", code="unknown_event")
 
     def render(self, event: ev.Event) -> list[Message]:
         """Server events for one core event."""

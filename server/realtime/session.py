@@ -5,7 +5,8 @@ engine. A speech turn (or a manual commit) becomes a conversation item whose aud
 by vLLM in its own task while listening goes on. Each turn's transcript events wait in a queue of
 their own, and one relay task releases the queues in turn order, so a later turn's text never
 overtakes an earlier one's; speech and commit events go out at once. Everything the session
-reports goes through `emit`, which must not block.
+reports goes through `emit`, which must not block. Without server VAD the client commits turns
+itself, and what it may buffer for one commit is capped (`max_commit_bytes`).
 
 Positions are 16 kHz sample counts since the session's first audio; the VAD stream restarts at 0
 whenever it is reset, so its positions are offset by `_vad_origin`.
@@ -103,6 +104,7 @@ class RealtimeSession:
         vad_engine: BatchedVADEngine,
         emit: Callable[[Event], None],
         default_max_tokens: int | None = None,
+        max_commit_bytes: int,
     ) -> None:
         self.config = config
         self._backend = backend
@@ -110,6 +112,9 @@ class RealtimeSession:
         self._engine = vad_engine
         self._emit = emit
         self._default_max_tokens = default_max_tokens
+        self._max_commit_bytes = max_commit_bytes
+        self._uncommitted_bytes = 0  # input bytes buffered since the last commit (manual commits)
+        self._buffer_full = False
         self._input = AudioInput(config.audio_format)
         self._buffer = AudioBuffer()
         self._vad: EngineStream | None = None
@@ -133,17 +138,17 @@ class RealtimeSession:
             self._input = AudioInput(config.audio_format)
         if config.turn_detection != old.turn_detection or config.audio_format != old.audio_format:
             self._discard_open_turn()
-            self._buffer.clear()
+            self._clear_buffer()
             if self._vad is not None:
                 self._vad.close()
             self._open_vad()
 
     async def append(self, payload: bytes) -> None:
         """Take audio in the session's format; with server VAD, turns start and end as it is heard."""
-        samples = self._input.decode(payload)
         if self._vad is None:
-            self._buffer.append(samples)
+            self._buffer_manually(payload)
             return
+        samples = self._input.decode(payload)
         if self._open is None and self.config.turn_detection is not None:
             prefix = self.config.turn_detection.prefix_padding_ms * SAMPLES_PER_MS
             self._buffer.drop_before(self._buffer.end - prefix - FRAME_SAMPLES)
@@ -154,6 +159,23 @@ class RealtimeSession:
                 self._start_turn(position)
             elif self._open is not None:
                 self._stop_turn(position)
+
+    def _buffer_manually(self, payload: bytes) -> None:
+        """Buffer audio until the client commits, up to `max_commit_bytes` of it (as sent, before
+        decoding); an append beyond that is dropped, the first one with an error."""
+        if self._uncommitted_bytes + len(payload) > self._max_commit_bytes:
+            if self._buffer_full:
+                return
+            self._buffer_full = True
+            raise APIError(
+                400,
+                f"The input audio buffer is full: at most {self._max_commit_bytes / 1_048_576:g} MB of audio per "
+                "commit. Audio beyond it is dropped until you commit or clear the buffer.",
+                param="audio",
+                code="input_audio_buffer_full",
+            )
+        self._uncommitted_bytes += len(payload)
+        self._buffer.append(self._input.decode(payload))
 
     def commit(self) -> None:
         """End the turn now: with server VAD the open turn, otherwise all audio since the last commit."""
@@ -177,12 +199,12 @@ class RealtimeSession:
             )
         self._cancel_reply()
         self._commit(Turn(new_id("item"), self._buffer.start, self._buffer.end))
-        self._buffer.clear()
+        self._clear_buffer()
 
     def clear(self) -> None:
         """Drop the buffered audio and any turn in progress."""
         self._discard_open_turn()
-        self._buffer.clear()
+        self._clear_buffer()
         if self._vad is not None:
             self._restart_vad()
 
@@ -195,6 +217,11 @@ class RealtimeSession:
         if self._vad is not None:
             self._vad.close()
             self._vad = None
+
+    def _clear_buffer(self) -> None:
+        self._buffer.clear()
+        self._uncommitted_bytes = 0
+        self._buffer_full = False
 
     def _open_vad(self) -> None:
         detection = self.config.turn_detection

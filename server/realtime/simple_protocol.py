@@ -12,12 +12,12 @@ lines.
 
 import base64
 import binascii
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from server.errors import APIError
 from server.realtime import events as ev
+from server.realtime.client_text import parse_json
 from server.realtime.config import AudioFormat, SessionConfig
 from server.realtime.session import RealtimeSession
 
@@ -41,9 +41,9 @@ class SimpleProtocol:
 
     async def handle(self, text: str, session: RealtimeSession) -> list[Message]:
         try:
-            message = json.loads(text)
-        except ValueError:
-            return [self.error(APIError(400, "The message is not valid JSON.", code="invalid_json"))]
+            message = parse_json(text)
+        except APIError as exc:
+            return [self.error(exc)]
         if not isinstance(message, dict) or message.get("type") != "audio":
             return [
                 self.error(APIError(400, 'Send {"type": "audio", "data": base64 PCM16 16 kHz}.', code="unknown_event"))

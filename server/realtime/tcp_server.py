@@ -218,6 +218,7 @@ class TCPStreamServer:
             vad_engine=self._state.vad_engine,
             emit=emit,
             default_max_tokens=settings.max_output_tokens,
+            max_commit_bytes=int(settings.realtime_max_commit_mb * 1_048_576),
         )
         sender = asyncio.create_task(outbox.run(), name="realtime-tcp-sender")
         receiver = asyncio.create_task(self._receive(reader, session), name="realtime-tcp-receiver")

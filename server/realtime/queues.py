@@ -1,0 +1,89 @@
+"""The two queues of a realtime connection, both bounded so that no client can make memory grow.
+
+`Inbox`: client messages read from the socket, waiting for the session to apply them in order.
+Reading never waits for processing (so WebSocket pings and pongs keep flowing); instead the inbox
+tells how far behind processing is, and the connection sheds a session that lags too far.
+
+`Outbox`: server events waiting to be sent, serialized, bounded in count and in bytes; beyond
+either bound the client is too slow and the connection is closed.
+"""
+
+import asyncio
+import json
+import time
+from collections import deque
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+Message = dict[str, Any]
+
+
+class Inbox:
+    """Client frames (text, or bytes for a binary frame) in arrival order, each with its arrival time."""
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[str | bytes, float]] = deque()
+        self._ready = asyncio.Event()
+        self.bytes = 0
+
+    def put(self, frame: str | bytes) -> None:
+        self._items.append((frame, time.monotonic()))
+        self.bytes += len(frame)
+        self._ready.set()
+
+    async def next(self) -> str | bytes:
+        """The oldest frame; it stays counted as waiting until `done()`."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items[0][0]
+
+    def done(self) -> None:
+        frame, _ = self._items.popleft()
+        self.bytes -= len(frame)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def lag_s(self) -> float:
+        """How long the oldest waiting frame has waited: how far processing is behind the client."""
+        return time.monotonic() - self._items[0][1] if self._items else 0.0
+
+
+class Outbox:
+    """Server events waiting to be sent. Beyond `limit` events or `limit_bytes` of JSON waiting, the
+    client is too slow: the queue is dropped and `run` returns, which closes the connection."""
+
+    def __init__(self, limit: int, limit_bytes: int) -> None:
+        self._limit = limit
+        self._limit_bytes = limit_bytes
+        self._items: deque[str] = deque()
+        self._bytes = 0
+        self._ready = asyncio.Event()
+        self.overflowed = False
+
+    def put_all(self, messages: list[Message]) -> None:
+        for message in messages:
+            if self.overflowed:
+                return
+            text = json.dumps(message)
+            if len(self._items) >= self._limit or self._bytes + len(text) > self._limit_bytes:
+                self.overflowed = True
+                self._items.clear()
+                self._bytes = 0
+            else:
+                self._items.append(text)
+                self._bytes += len(text)
+            self._ready.set()
+
+    async def run(self, websocket: WebSocket) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._items and not self.overflowed:
+                text = self._items.popleft()
+                self._bytes -= len(text)
+                await websocket.send_text(text)
+            if self.overflowed:
+                return
