@@ -224,14 +224,18 @@ def _usage(usage: ev.StreamUsage) -> dict[str, Any]:
 class OpenAIProtocol:
     """One connection's view of the protocol: its flavour, session id and the model name to show."""
 
-    def __init__(self, *, beta: bool, default_model: str | None, lifetime_s: float) -> None:
+    def __init__(
+        self, *, beta: bool, default_model: str | None, lifetime_s: float, initial: SessionConfig | None = None
+    ) -> None:
+        """`initial`: the config to start with (an ephemeral secret's session), else the defaults."""
         self.beta = beta
         self.session_id = new_id("sess")
         self.default_model = default_model
         self.expires_at = int(time.time() + lifetime_s)
+        self._initial = initial or SessionConfig()
 
     def initial_config(self) -> SessionConfig:
-        return SessionConfig()
+        return self._initial
 
     def error(self, exc: APIError) -> Message:
         return error_event(exc)
