@@ -13,8 +13,16 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 usage_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("usage_key", default=None)
 
 KEY_REQUESTS = Counter("edge_key_requests_total", "Authenticated /v1 HTTP requests by API key name", ["key"])
-KEY_AUDIO_SECONDS = Counter("edge_key_audio_seconds_total", "Seconds of audio processed by API key name", ["key"])
+KEY_AUDIO_SECONDS = Counter(
+    "edge_key_audio_seconds_total", "Seconds of audio processed (files) or received (realtime) by API key name", ["key"]
+)
 KEY_REALTIME_SESSIONS = Counter("edge_key_realtime_sessions_total", "Realtime sessions opened by API key name", ["key"])
+
+
+def count_key_audio(seconds: float) -> None:
+    """Seconds of audio received for the caller's key (realtime input; files count through `AUDIO_SECONDS`)."""
+    if (name := usage_key.get()) is not None:
+        KEY_AUDIO_SECONDS.labels(name).inc(seconds)
 
 
 class AudioSecondsCounter(Counter):
@@ -22,8 +30,7 @@ class AudioSecondsCounter(Counter):
 
     def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
         super().inc(amount, exemplar)
-        if (name := usage_key.get()) is not None:
-            KEY_AUDIO_SECONDS.labels(name).inc(amount)
+        count_key_audio(amount)
 
 
 REQUESTS = Counter("edge_requests_total", "HTTP requests by route and status", ["route", "status"])

@@ -252,14 +252,22 @@ async def test_sockets_refuse_missing_and_wrong_keys_before_any_session(keyed: E
     assert (await asyncio.to_thread(httpx.get, f"{keyed.url}/health")).status_code == 200
 
 
-async def test_simple_ws_takes_the_key_as_a_header(keyed: EdgeServer) -> None:
+async def test_simple_ws_takes_the_key_as_a_header_and_counts_its_audio(keyed: EdgeServer) -> None:
     recording = build_recording([JFK_1])
+    before = (await asyncio.to_thread(httpx.get, f"{keyed.url}/metrics")).text
     async with websockets.connect(
         f"{ws_url(keyed)}/ws", additional_headers={"Authorization": f"Bearer {BOB}"}
     ) as socket:
         await send_paced(lambda a: socket.send(json.dumps({"type": "audio", "data": a})), pcm16(recording.audio), 32000)
         events = await collect(socket.recv, count("transcription", 1))
     assert events[-1]["type"] == "transcription"
+    after = (await asyncio.to_thread(httpx.get, f"{keyed.url}/metrics")).text
+    received = metric(after, "edge_key_audio_seconds_total", "bob") - metric(
+        before, "edge_key_audio_seconds_total", "bob"
+    )
+    assert abs(received - len(recording.audio) / 16000) < 0.01
+    sessions = "edge_key_realtime_sessions_total"
+    assert metric(after, sessions, "bob") == metric(before, sessions, "bob") + 1
 
 
 async def test_browser_subprotocol_key_selects_realtime(keyed: EdgeServer) -> None:

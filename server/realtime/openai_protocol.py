@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from server import metrics
 from server.errors import APIError
 from server.realtime import events as ev
 from server.realtime.config import (
@@ -320,6 +321,7 @@ class OpenAIProtocol:
             except (binascii.Error, ValueError) as exc:
                 raise invalid("`audio` is not valid base64.", "audio") from exc
             await session.append(payload)
+            metrics.count_key_audio(session.config.audio_format.seconds(len(payload)))
             return []
         if kind == "input_audio_buffer.commit":
             session.commit()
