@@ -54,9 +54,12 @@ def parse_keys(settings: Settings) -> dict[str, str]:
 
     Keys without a name are called `key-1`, `key-2`, … in the order they are listed.
     """
-    entries = [e for e in settings.api_keys.split(",")]
+    entries = settings.api_keys.split(",")
     if settings.api_keys_file:
-        entries += Path(settings.api_keys_file).read_text().splitlines()
+        try:
+            entries += Path(settings.api_keys_file).read_text().splitlines()
+        except OSError as exc:
+            raise ValueError(f"API_KEYS_FILE {settings.api_keys_file!r} cannot be read: {exc.strerror}") from exc
     keys: dict[str, str] = {}
     for entry in (e.strip() for e in entries):
         if not entry or entry.startswith("#"):

@@ -123,6 +123,16 @@ def test_every_v1_http_route_is_declared_and_enforced(keyed: EdgeServer) -> None
     assert [p for p in schema["paths"] if not p.startswith("/v1")] == ["/health", "/ready", "/metrics"]
 
 
+def test_an_open_edge_on_a_public_address_warns(
+    make_edge: Callable[..., EdgeServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    make_edge(host="0.0.0.0")  # the settings say a public address (the test server binds loopback)
+    make_edge(host="0.0.0.0", api_keys=ALICE)
+    make_edge(host="127.0.0.1")
+    warnings = [r.getMessage() for r in caplog.records if "without API keys" in r.getMessage()]
+    assert warnings == ["the edge listens on 0.0.0.0 without API keys: anyone who reaches it can use it (set API_KEYS)"]
+
+
 def test_open_routes_stay_open(keyed: EdgeServer) -> None:
     for path in ("/health", "/ready", "/", "/ui/styles.css", "/ui/js/main.js", "/metrics"):
         assert httpx.get(f"{keyed.url}{path}", timeout=30).status_code == 200, path
@@ -175,6 +185,8 @@ def test_an_empty_key_in_the_settings_is_refused_at_start(tmp_path: Any) -> None
 
     with pytest.raises(ValueError, match="empty"):
         parse_keys(Settings(_env_file=None, api_keys_file=str(keys_file)))  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="cannot be read"):
+        parse_keys(Settings(_env_file=None, api_keys_file=str(tmp_path / "missing.txt")))  # type: ignore[call-arg]
     empty_entries = Settings(_env_file=None, api_keys=" , ,")  # type: ignore[call-arg]
     assert parse_keys(empty_entries) == {}
 

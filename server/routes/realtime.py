@@ -9,6 +9,8 @@ The key is checked before the handshake is accepted; a refused key gets HTTP 403
 An ephemeral secret starts its session with the config it was minted with.
 """
 
+import logging
+
 from fastapi import APIRouter, WebSocket
 
 from server import metrics
@@ -22,6 +24,7 @@ from server.realtime.simple_protocol import SimpleProtocol
 from server.services import Services, services
 
 router = APIRouter()
+log = logging.getLogger("edge.auth")
 
 
 def _initial_config(identity: Identity) -> SessionConfig | None:
@@ -40,14 +43,17 @@ async def openai_realtime(websocket: WebSocket) -> None:
     beta = "realtime=v1" in websocket.headers.get("openai-beta", "") or "openai-beta.realtime-v1" in offered
     state = services(websocket)
     try:
+        initial = _initial_config(identity)
+    except APIError as exc:  # minted by an edge that validated differently: refuse rather than guess
+        log.warning("refused a realtime handshake: its ephemeral secret's session is invalid: %s", exc.message)
+        await websocket.close(code=1008)
+        return
+    try:
         default_model = await state.models.served()
     except APIError:
         default_model = None
     protocol = OpenAIProtocol(
-        beta=beta,
-        default_model=default_model,
-        lifetime_s=state.settings.realtime_max_session_s,
-        initial=_initial_config(identity),
+        beta=beta, default_model=default_model, lifetime_s=state.settings.realtime_max_session_s, initial=initial
     )
     await _serve_for(identity, websocket, protocol, state, "realtime" if "realtime" in offered else None)
 
