@@ -31,7 +31,7 @@ def _initial_config(identity: Identity) -> SessionConfig | None:
     if identity.session is None:
         return None
     parse = parse_beta_session if identity.flavour == "beta" else parse_ga_session
-    return parse(identity.session, SessionConfig())  # validated when it was minted
+    return parse(identity.session, SessionConfig())
 
 
 @router.websocket("/v1/realtime")
