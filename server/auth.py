@@ -108,7 +108,7 @@ class KeyRing:
 
     @property
     def names(self) -> list[str]:
-        return [name for _, name in self._digests]
+        return list(dict.fromkeys(name for _, name in self._digests))
 
     def check_bearer(self, token: str | None) -> Identity | None:
         """The identity of an API key (not an ephemeral secret), or None if it is refused.
