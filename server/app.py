@@ -3,23 +3,25 @@
 `create_app()` is what uvicorn runs (`server.launcher` starts it with `factory=True`).
 """
 
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import metrics
+from server.access import require_api_key
 from server.errors import install_error_handlers, too_large
 from server.health_port import HealthServer
 from server.realtime.tcp_server import TCPStreamServer
-from server.routes import audio, chat, realtime, service
+from server.routes import audio, chat, client_secrets, models, realtime, service
 from server.services import Services
 from server.settings import Settings, get_settings
 
@@ -80,6 +82,21 @@ class RequestMetrics:
             metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def access_summary(built: Services) -> str:
+    if not built.keys.required:
+        return "open (no API keys)"
+    return f"API keys required ({', '.join(built.keys.names)})"
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -88,17 +105,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         built = Services.build(settings)
         await built.start()
         app.state.services = built
+        if not built.keys.required and not is_loopback(settings.host):
+            log.warning(
+                "the edge listens on %s without API keys: anyone who reaches it can use it (set API_KEYS)",
+                settings.host,
+            )
         try:
             async with AsyncExitStack() as ports:
                 if settings.tcp_port is not None:
-                    tcp = TCPStreamServer(built, authenticate=None)
+                    keys = built.keys
+                    tcp = TCPStreamServer(
+                        built, authenticate=(lambda key: keys.check_bearer(key) is not None) if keys.required else None
+                    )
                     await tcp.start(settings.host, settings.tcp_port)
                     ports.push_async_callback(tcp.aclose)
                 if settings.health_port is not None:
                     health = HealthServer(built)
                     await health.start(settings.host, settings.health_port)
                     ports.push_async_callback(health.aclose)
-                log.info("edge ready; backend %s", settings.backend_url)
+                log.info("edge ready; backend %s; %s", settings.backend_url, access_summary(built))
                 yield
         finally:
             await built.aclose()
@@ -112,8 +137,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(audio.router)
-    app.include_router(chat.router)
+    # Every /v1 HTTP router takes the key dependency; realtime sockets check at their handshake.
+    protected = [Depends(require_api_key)]
+    app.include_router(audio.router, dependencies=protected)
+    app.include_router(chat.router, dependencies=protected)
+    app.include_router(models.router, dependencies=protected)
+    app.include_router(client_secrets.router, dependencies=protected)
     app.include_router(service.router)
     app.include_router(realtime.router)
     app.mount("/ui", StaticFiles(directory=UI_DIR, check_dir=False), name="ui")

@@ -9,8 +9,10 @@ with vLLM's last log lines.
 import asyncio
 import collections
 import ctypes
+import functools
 import logging
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -24,6 +26,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from server.app import create_app
 from server.settings import Settings, get_settings
 
 log = logging.getLogger("launcher")
@@ -71,12 +74,15 @@ def has_nvidia_gpu() -> bool:
 
 
 def vllm_environment(settings: Settings) -> dict[str, str]:
-    """vLLM's environment: on a CPU, a bounded KV cache instead of most of the machine's memory.
+    """vLLM's environment: its API key, and on a CPU a bounded KV cache instead of most of the memory.
 
     vLLM's CPU build otherwise reserves `--gpu-memory-utilization` (0.92) of all RAM and refuses
     to start when other processes use more than the rest.
     """
     env = dict(os.environ)
+    env.pop("VLLM_API_KEY", None)
+    if settings.vllm_api_key:  # vLLM's --api-key, passed in its environment so it shows in no command line
+        env["VLLM_API_KEY"] = settings.vllm_api_key
     if not has_nvidia_gpu():
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.vllm_cpu_kvcache_gb))
     return env
@@ -182,8 +188,9 @@ def _group_running(pgid: int) -> bool:
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """How uvicorn serves the edge.
 
-    WebSocket messages may be a little larger than `REALTIME_MAX_MESSAGE_MB`, so the session
-    itself refuses an oversized message with a clear `error` event before uvicorn would drop it.
+    With `TLS_CERTFILE` and `TLS_KEYFILE` it serves https and wss itself. WebSocket messages may be a
+    little larger than `REALTIME_MAX_MESSAGE_MB`, so the session itself refuses an oversized message
+    with a clear `error` event before uvicorn would drop it.
     """
     options: dict[str, Any] = dict(
         host=settings.host,
@@ -191,13 +198,15 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         log_level=settings.log_level,
         ws_max_size=int((settings.realtime_max_message_mb + 1) * 1_048_576),
     )
+    if settings.tls:
+        options.update(ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile)
     options.update(overrides)
     return uvicorn.Config(app, **options)
 
 
 async def _serve_edge(settings: Settings, vllm: VLLMProcess | None) -> int:
     """Run the edge until it is told to stop; stop it early (exit 1) if vLLM dies."""
-    server = uvicorn.Server(uvicorn_config("server.app:create_app", settings, factory=True))
+    server = uvicorn.Server(uvicorn_config(functools.partial(create_app, settings), settings, factory=True))
     exit_code = 0
 
     async def watch_vllm() -> None:
@@ -224,6 +233,8 @@ def main() -> None:
     if settings.vllm_url:
         log.info("using the vLLM at %s", settings.backend_url)
     else:
+        # A key per start that only the edge knows, so nothing else can use vLLM where its port is reachable.
+        settings = settings.model_copy(update={"vllm_api_key": settings.vllm_api_key or secrets.token_urlsafe(32)})
         vllm = VLLMProcess(settings)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         vllm.start()
@@ -231,7 +242,7 @@ def main() -> None:
         if vllm:
             vllm.wait_healthy(settings.vllm_startup_timeout_s)
         shown = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
-        base = f"http://{shown}:{settings.port}"
+        base = f"{'https' if settings.tls else 'http'}://{shown}:{settings.port}"
         print(f"\n  API   {base}/v1\n  UI    {base}/\n  Docs  {base}/docs\n", file=sys.stderr, flush=True)
         code = asyncio.run(_serve_edge(settings, vllm))
     except (VLLMDied, TimeoutError) as exc:

@@ -1,11 +1,40 @@
-"""Prometheus metrics of the edge, served at `/metrics` (names start with `edge_`)."""
+"""Prometheus metrics of the edge, served at `/metrics` (names start with `edge_`).
+
+Usage is also counted per API key *name* (never the key): the name of the caller's key is in
+`usage_key` for the request or realtime session being served (set by `server.access`).
+"""
+
+import contextvars
 
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
+usage_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("usage_key", default=None)
+
+KEY_REQUESTS = Counter("edge_key_requests_total", "Authenticated /v1 HTTP requests by API key name", ["key"])
+KEY_AUDIO_SECONDS = Counter(
+    "edge_key_audio_seconds_total", "Seconds of audio processed (files) or received (realtime) by API key name", ["key"]
+)
+KEY_REALTIME_SESSIONS = Counter("edge_key_realtime_sessions_total", "Realtime sessions opened by API key name", ["key"])
+
+
+def count_key_audio(seconds: float) -> None:
+    """Seconds of audio received for the caller's key (realtime input; files count through `AUDIO_SECONDS`)."""
+    if (name := usage_key.get()) is not None:
+        KEY_AUDIO_SECONDS.labels(name).inc(seconds)
+
+
+class AudioSecondsCounter(Counter):
+    """`edge_audio_seconds_total`, which also counts the seconds for the caller's key name."""
+
+    def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
+        super().inc(amount, exemplar)
+        count_key_audio(amount)
+
+
 REQUESTS = Counter("edge_requests_total", "HTTP requests by route and status", ["route", "status"])
-AUDIO_SECONDS = Counter("edge_audio_seconds_total", "Seconds of audio processed", ["route"])
+AUDIO_SECONDS = AudioSecondsCounter("edge_audio_seconds_total", "Seconds of audio processed", ["route"])
 STAGE_SECONDS = Histogram(
     "edge_stage_seconds",
     "Time spent per request stage: decode, vad, backend, total",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from server.auth import KeyRing
 from server.fetch import SafeFetcher
 from server.model_names import ModelNames
 from server.realtime.connection import SessionSlots
@@ -29,6 +30,7 @@ class Services:
     transcriber: TranscriptionService
     vad_engine: BatchedVADEngine
     realtime_slots: SessionSlots
+    keys: KeyRing
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
@@ -47,6 +49,7 @@ class Services:
                 max_batch=settings.realtime_vad_max_batch, intra_op_threads=settings.vad_intra_op_threads
             ),
             realtime_slots=SessionSlots(settings.realtime_max_sessions),
+            keys=KeyRing.from_settings(settings),
         )
 
     async def start(self) -> None:

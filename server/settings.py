@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,12 +20,21 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = 8000
     log_level: str = "info"
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+
+    # Access control.
+    api_keys: str = Field(default="", repr=False)
+    api_keys_file: str | None = None
+    ephemeral_secret_key: str | None = Field(default=None, repr=False)
+    metrics_require_key: bool = False
+    api_key_max_sessions: int | None = Field(default=None, ge=1)
 
     # The vLLM backend.
     vllm_url: str | None = Field(
         default=None, description="Base URL of an external vLLM (or RunPod OpenAI URL); unset = start one locally"
     )
-    vllm_api_key: str | None = None
+    vllm_api_key: str | None = Field(default=None, repr=False)
     vllm_host: str = "127.0.0.1"
     vllm_port: int = 8001
     voxtral_model: str = "mistralai/Voxtral-Mini-3B-2507"
@@ -91,6 +100,16 @@ class Settings(BaseSettings):
     @property
     def allowed_host_set(self) -> set[str]:
         return {h.strip().lower() for h in self.allowed_url_hosts.split(",") if h.strip()}
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "Settings":
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("TLS_CERTFILE and TLS_KEYFILE must be set together")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_certfile and self.tls_keyfile)
 
     @property
     def json_audio_upload(self) -> bool:

@@ -12,6 +12,10 @@ class AudioFormat:
     encoding: str = "pcm16"
     rate: int = 24000
 
+    def seconds(self, payload_bytes: int) -> float:
+        """How much audio `payload_bytes` of this format hold."""
+        return payload_bytes / ((2 if self.encoding == "pcm16" else 1) * self.rate)
+
 
 @dataclass(frozen=True)
 class TurnDetection:

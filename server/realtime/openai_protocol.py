@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from server import metrics
 from server.errors import APIError
 from server.input_errors import InputError
 from server.languages import language_code
@@ -234,14 +235,18 @@ def _usage(usage: ev.StreamUsage) -> dict[str, Any]:
 class OpenAIProtocol:
     """One connection's view of the protocol: its flavour, session id and the model name to show."""
 
-    def __init__(self, *, beta: bool, default_model: str | None, lifetime_s: float) -> None:
+    def __init__(
+        self, *, beta: bool, default_model: str | None, lifetime_s: float, initial: SessionConfig | None = None
+    ) -> None:
+        """`initial`: the config to start with (an ephemeral secret's session), else the defaults."""
         self.beta = beta
         self.session_id = new_id("sess")
         self.default_model = default_model
         self.expires_at = int(time.time() + lifetime_s)
+        self._initial = initial or SessionConfig()
 
     def initial_config(self) -> SessionConfig:
-        return SessionConfig()
+        return self._initial
 
     def error(self, exc: APIError) -> Message:
         return error_event(exc)
@@ -326,6 +331,7 @@ class OpenAIProtocol:
             except (binascii.Error, ValueError) as exc:
                 raise invalid("`audio` is not valid base64.", "audio") from exc
             await session.append(payload)
+            metrics.count_key_audio(session.config.audio_format.seconds(len(payload)))
             return []
         if kind == "input_audio_buffer.commit":
             session.commit()

@@ -15,6 +15,7 @@ import binascii
 from datetime import UTC, datetime
 from typing import Any
 
+from server import metrics
 from server.errors import APIError
 from server.realtime import events as ev
 from server.realtime.client_text import parse_json
@@ -53,6 +54,7 @@ class SimpleProtocol:
         except (binascii.Error, ValueError, TypeError):
             return [self.error(APIError(400, "`data` is not valid base64.", code="invalid_value"))]
         await session.append(payload)
+        metrics.count_key_audio(session.config.audio_format.seconds(len(payload)))
         return []
 
     def render(self, event: ev.Event) -> list[Message]:

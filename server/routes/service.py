@@ -1,40 +1,14 @@
-"""Service routes: models, liveness, readiness, Prometheus metrics."""
+"""Service routes, open to all: liveness, readiness, and Prometheus metrics (a key with `METRICS_REQUIRE_KEY`)."""
 
-import time
-from typing import Any
-
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from server.access import metrics_access
 from server.errors import APIError
 from server.services import services
 
 router = APIRouter()
-
-
-def _alias_entry(alias: str, served: str) -> dict[str, Any]:
-    return {"id": alias, "object": "model", "created": int(time.time()), "owned_by": "voxtral-edge", "root": served}
-
-
-@router.get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
-    """vLLM's models, plus the aliases that map to the served one."""
-    state = services(request)
-    listing = await state.backend.models()
-    served = await state.models.served()
-    listing["data"] = list(listing.get("data") or []) + [_alias_entry(a, served) for a in sorted(state.models.aliases)]
-    return listing
-
-
-@router.get("/v1/models/{model_id:path}")
-async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    state = services(request)
-    served = await state.models.resolve(model_id)
-    for entry in (await state.backend.models()).get("data") or []:
-        if entry.get("id") == model_id:
-            return entry
-    return _alias_entry(model_id, served)
 
 
 @router.get("/health")
@@ -64,6 +38,6 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "model": served})
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(metrics_access)])
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

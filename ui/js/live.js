@@ -1,6 +1,7 @@
 // Live mode: the Start/Stop button ties the microphone, the realtime connection and the
 // transcript view together, and turns their states into what the page shows.
 
+import { apiKey } from "./api-key.js";
 import { hideMessage, showMessage } from "./message.js";
 import { listMicrophones, Microphone, MicrophoneError } from "./microphone.js";
 import { RealtimeClient, realtimeUrl } from "./realtime-client.js";
@@ -70,6 +71,7 @@ export class LiveMode {
       rate: SESSION_RATE,
       onEvent: (event) => this.onEvent(event),
       onState: (state, info) => this.onState(state, info),
+      protocols: () => apiKey.subprotocols(),
     });
     this.client.connect();
   }
@@ -162,6 +164,7 @@ export class LiveMode {
       if (this.gate) this.gate.opened(this.client);
       else this.setSpeaking(false, "Listening");
     } else if (state === "retrying") {
+      if (info.reason === "unreachable") this.checkKey();
       const seconds = Math.round(info.delayMs / 1000);
       chip.textContent = `Reconnecting in ${seconds} s`;
       const [title, detail] = RETRY_MESSAGES[info.reason];
@@ -174,6 +177,13 @@ export class LiveMode {
       chip.dataset.state = "idle";
       chip.textContent = "Not connected";
     }
+  }
+
+  /** A socket that never opened may have been refused for its key (the browser cannot tell). */
+  async checkKey() {
+    if (await apiKey.check()) return;
+    await this.stop();
+    showMessage(this.ui["live-message"], "The server refused the API key.", "Enter a valid key above, then press Start.");
   }
 
   setRunning(running) {

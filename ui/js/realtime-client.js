@@ -24,10 +24,10 @@ export function realtimeUrl(location = window.location) {
 export class RealtimeClient {
   /**
    * @param {{url: string, session: () => object, rate: number, onEvent: (event: object) => void,
-   *          onState: (state: string, info?: object) => void}} options
+   *          onState: (state: string, info?: object) => void, protocols?: () => string[]}} options
    */
-  constructor({ url, session, rate, onEvent, onState }) {
-    Object.assign(this, { url, session, rate, onEvent, onState });
+  constructor({ url, session, rate, onEvent, onState, protocols = () => [] }) {
+    Object.assign(this, { url, session, rate, onEvent, onState, protocols });
     this.socket = null;
     this.ready = false;
     this.closed = false;
@@ -70,7 +70,7 @@ export class RealtimeClient {
 
   open() {
     this.onState("connecting", { attempt: this.failures });
-    const socket = new WebSocket(this.url);
+    const socket = new WebSocket(this.url, this.protocols());
     let opened = false;
     this.socket = socket;
     this.clock = new AudioClock();

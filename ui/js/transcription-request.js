@@ -1,6 +1,8 @@
 // POST /v1/audio/transcriptions with XMLHttpRequest, for its upload progress events; with
 // `stream=true` the server-sent events are read as they arrive.
 
+import { apiKey } from "./api-key.js";
+
 const ENDPOINT = "/v1/audio/transcriptions";
 
 export class RequestError extends Error {
@@ -43,6 +45,7 @@ export function transcribe(form, { onUploadProgress, onUploaded, onDelta }) {
 
   const done = new Promise((resolve, reject) => {
     xhr.open("POST", ENDPOINT);
+    for (const [name, value] of Object.entries(apiKey.headers())) xhr.setRequestHeader(name, value);
     xhr.upload.onprogress = (event) => event.lengthComputable && onUploadProgress(event.loaded / event.total);
     xhr.upload.onload = () => onUploaded();
     xhr.onprogress = () => streaming && xhr.status < 400 && readEvents();
@@ -63,6 +66,10 @@ export function transcribe(form, { onUploadProgress, onUploaded, onDelta }) {
 }
 
 function httpError(xhr) {
+  if (xhr.status === 401) {
+    apiKey.refused();
+    return new RequestError("The server needs a valid API key.", "Enter one above, then try again.");
+  }
   let message = xhr.statusText;
   try {
     message = JSON.parse(xhr.responseText).error.message;

@@ -1,0 +1,189 @@
+"""API keys and ephemeral client secrets: who may use the edge.
+
+Keys come from `API_KEYS` (comma-separated) and `API_KEYS_FILE` (one a line), each optionally
+`name:key`; the name attributes usage in metrics and logs without showing the key. No key
+configured: the edge is open and every caller is the `anonymous` identity.
+
+Ephemeral secrets (`ek_…`) are minted with a real key for browsers: stateless and signed with
+HMAC-SHA256 (`EPHEMERAL_SECRET_KEY`), so any edge process sharing that secret accepts them. A
+secret carries its expiry, the minting key's name and the realtime session config to start
+with; it opens realtime sessions only, never an HTTP route.
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from server.settings import Settings
+
+log = logging.getLogger("edge.auth")
+
+EPHEMERAL_PREFIX = "ek_"
+ANONYMOUS = "anonymous"
+MAX_TOKEN_CHARS = 16_384  # longer bearer tokens are refused before any work
+SessionFlavour = Literal["ga", "beta"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated caller: the key's name, and for an ephemeral secret the session it grants."""
+
+    name: str
+    ephemeral: bool = False
+    flavour: SessionFlavour = "ga"
+    session: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Minted:
+    value: str
+    expires_at: int
+
+
+def parse_keys(settings: Settings) -> dict[str, str]:
+    """`{key: name}` from `API_KEYS` and `API_KEYS_FILE`; blank lines and `#` comments are skipped.
+
+    Keys without a name are called `key-1`, `key-2`, … in the order they are listed.
+    """
+    entries = settings.api_keys.split(",")
+    if settings.api_keys_file:
+        try:
+            entries += Path(settings.api_keys_file).read_text().splitlines()
+        except OSError as exc:
+            raise ValueError(f"API_KEYS_FILE {settings.api_keys_file!r} cannot be read: {exc.strerror}") from exc
+    keys: dict[str, str] = {}
+    for entry in (e.strip() for e in entries):
+        if not entry or entry.startswith("#"):
+            continue
+        name, sep, key = entry.partition(":")
+        if not sep:
+            name, key = f"key-{len(keys) + 1}", entry
+        name, key = name.strip(), key.strip()
+        if not key:
+            raise ValueError(f"API key {name!r} is empty")
+        keys[key] = name or f"key-{len(keys) + 1}"
+    return keys
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class KeyRing:
+    """Checks bearer tokens against the configured keys, and mints and checks ephemeral secrets."""
+
+    def __init__(self, keys: dict[str, str], signing_key: bytes, max_sessions_per_key: int | None = None) -> None:
+        # Compared by SHA-256 digest, so every comparison is over equal lengths and in constant time.
+        self._digests = [(_digest(key), name) for key, name in keys.items()]
+        self._signing_key = signing_key
+        self.sessions = KeySessions(max_sessions_per_key)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "KeyRing":
+        keys = parse_keys(settings)
+        secret = settings.ephemeral_secret_key
+        signing_key = secret.encode() if secret else secrets.token_bytes(32)
+        return cls(keys, signing_key, settings.api_key_max_sessions)
+
+    @property
+    def required(self) -> bool:
+        return bool(self._digests)
+
+    @property
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(name for _, name in self._digests))
+
+    def check_bearer(self, token: str | None) -> Identity | None:
+        """The identity of an API key (not an ephemeral secret), or None if it is refused.
+
+        Every transport calls this with the token it received (None when it got none). With no
+        keys configured everyone is let in as `anonymous`.
+        """
+        if not self.required:
+            return Identity(ANONYMOUS)
+        if not token or len(token) > MAX_TOKEN_CHARS:
+            return None
+        digest = _digest(token)
+        found: str | None = None
+        for known, name in self._digests:  # no early exit: the time does not depend on which key matched
+            if hmac.compare_digest(digest, known) and found is None:
+                found = name
+        return Identity(found) if found is not None else None
+
+    def check_realtime(self, token: str | None) -> Identity | None:
+        """Like `check_bearer`, and an unexpired ephemeral secret is accepted too."""
+        if token and token.startswith(EPHEMERAL_PREFIX):
+            identity = self.check_ephemeral(token)
+            if identity is not None or self.required:
+                return identity
+        return self.check_bearer(token)
+
+    def mint(self, owner: Identity, flavour: SessionFlavour, session: dict[str, Any] | None, ttl_s: int) -> Minted:
+        """An ephemeral secret for `owner`, valid `ttl_s` seconds, that starts sessions with `session`."""
+        expires_at = int(time.time()) + ttl_s
+        claims = {"n": owner.name, "e": expires_at, "f": flavour, "s": session, "r": _b64(secrets.token_bytes(9))}
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        return Minted(f"{EPHEMERAL_PREFIX}{payload}.{self._sign(payload)}", expires_at)
+
+    def check_ephemeral(self, token: str) -> Identity | None:
+        """The identity an ephemeral secret grants, or None if it is forged, tampered with or expired."""
+        if len(token) > MAX_TOKEN_CHARS or not token.startswith(EPHEMERAL_PREFIX):
+            return None
+        payload, _, signature = token[len(EPHEMERAL_PREFIX) :].partition(".")
+        if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
+            return None
+        try:
+            claims = json.loads(_unb64(payload))
+        except (binascii.Error, ValueError):
+            return None
+        if not isinstance(claims, dict) or not isinstance(claims.get("e"), int) or claims["e"] <= time.time():
+            return None
+        flavour: SessionFlavour = "beta" if claims.get("f") == "beta" else "ga"
+        session = claims.get("s") if isinstance(claims.get("s"), dict) else None
+        return Identity(str(claims.get("n")), ephemeral=True, flavour=flavour, session=session)
+
+    def _sign(self, payload: str) -> str:
+        return _b64(hmac.new(self._signing_key, payload.encode(), hashlib.sha256).digest())
+
+
+@dataclass
+class KeySessions:
+    """Open realtime sessions per key name, against `API_KEY_MAX_SESSIONS` (None: no cap)."""
+
+    limit: int | None
+    open: Counter[str] = field(default_factory=Counter)
+
+    def try_acquire(self, name: str) -> bool:
+        if self.limit is not None and self.open[name] >= self.limit:
+            return False
+        self.open[name] += 1
+        return True
+
+    def release(self, name: str) -> None:
+        self.open[name] -= 1
+        if self.open[name] <= 0:
+            del self.open[name]
+
+
+def masked(token: str) -> str:
+    """A key as an error message may show it: a short prefix and suffix of a long printable key."""
+    if len(token) < 20 or not token.isascii() or not token.isprintable():
+        return "***"
+    return f"{token[:3]}***{token[-3:]}"

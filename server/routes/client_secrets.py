@@ -1,0 +1,86 @@
+"""Ephemeral client secrets for browsers, minted with a real API key (OpenAI's shapes).
+
+GA: `POST /v1/realtime/client_secrets` `{"expires_after": {"anchor": "created_at", "seconds"},
+"session": {...}}` answers `{"value": "ek_…", "expires_at", "session"}`. Beta:
+`POST /v1/realtime/transcription_sessions` takes the beta session fields (and
+`client_secret.expires_at`) and answers the session with `client_secret: {value, expires_at}`.
+The session given is validated now and applied when the secret connects.
+"""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.access import require_api_key
+from server.auth import Identity, SessionFlavour
+from server.errors import APIError
+from server.realtime.config import SessionConfig
+from server.realtime.openai_protocol import OpenAIProtocol, parse_beta_session, parse_ga_session
+from server.services import Services, services
+
+router = APIRouter()
+
+
+class ExpiresAfter(BaseModel):
+    anchor: Literal["created_at"] = "created_at"
+    seconds: int = Field(default=600, ge=10, le=7200)
+
+
+class ClientSecretRequest(BaseModel):
+    expires_after: ExpiresAfter = Field(default_factory=ExpiresAfter)
+    session: dict[str, Any] | None = None
+
+
+class BetaClientSecretOptions(BaseModel):
+    expires_at: ExpiresAfter = Field(default_factory=ExpiresAfter)
+
+
+class BetaTranscriptionSessionRequest(BaseModel):
+    """Beta session fields (validated by the protocol's parser) plus the secret's lifetime."""
+
+    model_config = ConfigDict(extra="allow")
+    client_secret: BetaClientSecretOptions = Field(default_factory=BetaClientSecretOptions)
+
+    def session(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+async def _session_config(state: Services, flavour: SessionFlavour, session: dict[str, Any]) -> SessionConfig:
+    parse = parse_beta_session if flavour == "beta" else parse_ga_session
+    config = parse(session, SessionConfig())
+    if config.transcription.model is not None:
+        await state.models.resolve(config.transcription.model)
+    return config
+
+
+async def _protocol(state: Services, beta: bool) -> OpenAIProtocol:
+    try:
+        default_model = await state.models.served()
+    except APIError:
+        default_model = None
+    return OpenAIProtocol(beta=beta, default_model=default_model, lifetime_s=state.settings.realtime_max_session_s)
+
+
+@router.post("/v1/realtime/client_secrets")
+async def create_client_secret(
+    body: ClientSecretRequest, request: Request, owner: Annotated[Identity, Depends(require_api_key)]
+) -> dict[str, Any]:
+    state = services(request)
+    session = body.session or {}
+    config = await _session_config(state, "ga", session)
+    minted = state.keys.mint(owner, "ga", session, body.expires_after.seconds)
+    shown = (await _protocol(state, beta=False)).session_object(config)
+    return {"value": minted.value, "expires_at": minted.expires_at, "session": shown}
+
+
+@router.post("/v1/realtime/transcription_sessions")
+async def create_transcription_session(
+    body: BetaTranscriptionSessionRequest, request: Request, owner: Annotated[Identity, Depends(require_api_key)]
+) -> dict[str, Any]:
+    state = services(request)
+    session = body.session()
+    config = await _session_config(state, "beta", session)
+    minted = state.keys.mint(owner, "beta", session, body.client_secret.expires_at.seconds)
+    shown = (await _protocol(state, beta=True)).session_object(config)
+    return {**shown, "client_secret": {"value": minted.value, "expires_at": minted.expires_at}}
