@@ -4,7 +4,7 @@ vLLM would fetch an `audio_url` itself, from wherever it points. The edge fetche
 `data:` audio URLs with its safe fetcher instead and hands vLLM the decoded audio as
 `input_audio` (16 kHz WAV), so vLLM never reaches out to arbitrary addresses; inline
 `input_audio` is decoded and re-encoded the same way. The HTTP chat route
-and the RunPod worker both prepare chat bodies here.
+and the RunPod worker both prepare chat bodies here. Fetch and decode errors name `messages`.
 """
 
 import asyncio
@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 from server.audio import decode_audio, encode_wav
 from server.errors import bad_request
 from server.fetch import SafeFetcher
+from server.input_errors import InputError
 from server.model_names import ModelNames
 
 
@@ -23,6 +24,13 @@ async def normalized_audio(part: dict[str, Any], fetcher: SafeFetcher, max_audio
     URLs are fetched by the safe fetcher; inline audio is decoded too, so every format the edge
     reads works (vLLM's own decoder refuses some, such as stereo MP3) and the same limits apply.
     """
+    try:
+        return await _normalized_audio(part, fetcher, max_audio_s)
+    except InputError as exc:
+        raise exc.api_error("messages") from exc
+
+
+async def _normalized_audio(part: dict[str, Any], fetcher: SafeFetcher, max_audio_s: float) -> dict[str, Any]:
     if part.get("type") == "audio_url":
         ref = part.get("audio_url")
         url = ref.get("url") if isinstance(ref, dict) else ref
