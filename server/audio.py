@@ -18,7 +18,7 @@ from server.input_errors import InputError
 
 SAMPLE_RATE = 16000
 
-# FFmpeg reads up to 5 MB while probing stream parameters, which costs ~2 ms even for a short
+# FFmpeg reads up to 5 MB while probing stream parameters, which is slow even for a short
 # WAV. Almost every container states its audio parameters in its first few KiB, so probe that
 # much first and only fall back to FFmpeg's default when the audio parameters are still unknown.
 _QUICK_PROBE = {"probesize": "8192"}
