@@ -264,7 +264,7 @@ def vad_table(rows: list[dict[str, Any]]) -> str:
         for name, timed in row["models"].items():
             lines.append(
                 [
-                    f"{row['audio_s'] / 60:.0f} min file",
+                    f"{row['audio_s'] / 60:g} min file",
                     row["audio_s"],
                     name,
                     f"{timed['wall_s']:.2f}",
@@ -285,7 +285,7 @@ def vad_plot(rows: list[dict[str, Any]]):
     for i, name in enumerate(names):
         positions = [j + (i - (len(names) - 1) / 2) * width for j in range(len(rows))]
         axis.bar(positions, [row["models"][name]["x_realtime"] for row in rows], width, label=name.split(" (")[0])
-    axis.set_xticks(range(len(rows)), [f"{row['audio_s'] / 60:.0f} min file" for row in rows])
+    axis.set_xticks(range(len(rows)), [f"{row['audio_s'] / 60:g} min file" for row in rows])
     axis.set_ylabel("x realtime (wall)")
     axis.set_title("offline VAD (file segmentation)")
     axis.legend(fontsize=8)
