@@ -87,6 +87,11 @@ def test_sdk_raises_typed_errors(edge: EdgeServer) -> None:
             b"\x02\x00\x10\x00data\x00\x00\x00\x00",
             "zero-length.wav",
         ),
+        (
+            b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x34\x12\x01\x00\x80>\x00\x00\x00}\x00\x00"
+            b"\x02\x00\x10\x00data\x00\x10\x00\x00" + bytes(4096),
+            "format-tag-0x1234.wav",
+        ),
     ],
 )
 def test_undecodable_audio_is_400(edge: EdgeServer, content: bytes, name: str) -> None:
