@@ -16,6 +16,7 @@ import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -23,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import brotli
 import httpcore
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -511,6 +513,27 @@ async def test_compressed_bodies_are_refused_without_decompressing(
     finally:
         ticker.cancel()
     assert "Content-Encoding" in error.message
+    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert peak_after - peak_before < (BOMB_MIB << 20) // 10
+
+
+@pytest.mark.parametrize("name", ["br", "gzip-gzip"])
+def test_the_edge_answers_a_bomb_url_with_a_400_and_keeps_serving(
+    edge, origin: str, bombs: dict[str, tuple[bytes, str]], name: str
+) -> None:
+    """Through the real edge: a 400 in OpenAI's shape, `/health` answering while it is handled,
+    and no growth of the (shared) process's peak memory anywhere near the bomb's size."""
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    url = f"{edge.url}/v1/audio/transcriptions"
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(httpx.post, url, json={"url": f"{origin}/bomb/{name}"}, timeout=60)
+        health = []
+        while not answer.done():
+            health.append(httpx.get(f"{edge.url}/health", timeout=30).status_code)
+        response = answer.result()
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "fetch_failed"
+    assert all(status == 200 for status in health)
     peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     assert peak_after - peak_before < (BOMB_MIB << 20) // 10
 
