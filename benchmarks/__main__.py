@@ -117,26 +117,28 @@ def run_realtime(args: argparse.Namespace, stack: Stack) -> None:
         best,
         budget,
         config,
-        {"backend": _backend_name(args), "max_output_tokens": processes.MAX_OUTPUT_TOKENS},
+        {"backend": _backend_name(args, stack), "max_output_tokens": processes.MAX_OUTPUT_TOKENS},
     )
 
 
-def _backend_name(args: argparse.Namespace) -> str:
+def _backend_name(args: argparse.Namespace, stack: Stack) -> str:
     if args.vllm_url or args.edge_url:
-        return f"vLLM at {args.vllm_url or 'the edge-url backend'}"
-    return f"{results.VLLM_BUILD}, {results.TINY_MODEL}, {processes.TINY_VLLM_ARGS}"
+        if not stack.vllm_url:
+            return "vLLM behind the --edge-url edge"
+        return f"{results.vllm_build(stack.vllm_url)} at {stack.vllm_url}"
+    return f"{results.vllm_build(stack.vllm_url)}, {results.TINY_MODEL}, {processes.TINY_VLLM_ARGS}"
 
 
 def run_files(args: argparse.Namespace, stack: Stack) -> None:
     if not stack.vllm_url:
         raise SystemExit("the file benchmark compares with vLLM directly: give --vllm-url with --edge-url")
-    files_bench.run(stack.edge_url, stack.vllm_url, args.long_seconds, args.repeats, _backend_name(args))
+    files_bench.run(stack.edge_url, stack.vllm_url, args.long_seconds, args.repeats, _backend_name(args, stack))
 
 
 def run_overhead(args: argparse.Namespace, stack: Stack) -> None:
     if not stack.vllm_url:
         raise SystemExit("the overhead benchmark compares with vLLM directly: give --vllm-url with --edge-url")
-    overhead_bench.run(stack.edge_url, stack.vllm_url, args.overhead_requests, _backend_name(args))
+    overhead_bench.run(stack.edge_url, stack.vllm_url, args.overhead_requests, _backend_name(args, stack))
     with processes.standin() as backend, processes.edge(backend.url) as edge:
         overhead_bench.run(
             edge.url,

@@ -6,14 +6,23 @@ the edge (VAD chunks in parallel, `MAX_CHUNK_CONCURRENCY` at a time), once throu
 local edge that sends its chunks one at a time (`MAX_CHUNK_CONCURRENCY=1`), and once as a single request to
 vLLM, whose answer is reported whatever it is (vLLM may refuse or cut a file that large).
 Speed is "x realtime": audio seconds per wall second.
+
+The offline VAD part (`results/files_vad.*`) times the edge's file segmentation
+(`vad.speech_segments` with the service's `auto` parameters) over each long file in this process,
+once per Silero model: the frame model (one onnxruntime call per 32 ms frame) and the sequence
+model the service uses, checking that both give the same segments. It needs no vLLM:
+`python -m benchmarks.files_bench [--long-seconds 600,3600]` runs it alone.
 """
 
+import argparse
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import matplotlib
+import onnxruntime
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -22,9 +31,13 @@ from tqdm import tqdm
 from benchmarks import processes, results
 from benchmarks.speech import DATA, long_file
 from benchmarks.stats import counter_delta, scrape
-from server.audio import decode_audio
+from server.audio import SAMPLE_RATE, decode_audio
+from server.settings import Settings
+from vad import SileroModel, SileroSequenceModel, VADParams, speech_segments
+from vad.model import ProbabilityModel
 
 LONG_TIMEOUT_S = 1200.0
+VAD_REPEATS = 3
 
 
 def _post(client: httpx.Client, url: str, data: bytes, name: str, form: dict[str, str]) -> dict[str, Any]:
@@ -174,6 +187,111 @@ def plot(rows: list[dict[str, Any]], longs: list[dict[str, Any]]):
     return figure
 
 
+def _vad_params(settings: Settings) -> VADParams:
+    """The parameters `TranscriptionService` segments files with (`chunking_strategy` auto)."""
+    return VADParams(
+        threshold=settings.vad_threshold,
+        min_silence_duration_ms=settings.vad_min_silence_ms,
+        speech_pad_ms=settings.vad_speech_pad_ms,
+        max_speech_duration_s=settings.max_chunk_s,
+    )
+
+
+def _time_vad(audio: Any, params: VADParams, model: ProbabilityModel) -> dict[str, Any]:
+    """Median wall and CPU seconds of `VAD_REPEATS` segmentations of `audio`, and the segments."""
+    speech_segments(audio[:SAMPLE_RATE], params, model)  # warm-up: first-call allocations
+    walls, cpus = [], []
+    segments: list[tuple[int, int]] = []
+    for _ in range(VAD_REPEATS):
+        wall, cpu = time.perf_counter(), time.process_time()
+        found = speech_segments(audio, params, model)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+        segments = [(s.start_sample, s.end_sample) for s in found]
+    seconds = len(audio) / SAMPLE_RATE
+    wall_s, cpu_s = statistics.median(walls), statistics.median(cpus)
+    return {
+        "wall_s": round(wall_s, 3),
+        "cpu_s": round(cpu_s, 3),
+        "x_realtime": round(seconds / wall_s),
+        "x_realtime_per_cpu_s": round(seconds / cpu_s),
+        "segments": segments,
+    }
+
+
+def offline_vad(long_seconds: list[float]) -> dict[str, Any]:
+    """Time file segmentation with the frame and the sequence model over each long file; write files_vad.*."""
+    settings = Settings()  # what the service would use here (environment, .env)
+    params = _vad_params(settings)
+    threads = settings.vad_intra_op_threads
+    models: dict[str, ProbabilityModel] = {
+        "frame model (SileroModel)": SileroModel(intra_op_threads=threads),
+        "sequence model (SileroSequenceModel, used by the service)": SileroSequenceModel(intra_op_threads=threads),
+    }
+    rows = []
+    for seconds in tqdm(long_seconds, desc="offline VAD", leave=False):
+        path = long_file(seconds, processes.WORK)
+        audio = decode_audio(path, max_duration_s=seconds + 1)
+        timed = {name: _time_vad(audio, params, model) for name, model in models.items()}
+        segment_lists = [t.pop("segments") for t in timed.values()]
+        rows.append(
+            {
+                "file": str(path.relative_to(processes.ROOT)),
+                "audio_s": seconds,
+                "segments": len(segment_lists[0]),
+                "same_segments": all(s == segment_lists[0] for s in segment_lists),
+                "models": timed,
+            }
+        )
+    data = {
+        "benchmark": "files_vad",
+        "machine": results.machine(),
+        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime_intra_op_threads": threads,
+        "repeats": VAD_REPEATS,
+        "vad_params": vars(params) | {"max_speech_duration_s": params.max_speech_duration_s},
+        "files": rows,
+    }
+    results.write("files_vad", data, vad_table(rows), vad_plot(rows))
+    tqdm.write(vad_table(rows))
+    return data
+
+
+def vad_table(rows: list[dict[str, Any]]) -> str:
+    header = ["file", "audio s", "model", "wall s", "x realtime", "CPU s", "x realtime / CPU s", "segments", "same"]
+    lines = []
+    for row in rows:
+        for name, timed in row["models"].items():
+            lines.append(
+                [
+                    f"{row['audio_s'] / 60:g} min file",
+                    row["audio_s"],
+                    name,
+                    f"{timed['wall_s']:.2f}",
+                    timed["x_realtime"],
+                    f"{timed['cpu_s']:.2f}",
+                    timed["x_realtime_per_cpu_s"],
+                    row["segments"],
+                    "yes" if row["same_segments"] else "NO",
+                ]
+            )
+    return results.markdown_table(header, lines)
+
+
+def vad_plot(rows: list[dict[str, Any]]):
+    figure, axis = plt.subplots(figsize=(7, 4))
+    names = list(rows[0]["models"]) if rows else []
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        positions = [j + (i - (len(names) - 1) / 2) * width for j in range(len(rows))]
+        axis.bar(positions, [row["models"][name]["x_realtime"] for row in rows], width, label=name.split(" (")[0])
+    axis.set_xticks(range(len(rows)), [f"{row['audio_s'] / 60:g} min file" for row in rows])
+    axis.set_ylabel("x realtime (wall)")
+    axis.set_title("offline VAD (file segmentation)")
+    axis.legend(fontsize=8)
+    return figure
+
+
 def run(edge_url: str, vllm_url: str, long_seconds: list[float], repeats: int, backend: str) -> dict[str, Any]:
     with httpx.Client(timeout=httpx.Timeout(LONG_TIMEOUT_S, connect=10)) as client:
         rows = recordings(client, edge_url, vllm_url, repeats)
@@ -189,4 +307,18 @@ def run(edge_url: str, vllm_url: str, long_seconds: list[float], repeats: int, b
     }
     results.write("files", data, table(rows, longs), plot(rows, longs))
     tqdm.write(table(rows, longs))
+    offline_vad(long_seconds)
     return data
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.files_bench", description="The offline VAD part alone.")
+    parser.add_argument("--long-seconds", default="600,3600", help="lengths of the long files, comma-separated")
+    parser.add_argument("--results-dir", type=Path, default=results.RESULTS)
+    args = parser.parse_args(argv)
+    results.directory = args.results_dir
+    offline_vad([float(part) for part in args.long_seconds.split(",") if part])
+
+
+if __name__ == "__main__":
+    main()

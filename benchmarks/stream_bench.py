@@ -188,7 +188,12 @@ def main() -> None:
     axes.set_xlabel("concurrent sessions at 1x")
     axes.set_ylabel("ms")
     axes.legend()
-    data = {"machine": results.machine(), "vllm": results.VLLM_BUILD, "points": points, "turn_backend_s": turns}
+    data = {
+        "machine": results.machine(),
+        "vllm": results.vllm_build(args.vllm_url),
+        "points": points,
+        "turn_backend_s": turns,
+    }
     if turns:
         table += (
             f"\n\nTurn engine, same audio as one turn: vLLM answered in {results.ms(float(np.median(turns)))} ms p50"

@@ -1,7 +1,8 @@
 """Decode any audio (or the audio track of a video) to 16 kHz mono float32 with PyAV.
 
-Every failure a client can cause (not audio, truncated, no audio track, no samples at all,
-too long) becomes an `APIError`; no PyAV exception leaves this module. Decoding is CPU-bound and
+Every failure a client can cause (not audio, truncated, no audio track, an unknown codec, no
+samples at all, too long) becomes an `InputError` (the caller names the request field); no PyAV
+exception leaves this module. Decoding is CPU-bound and
 synchronous: callers run it in a worker thread.
 """
 
@@ -13,11 +14,11 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from server.errors import APIError, bad_request
+from server.input_errors import InputError
 
 SAMPLE_RATE = 16000
 
-# FFmpeg reads up to 5 MB while probing stream parameters, which costs ~2 ms even for a short
+# FFmpeg reads up to 5 MB while probing stream parameters, which is slow even for a short
 # WAV. Almost every container states its audio parameters in its first few KiB, so probe that
 # much first and only fall back to FFmpeg's default when the audio parameters are still unknown.
 _QUICK_PROBE = {"probesize": "8192"}
@@ -35,16 +36,17 @@ def decode_audio(source: bytes | str | os.PathLike | BinaryIO, *, max_duration_s
     """Decode the first audio stream of `source` to a C-contiguous float32 mono array at 16 kHz.
 
     `source` is the file's bytes, a path, or a seekable binary file object (read from its start).
-    Raises `APIError` 400 for anything that is not decodable audio and 413 when the audio is
+    Raises `InputError` 400 for anything that is not decodable audio and 413 when the audio is
     longer than `max_duration_s`; the latter is noticed from the container's stated duration or,
     failing that, while decoding, so an over-long file is never decoded in full.
     """
-    if _is_empty(source):
+    size = _size(source)
+    if size == 0:
         raise _empty("The audio file is empty.")
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
     max_samples = int(max_duration_s * SAMPLE_RATE)
-    plain = _plain_wav(source, max_samples, max_duration_s)
+    plain = _plain_wav(source, size, max_samples, max_duration_s)
     if plain is not None:
         return plain
     try:
@@ -53,10 +55,9 @@ def decode_audio(source: bytes | str | os.PathLike | BinaryIO, *, max_duration_s
             _refuse_long_estimate(container, stream, max_duration_s)
             samples = _decode_stream(container, stream, max_samples, max_duration_s)
     except av.FFmpegError as exc:
-        raise bad_request(
+        raise InputError(
             f"Could not decode the audio file ({exc.strerror or type(exc).__name__}): it is not a supported "
             "audio or video format, or it is corrupt or truncated.",
-            param="file",
             code="invalid_audio",
         ) from exc
     if samples.size == 0:
@@ -64,12 +65,16 @@ def decode_audio(source: bytes | str | os.PathLike | BinaryIO, *, max_duration_s
     return samples
 
 
-def _plain_wav(source: str | os.PathLike | BinaryIO, max_samples: int, max_duration_s: float) -> np.ndarray | None:
+def _plain_wav(
+    source: str | os.PathLike | BinaryIO, size: int | None, max_samples: int, max_duration_s: float
+) -> np.ndarray | None:
     """Read a WAV that already is 16 kHz mono PCM16 with the stdlib, or return None.
 
     Such files need no decoding or resampling, and opening them with FFmpeg was most of the
-    edge's own time on short clips; anything else (other rates, stereo, float, extensible
-    headers) goes through PyAV.
+    edge's own time on short clips. Only a file this reads exactly is read here: anything else
+    (other rates, stereo, float, extensible headers, a data size the file does not hold, such as
+    a truncated file or FFmpeg's streamed WAV whose sizes are placeholders) goes through PyAV,
+    which copes with all of them. `size` is the file's size in bytes, when known.
     """
     if not isinstance(source, (str, os.PathLike)):
         source.seek(0)
@@ -83,20 +88,22 @@ def _plain_wav(source: str | os.PathLike | BinaryIO, max_samples: int, max_durat
                 "NONE",
             ):
                 return None
-            if wav.getnframes() > max_samples * _ESTIMATE_SLACK:
+            frames = wav.getnframes()
+            if size is None or frames * 2 > size:
+                return None
+            if frames > max_samples:
                 raise _too_long(max_duration_s)
-            pcm = wav.readframes(wav.getnframes())
+            pcm = wav.readframes(frames)
     except (wave.Error, EOFError, OSError):
         return None
     finally:
         if not isinstance(source, (str, os.PathLike)):
             source.seek(0)
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-    if samples.size > max_samples:
-        raise _too_long(max_duration_s)
-    if samples.size == 0:
+    if len(pcm) != frames * 2:
+        return None
+    if frames == 0:
         raise _empty("The audio file contains no audio samples.")
-    return samples
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
 def encode_wav(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
@@ -113,15 +120,16 @@ def encode_wav(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
     return buffer.getvalue()
 
 
-def _is_empty(source: bytes | str | os.PathLike | BinaryIO) -> bool:
+def _size(source: bytes | str | os.PathLike | BinaryIO) -> int | None:
+    """The size of `source` in bytes, or None for a path that cannot be read."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return len(source) == 0
+        return len(source)
     if hasattr(source, "seek"):
-        return source.seek(0, os.SEEK_END) == 0
+        return source.seek(0, os.SEEK_END)
     try:
-        return os.path.getsize(source) == 0
+        return os.path.getsize(source)
     except OSError:
-        return False
+        return None
 
 
 def _open(source: str | os.PathLike | BinaryIO) -> av.container.InputContainer:
@@ -137,7 +145,10 @@ def _open(source: str | os.PathLike | BinaryIO) -> av.container.InputContainer:
     container = _open_with(source, {})
     if not container.streams.audio:
         container.close()
-        raise bad_request("The file has no audio stream.", param="file", code="invalid_audio")
+        raise InputError("The file has no audio stream.", code="invalid_audio")
+    if container.streams.audio[0].codec_context is None:
+        container.close()
+        raise InputError("The file's audio is in a codec this server cannot decode.", code="invalid_audio")
     return container
 
 
@@ -151,7 +162,7 @@ def _audio_known(container: av.container.InputContainer) -> bool:
     if not container.streams.audio:
         return False
     codec = container.streams.audio[0].codec_context
-    return codec.sample_rate > 0 and codec.channels > 0
+    return codec is not None and codec.sample_rate > 0 and codec.channels > 0
 
 
 def _refuse_long_estimate(container: av.container.InputContainer, stream: av.AudioStream, max_s: float) -> None:
@@ -203,11 +214,9 @@ def _decode_stream(
     return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
 
 
-def _too_long(max_s: float) -> APIError:
-    return APIError(
-        413, f"The audio is longer than the maximum of {max_s:g} seconds.", param="file", code="audio_too_long"
-    )
+def _too_long(max_s: float) -> InputError:
+    return InputError(f"The audio is longer than the maximum of {max_s:g} seconds.", code="audio_too_long", status=413)
 
 
-def _empty(message: str) -> APIError:
-    return bad_request(message, param="file", code="empty_audio")
+def _empty(message: str) -> InputError:
+    return InputError(message, code="empty_audio")

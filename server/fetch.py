@@ -21,6 +21,16 @@ ignored: through a proxy the connection would go to the proxy, not to the checke
 
 Hosts in `ALLOWED_URL_HOSTS` (names or IP literals, compared with the URL's host as written)
 skip the address check: allowing `127.0.0.1` does not allow `localhost`, nor the reverse.
+
+Host names are checked as DNS names (IDNA-encoded, labels of 1 to 63 characters, 253 in all)
+before anything is resolved. Redirect targets that are not fetchable URLs (a `data:` URL, a
+malformed host) are refused like any other bad URL.
+
+Bodies are never decompressed. The request asks for `Accept-Encoding: identity`, and a response
+with a `Content-Encoding` anyway is refused before its body is read: a few hundred bytes of
+brotli or stacked gzip can expand to gigabytes, and the size limit is on the bytes received.
+
+Every refusal is an `InputError` without a request field; the caller names the field.
 """
 
 import asyncio
@@ -39,7 +49,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import httpcore
 import httpx
 
-from server.errors import APIError, bad_request, too_large
+from server.input_errors import InputError
 from server.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -47,13 +57,14 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Bodies stay in memory up to this size, then spill to a temporary file.
 _SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_MAX_HOST_CHARS = 253
+_MAX_LABEL_CHARS = 63
 
 
 @dataclass
 class FetchedMedia:
     file: BinaryIO  # positioned at 0; the caller closes it
     size: int
-    content_type: str | None
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -113,10 +124,10 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         else:
             try:
                 targets = await resolve(host, port)
-            except OSError:
+            except (OSError, UnicodeError):
                 targets = []
             if not targets:
-                raise bad_request(f"Could not resolve the URL's host {host!r}.", param="url", code="fetch_failed")
+                raise InputError(f"Could not resolve the URL's host {host!r}.", code="fetch_failed")
             if not all(is_public_address(ipaddress.ip_address(t)) for t in targets):
                 raise _not_public(host)
         error: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
@@ -170,20 +181,18 @@ class SafeFetcher:
         )
 
     async def fetch(self, url: str) -> FetchedMedia:
-        """Fetch `url`; raises `APIError` (400, or 413 when too large) for anything refused or failing."""
+        """Fetch `url`; raises `InputError` (400, or 413 when too large) for anything refused or failing."""
         try:
             scheme = urlsplit(url).scheme.lower()
         except ValueError as exc:
-            raise bad_request(f"Malformed URL: {exc}.", param="url") from exc
+            raise _malformed(str(exc)) from exc
         if scheme == "data":
             return self._decode_data_url(url)
         if scheme in ("http", "https"):
             return await self._fetch_http(url)
         if scheme == "":
             return self._open_media_path(url)
-        raise bad_request(
-            f"Unsupported URL scheme {scheme!r}: use http, https or data.", param="url", code="unsupported_url"
-        )
+        raise _unsupported_scheme(scheme)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -194,39 +203,43 @@ class SafeFetcher:
             async with asyncio.timeout(timeout):
                 return await self._download(url)
         except (TimeoutError, httpx.TimeoutException) as exc:
-            raise bad_request(
-                f"Fetching the URL took longer than {timeout:g} seconds.", param="url", code="fetch_timeout"
-            ) from exc
+            raise InputError(f"Fetching the URL took longer than {timeout:g} seconds.", code="fetch_timeout") from exc
         except httpx.HTTPError as exc:
-            raise bad_request(
-                f"Could not fetch the URL: {str(exc) or type(exc).__name__}.", param="url", code="fetch_failed"
+            raise InputError(
+                f"Could not fetch the URL: {str(exc) or type(exc).__name__}.", code="fetch_failed"
             ) from exc
 
     async def _download(self, url: str) -> FetchedMedia:
         try:
             request = self._client.build_request("GET", url)
         except httpx.InvalidURL as exc:
-            raise bad_request(f"Malformed URL: {exc}.", param="url") from exc
+            raise _malformed(str(exc)) from exc
+        except UnicodeError as exc:  # an IDNA error (a malformed `xn--` label), raised while httpx reads the host
+            raise _malformed(f"the host is not a valid host name ({exc})") from exc
         redirects = 0
         while True:
             self._check_url(request.url)
-            response = await self._client.send(request, stream=True)
+            try:
+                response = await self._client.send(request, stream=True)
+            except (httpx.InvalidURL, UnicodeError) as exc:
+                # httpx builds the redirect request while sending; a Location it cannot turn into an
+                # http(s) request (a `data:` URL, a malformed host) fails there.
+                raise InputError(
+                    f"The URL redirected to a URL that cannot be fetched ({exc}).", code="unsupported_url"
+                ) from exc
             if response.next_request is None:
                 break
             await response.aclose()
             redirects += 1
             if redirects > self._settings.fetch_max_redirects:
-                raise bad_request(
-                    f"The URL redirected more than {self._settings.fetch_max_redirects} times.",
-                    param="url",
-                    code="fetch_failed",
+                raise InputError(
+                    f"The URL redirected more than {self._settings.fetch_max_redirects} times.", code="fetch_failed"
                 )
             request = response.next_request
         try:
             if not response.is_success:
-                raise bad_request(
+                raise InputError(
                     f"Fetching the URL failed: the server answered {response.status_code} {response.reason_phrase}.",
-                    param="url",
                     code="fetch_failed",
                 )
             return await self._read_body(response)
@@ -234,13 +247,12 @@ class SafeFetcher:
             await response.aclose()
 
     def _check_url(self, url: httpx.URL) -> None:
-        """Refuse a URL before connecting: wrong scheme, no host, or a non-public IP literal."""
+        """Refuse a URL before connecting: wrong scheme, no host or not a DNS name, or a non-public IP literal."""
         if url.scheme not in ("http", "https"):
-            raise bad_request(
-                f"Unsupported URL scheme {url.scheme!r}: use http, https or data.", param="url", code="unsupported_url"
-            )
+            raise _unsupported_scheme(url.scheme)
         if not url.host:
-            raise bad_request("The URL has no host.", param="url")
+            raise _malformed("the URL has no host")
+        _check_host_name(url)
         if url.host in self._allowlist:
             return
         address = _ip_or_none(url.host)
@@ -248,13 +260,21 @@ class SafeFetcher:
             raise _not_public(url.host)
 
     async def _read_body(self, response: httpx.Response) -> FetchedMedia:
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            raise InputError(
+                f"The server sent the audio compressed (Content-Encoding: {encoding}) although it was asked for "
+                "the plain bytes (Accept-Encoding: identity); compressed downloads are not accepted.",
+                code="fetch_failed",
+            )
         length = response.headers.get("content-length", "")
         if length.isdigit() and int(length) > self._max_bytes:
             raise self._too_large()
         spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY_BYTES)
         try:
             size = 0
-            async for chunk in response.aiter_bytes():
+            # The raw bytes: httpx would otherwise decode a Content-Encoding while streaming.
+            async for chunk in response.aiter_raw():
                 size += len(chunk)
                 if size > self._max_bytes:
                     raise self._too_large()
@@ -263,15 +283,14 @@ class SafeFetcher:
         except BaseException:
             spool.close()
             raise
-        return FetchedMedia(cast(BinaryIO, spool), size, response.headers.get("content-type"))
+        return FetchedMedia(cast(BinaryIO, spool), size)
 
     def _decode_data_url(self, url: str) -> FetchedMedia:
         header, comma, payload = url[len("data:") :].partition(",")
         if not comma:
-            raise bad_request("Malformed data: URL: no comma before the data.", param="url", code="invalid_data_url")
+            raise InputError("Malformed data: URL: no comma before the data.", code="invalid_data_url")
         params = [p.strip() for p in header.split(";")]
         is_base64 = len(params) > 1 and params[-1].lower() == "base64"
-        media_type = params[0] or None
         if is_base64:
             payload = "".join(payload.split())
             if len(payload) // 4 * 3 > self._max_bytes:
@@ -279,20 +298,17 @@ class SafeFetcher:
             try:
                 data = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
             except (binascii.Error, ValueError) as exc:
-                raise bad_request(
-                    "Malformed data: URL: the data is not valid base64.", param="url", code="invalid_data_url"
-                ) from exc
+                raise InputError("Malformed data: URL: the data is not valid base64.", code="invalid_data_url") from exc
         else:
             data = unquote_to_bytes(payload)
         if len(data) > self._max_bytes:
             raise self._too_large()
-        return FetchedMedia(io.BytesIO(data), len(data), media_type)
+        return FetchedMedia(io.BytesIO(data), len(data))
 
     def _open_media_path(self, raw: str) -> FetchedMedia:
         if self._media_root is None:
-            raise bad_request(
+            raise InputError(
                 "Server-side paths are not enabled on this server; send an http(s) or data: URL.",
-                param="url",
                 code="path_not_allowed",
             )
         try:
@@ -301,25 +317,55 @@ class SafeFetcher:
         except (OSError, ValueError):
             inside = False
         if not inside:
-            raise bad_request(
-                "The path is not a file inside this server's media directory.", param="url", code="path_not_allowed"
-            )
+            raise InputError("The path is not a file inside this server's media directory.", code="path_not_allowed")
         file = path.open("rb")
         size = path.stat().st_size
         if size > self._max_bytes:
             file.close()
             raise self._too_large()
-        return FetchedMedia(file, size, None)
+        return FetchedMedia(file, size)
 
-    def _too_large(self) -> APIError:
-        return too_large(f"The audio is larger than the maximum of {self._settings.max_upload_mb:g} MB.", param="url")
+    def _too_large(self) -> InputError:
+        return InputError(
+            f"The audio is larger than the maximum of {self._settings.max_upload_mb:g} MB.",
+            code="too_large",
+            status=413,
+        )
 
 
-def _not_public(host: str) -> APIError:
-    return bad_request(
+def _check_host_name(url: httpx.URL) -> None:
+    """Refuse a host that is not a valid DNS name (or IP literal) before it is resolved.
+
+    httpx has already IDNA-encoded a non-ASCII host into `raw_host`; what is left to check is what
+    `getaddrinfo`'s own IDNA step would fail on (label and name lengths) and malformed `xn--` labels.
+    """
+    host = url.raw_host.decode("ascii", errors="replace")
+    if _ip_or_none(host) is not None:
+        return
+    name = host.removesuffix(".")
+    if len(name) > _MAX_HOST_CHARS or any(not 0 < len(label) <= _MAX_LABEL_CHARS for label in name.split(".")):
+        raise _malformed(
+            f"the host is not a valid host name (it needs labels of 1 to {_MAX_LABEL_CHARS} characters "
+            f"and at most {_MAX_HOST_CHARS} characters in all)"
+        )
+    try:
+        url.host  # noqa: B018 - decoding the IDNA labels validates them (a malformed `xn--` label fails)
+    except UnicodeError as exc:
+        raise _malformed(f"the host is not a valid host name ({exc})") from exc
+
+
+def _malformed(reason: str) -> InputError:
+    return InputError(f"Malformed URL: {reason}.", code="invalid_value")
+
+
+def _unsupported_scheme(scheme: str) -> InputError:
+    return InputError(f"Unsupported URL scheme {scheme!r}: use http, https or data.", code="unsupported_url")
+
+
+def _not_public(host: str) -> InputError:
+    return InputError(
         f"The URL's host {host!r} is not a public address; this server only fetches from public hosts "
         "(and those in ALLOWED_URL_HOSTS).",
-        param="url",
         code="url_not_allowed",
     )
 

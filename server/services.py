@@ -16,7 +16,7 @@ from server.realtime.connection import SessionSlots
 from server.settings import Settings
 from server.transcription import TranscriptionService
 from server.vllm_client import VLLMClient
-from vad import BatchedVADEngine, SileroModel
+from vad import BatchedVADEngine, SileroSequenceModel
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Services:
             fetcher=fetcher,
             models=ModelNames(settings, backend),
             transcriber=TranscriptionService(
-                settings, backend, fetcher, SileroModel(intra_op_threads=settings.vad_intra_op_threads)
+                settings, backend, fetcher, SileroSequenceModel(intra_op_threads=settings.vad_intra_op_threads)
             ),
             vad_engine=BatchedVADEngine(
                 max_batch=settings.realtime_vad_max_batch, intra_op_threads=settings.vad_intra_op_threads

@@ -16,10 +16,9 @@ original audio. The HTTP routes and the RunPod worker both call this module.
 """
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import anyio
@@ -29,10 +28,10 @@ from server.audio import SAMPLE_RATE, decode_audio, encode_wav
 from server.fetch import SafeFetcher
 from server.formats import Segment, Transcript
 from server.settings import Settings
-from server.vllm_client import StreamUsage, VLLMClient
-from vad import SileroModel, VADParams, speech_segments
-
-log = logging.getLogger("transcription")
+from server.usage import StreamUsage
+from server.vllm_client import VLLMClient
+from vad import VADParams, speech_segments
+from vad.model import ProbabilityModel
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,6 @@ class Timings:
     vad_s: float = 0.0
     backend_s: float = 0.0
     chunks: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,14 +129,24 @@ def fixed_windows(n_samples: int, max_samples: int) -> list[Chunk]:
 
 
 class TranscriptionService:
-    def __init__(self, settings: Settings, backend: VLLMClient, fetcher: SafeFetcher, vad_model: SileroModel) -> None:
+    def __init__(
+        self, settings: Settings, backend: VLLMClient, fetcher: SafeFetcher, vad_model: ProbabilityModel
+    ) -> None:
+        """`vad_model` segments whole files.
+
+        `vad.SileroSequenceModel` is the one to pass: it gives the frame model's (`vad.SileroModel`)
+        segments, faster (`benchmarks/files_bench.py`, "Offline VAD" in benchmarks/README.md).
+        """
         self.settings = settings
         self.backend = backend
         self.fetcher = fetcher
         self.vad_model = vad_model
 
     async def load_audio(self, source: bytes | BinaryIO | str, timings: Timings) -> np.ndarray:
-        """Decode an upload (bytes or file) or fetch and decode a URL, off the event loop."""
+        """Decode an upload (bytes or file) or fetch and decode a URL, off the event loop.
+
+        Raises `InputError` (no request field) for audio or a URL that cannot be used.
+        """
         if isinstance(source, str):
             media = await self.fetcher.fetch(source)
             source = media.file

@@ -9,7 +9,7 @@ import base64
 import json
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -17,6 +17,7 @@ import httpx
 
 from server.errors import APIError
 from server.settings import Settings
+from server.usage import StreamUsage
 
 RETRY_AFTER_S = "5"
 
@@ -26,24 +27,6 @@ class TranscriptionResult:
     """What vLLM returned for one audio chunk."""
 
     text: str
-    usage: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StreamUsage:
-    """Token counts reported at the end of a streamed transcription."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    def openai_usage(self) -> dict[str, Any]:
-        """OpenAI's token usage object (`{"type": "tokens", ...}`) of a transcription."""
-        return {
-            "type": "tokens",
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.input_tokens + self.output_tokens,
-        }
 
 
 def _error_from_response(status: int, body: bytes) -> APIError:
@@ -125,7 +108,7 @@ class VLLMClient:
         response = await self._send(request)
         try:
             body = response.json()
-            return TranscriptionResult(text=body["text"], usage=body.get("usage") or {})
+            return TranscriptionResult(text=body["text"])
         except (ValueError, KeyError, TypeError) as exc:
             raise APIError(502, "The speech backend sent an unreadable transcription.", code="backend_error") from exc
 

@@ -87,10 +87,16 @@ def test_sdk_raises_typed_errors(edge: EdgeServer) -> None:
             b"\x02\x00\x10\x00data\x00\x00\x00\x00",
             "zero-length.wav",
         ),
+        (
+            b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x34\x12\x01\x00\x80>\x00\x00\x00}\x00\x00"
+            b"\x02\x00\x10\x00data\x00\x10\x00\x00" + bytes(4096),
+            "format-tag-0x1234.wav",
+        ),
     ],
 )
 def test_undecodable_audio_is_400(edge: EdgeServer, content: bytes, name: str) -> None:
-    assert_openai_error(post(edge, files={"file": (name, content, "application/octet-stream")}), 400, "file")
+    error = assert_openai_error(post(edge, files={"file": (name, content, "application/octet-stream")}), 400, "file")
+    assert error["code"] in ("invalid_audio", "empty_audio")
 
 
 def test_missing_audio_is_400(edge: EdgeServer) -> None:
@@ -132,6 +138,12 @@ def test_private_url_is_400(edge: EdgeServer) -> None:
         "http://[::1]:9/a.wav",
     ):
         assert_openai_error(post(edge, {"url": url}), 400)
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "a" * 10_000, "xn--"])
+def test_invalid_host_name_is_400(edge: EdgeServer, host: str) -> None:
+    error = assert_openai_error(post(edge, {"url": f"http://{host}/a.wav"}), 400)
+    assert "host" in error["message"]
 
 
 def test_too_large_is_413(make_edge) -> None:

@@ -1,6 +1,7 @@
 """Decoding every format the API accepts to 16 kHz mono float32, and refusing what it cannot."""
 
 import io
+import struct
 import wave
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 import server.audio
 from server.audio import SAMPLE_RATE, decode_audio, encode_wav
-from server.errors import APIError
+from server.input_errors import InputError
 from tests.media_helpers import encode_media, tone
 
 DATA = Path(__file__).parent / "data"
@@ -32,11 +33,10 @@ def dominant_frequency(samples: np.ndarray) -> float:
     return float(np.fft.rfftfreq(samples.size, 1 / SAMPLE_RATE)[spectrum.argmax()])
 
 
-def assert_error(source, status: int, code: str, max_duration_s: float = LIMIT_S) -> APIError:
-    with pytest.raises(APIError) as info:
+def assert_error(source, status: int, code: str, max_duration_s: float = LIMIT_S) -> InputError:
+    with pytest.raises(InputError) as info:
         decode_audio(source, max_duration_s=max_duration_s)
     assert (info.value.status, info.value.code) == (status, code), info.value.message
-    assert info.value.param == "file"
     return info.value
 
 
@@ -175,6 +175,44 @@ def test_plain_16k_mono_wav_skips_pyav_and_matches_it(monkeypatch: pytest.Monkey
 
 def test_plain_wav_limits_still_apply() -> None:
     wav = encode_wav(np.zeros(SAMPLE_RATE * 3, dtype=np.float32))
-    with pytest.raises(APIError) as err:
-        decode_audio(wav, max_duration_s=2)
-    assert err.value.status == 413
+    assert_error(wav, 413, "audio_too_long", max_duration_s=2)
+    assert decode_audio(wav, max_duration_s=3).size == SAMPLE_RATE * 3
+
+
+# --- WAV files the stdlib fast path cannot read exactly ------------------------------------------
+
+
+@pytest.mark.parametrize("cut", [480011, 480010, 1001])
+def test_wav_cut_anywhere_decodes_what_it_holds(cut: int) -> None:
+    """A WAV cut short (even at an odd byte count, mid-sample) decodes to its whole samples."""
+    data = (DATA / "silero_test.wav").read_bytes()
+    samples = decode_audio(data[:cut], max_duration_s=LIMIT_S)
+    assert samples.size == (cut - 44) // 2
+    np.testing.assert_array_equal(samples, decode_audio(data, max_duration_s=LIMIT_S)[: samples.size])
+
+
+def test_wav_cut_inside_its_first_sample_is_refused() -> None:
+    with pytest.raises(InputError) as info:
+        decode_audio((DATA / "silero_test.wav").read_bytes()[:45], max_duration_s=LIMIT_S)
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("format_tag", [0, 0x1234])
+def test_wav_with_an_unknown_format_tag_is_invalid_audio(format_tag: int) -> None:
+    data = bytearray((DATA / "silero_test.wav").read_bytes())
+    fmt = data.index(b"fmt ")
+    data[fmt + 8 : fmt + 10] = struct.pack("<H", format_tag)
+    error = assert_error(bytes(data), 400, "invalid_audio")
+    assert "codec" in error.message
+
+
+@pytest.mark.parametrize(("rate", "layout"), [(16000, "mono"), (44100, "stereo")])
+def test_streamed_wav_with_placeholder_sizes_decodes_to_its_length(rate: int, layout: str) -> None:
+    """FFmpeg writing WAV to a pipe cannot go back to fill in the sizes and leaves 0xFFFFFFFF."""
+    data = encode_media("wav", "pcm_s16le", rate=rate, layout=layout, seconds=11.0, seekable=False)
+    assert struct.unpack("<I", data[4:8])[0] == 0xFFFFFFFF
+    assert struct.unpack("<I", data[data.index(b"data") + 4 :][:4])[0] == 0xFFFFFFFF
+    samples = decode_audio(data, max_duration_s=7200)
+    assert_audio(samples, 11.0, tolerance_s=0.01)
+    assert dominant_frequency(samples) == pytest.approx(440, abs=2)
+    assert_error(data, 413, "audio_too_long", max_duration_s=10)

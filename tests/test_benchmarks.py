@@ -51,6 +51,8 @@ def test_realtime_files_and_overhead_against_vllm(tmp_path: Path, vllm_url: str)
     files = load(tmp_path, "files")
     assert all(row["edge"]["status"] == 200 for row in files["recordings"])
     assert files["long_files"][0]["edge_parallel"]["status"] == 200
+    [vad] = load(tmp_path, "files_vad")["files"]
+    assert vad["same_segments"] and vad["segments"] > 0
     overhead = load(tmp_path, "overhead")
     assert [p["concurrency"] for p in overhead["points"]] == [1, 32]
     assert all(p["requests_per_path"] == 10 for p in overhead["points"])

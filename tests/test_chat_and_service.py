@@ -45,12 +45,13 @@ def test_chat_with_audio_url_fetched_by_the_edge(client: openai.OpenAI, media_ur
 
 
 def test_chat_audio_url_to_private_address_is_refused(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(
             model="voxtral",
             messages=audio_message({"type": "audio_url", "audio_url": {"url": "http://169.254.169.254/x.wav"}}),
             max_tokens=3,
         )
+    assert (info.value.code, info.value.param) == ("url_not_allowed", "messages")
 
 
 def test_chat_stream_is_relayed(client: openai.OpenAI) -> None:

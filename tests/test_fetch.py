@@ -5,23 +5,32 @@ before connecting, which `connections` proves: it records every TCP connection a
 the test on one to a non-loopback address.
 """
 
+import asyncio
 import base64
+import gzip
 import ipaddress
+import resource
 import socket
+import struct
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+import brotli
 import httpcore
+import httpx
 import pytest
 import pytest_asyncio
 
 import server.fetch
-from server.errors import APIError
 from server.fetch import SafeFetcher, is_public_address
+from server.input_errors import InputError
 from server.settings import Settings
 
 DATA = Path(__file__).parent / "data"
@@ -29,14 +38,48 @@ AUDIO = (DATA / "silero_test.opus").read_bytes()
 MAX_MB = 0.5
 MAX_BYTES = int(MAX_MB * 1024 * 1024)
 STALL_S = 10.0
+BOMB_MIB = 1024  # the decompression bombs expand to 1 GiB of zeros
+
+
+def gzip_of_zeros(mib: int) -> bytes:
+    """A gzip stream of `mib` MiB of zeros, built without compressing them all.
+
+    After a sync flush the deflate output for each further MiB of zeros is the same bytes, so the
+    stream is the first MiB's output, the steady one repeated, the final block and the trailer.
+    """
+    chunk = bytes(1 << 20)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = deflate.compress(chunk) + deflate.flush(zlib.Z_SYNC_FLUSH)
+    steady = deflate.compress(chunk) + deflate.flush(zlib.Z_SYNC_FLUSH)
+    crc = 0
+    for _ in range(mib):
+        crc = zlib.crc32(chunk, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    trailer = struct.pack("<II", crc, (mib << 20) & 0xFFFFFFFF)
+    return header + first + steady * (mib - 1) + deflate.flush(zlib.Z_FINISH) + trailer
+
+
+@pytest.fixture(scope="module")
+def bombs() -> dict[str, tuple[bytes, str]]:
+    """Bodies the test server sends as /bomb/<name>: (body, Content-Encoding), each 1 GiB decoded."""
+    compressor = brotli.Compressor(quality=3, lgwin=24)
+    chunk = bytes(1 << 20)
+    brotli_bomb = b"".join(compressor.process(chunk) for _ in range(BOMB_MIB)) + compressor.finish()
+    _Handler.bombs = {
+        "br": (brotli_bomb, "br"),
+        "gzip-gzip": (gzip.compress(gzip_of_zeros(BOMB_MIB), compresslevel=9), "gzip, gzip"),
+    }
+    return _Handler.bombs
 
 
 class _Handler(BaseHTTPRequestHandler):
     """Routes: /audio, /chunked?bytes=N, /huge (announces a large Content-Length), /stall,
-    /status/<code>, /redirect?to=<url>, /loop, /host (echoes the Host header)."""
+    /status/<code>, /redirect?to=<url>, /loop, /host (echoes the Host header), and the
+    decompression bombs /bomb/<name> of the `bombs` fixture (sent whatever the Accept-Encoding)."""
 
     protocol_version = "HTTP/1.1"
     release = threading.Event()
+    bombs: ClassVar[dict[str, tuple[bytes, str]]] = {}
 
     def log_message(self, *args) -> None:
         pass
@@ -64,12 +107,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._redirect("/loop")
         elif url.path == "/host":
             self._send(200, self.headers["Host"].encode(), "text/plain")
+        elif url.path.startswith("/bomb/"):
+            body, encoding = self.bombs[url.path.removeprefix("/bomb/")]
+            self._send(200, body, "audio/wav", encoding=encoding)
         else:
             self._send(404, b"", "text/plain")
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, encoding: str | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -150,9 +198,9 @@ async def strict_fetcher(connections) -> AsyncIterator[SafeFetcher]:
     await fetcher.aclose()
 
 
-async def refused(fetcher: SafeFetcher, url: str, status: int = 400, code: str | None = None) -> APIError:
+async def refused(fetcher: SafeFetcher, url: str, status: int = 400, code: str | None = None) -> InputError:
     started = time.monotonic()
-    with pytest.raises(APIError) as info:
+    with pytest.raises(InputError) as info:
         media = await fetcher.fetch(url)
         media.file.close()
     assert info.value.status == status, info.value.message
@@ -170,7 +218,6 @@ async def test_allowlisted_local_server_is_fetched(fetcher: SafeFetcher, origin:
     with media.file:
         assert media.file.read() == AUDIO
     assert media.size == len(AUDIO)
-    assert media.content_type == "audio/ogg"
 
 
 async def test_chunked_body_within_the_limit_is_fetched(fetcher: SafeFetcher, origin: str) -> None:
@@ -376,22 +423,130 @@ async def test_connection_failure_is_a_client_error(fetcher: SafeFetcher, origin
     await refused(fetcher, "http://127.0.0.1:9/audio.wav", code="fetch_failed")
 
 
-# --- data: URLs ----------------------------------------------------------------------------------
+# --- Hostile servers and malformed hosts ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("prefix", "content_type"),
+    "host",
     [
-        ("data:audio/ogg;base64,", "audio/ogg"),
-        ("data:application/octet-stream;base64,", "application/octet-stream"),
-        ("data:;base64,", None),
+        "a" * 64 + ".example",  # a label longer than 63 characters
+        "a" * 10_000,
+        ("a" * 60 + ".") * 5 + "example",  # labels within limits, more than 253 characters in all
+        "xn--",  # an A-label with no Punycode
+        "xn--a.example",
+        "a..example",
     ],
 )
-async def test_base64_data_urls_are_decoded(strict_fetcher: SafeFetcher, prefix: str, content_type: str | None) -> None:
+async def test_invalid_host_names_are_refused_before_resolving(
+    monkeypatch, strict_fetcher: SafeFetcher, connections: list[str], host: str
+) -> None:
+    resolved: list[str] = []
+
+    async def recording_resolve(host: str, port: int) -> list[str]:
+        resolved.append(host)
+        return ["93.184.215.14"]
+
+    monkeypatch.setattr(server.fetch, "resolve", recording_resolve)
+    error = await refused(strict_fetcher, f"http://{host}/audio.wav", code="invalid_value")
+    assert "host" in error.message
+    assert len(error.message) < 500
+    assert resolved == connections == []
+
+
+async def test_invalid_host_names_are_refused_by_the_real_resolver(strict_fetcher: SafeFetcher) -> None:
+    """Without the check, `getaddrinfo`'s IDNA step raised a UnicodeError (a 500)."""
+    await refused(strict_fetcher, "http://" + "a" * 64 + ".example/", code="invalid_value")
+
+
+async def test_valid_long_host_name_is_resolved(monkeypatch, strict_fetcher: SafeFetcher) -> None:
+    resolved: list[str] = []
+
+    async def recording_resolve(host: str, port: int) -> list[str]:
+        resolved.append(host)
+        return ["10.0.0.1"]
+
+    monkeypatch.setattr(server.fetch, "resolve", recording_resolve)
+    host = ("a" * 63 + ".") * 3 + "example"
+    await refused(strict_fetcher, f"http://{host}/audio.wav", code="url_not_allowed")
+    assert resolved == [host]
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["data:audio/wav;base64,UklGRg==", "http://xn--/audio.wav", "http://" + "a" * 64 + ".example/"],
+)
+async def test_redirects_to_unfetchable_urls_are_refused(
+    fetcher: SafeFetcher, connections: list[str], origin: str, location: str
+) -> None:
+    error = await refused(fetcher, f"{origin}/redirect?to={location}")
+    assert error.code in ("unsupported_url", "invalid_value")
+    assert connections == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize("name", ["br", "gzip-gzip"])
+async def test_compressed_bodies_are_refused_without_decompressing(
+    fetcher: SafeFetcher, origin: str, bombs: dict[str, tuple[bytes, str]], name: str
+) -> None:
+    """A body sent with a Content-Encoding it was not asked for is refused, and never expanded.
+
+    httpx used to decode it while streaming: 1 GiB in memory (one chunk, ahead of the size
+    limit) and seconds of the event loop. The peak RSS must not move by anything like it, and a
+    heartbeat on the loop must keep running while the fetch is refused.
+    """
+    assert len(bombs[name][0]) < 4000
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    beats = 0
+
+    async def heartbeat() -> None:
+        nonlocal beats
+        while True:
+            await asyncio.sleep(0.01)
+            beats += 1
+
+    ticker = asyncio.create_task(heartbeat())
+    try:
+        await asyncio.sleep(0.05)
+        beats_before = beats
+        error = await refused(fetcher, f"{origin}/bomb/{name}", code="fetch_failed")
+        await asyncio.sleep(0.05)
+        assert beats > beats_before
+    finally:
+        ticker.cancel()
+    assert "Content-Encoding" in error.message
+    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert peak_after - peak_before < (BOMB_MIB << 20) // 10
+
+
+@pytest.mark.parametrize("name", ["br", "gzip-gzip"])
+def test_the_edge_answers_a_bomb_url_with_a_400_and_keeps_serving(
+    edge, origin: str, bombs: dict[str, tuple[bytes, str]], name: str
+) -> None:
+    """Through the real edge: a 400 in OpenAI's shape, `/health` answering while it is handled,
+    and no growth of the (shared) process's peak memory anywhere near the bomb's size."""
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    url = f"{edge.url}/v1/audio/transcriptions"
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(httpx.post, url, json={"url": f"{origin}/bomb/{name}"}, timeout=60)
+        health = []
+        while not answer.done():
+            health.append(httpx.get(f"{edge.url}/health", timeout=30).status_code)
+        response = answer.result()
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "fetch_failed"
+    assert all(status == 200 for status in health)
+    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert peak_after - peak_before < (BOMB_MIB << 20) // 10
+
+
+# --- data: URLs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["data:audio/ogg;base64,", "data:application/octet-stream;base64,", "data:;base64,"])
+async def test_base64_data_urls_are_decoded(strict_fetcher: SafeFetcher, prefix: str) -> None:
     media = await strict_fetcher.fetch(prefix + base64.b64encode(AUDIO).decode())
     with media.file:
         assert media.file.read() == AUDIO
-    assert (media.size, media.content_type) == (len(AUDIO), content_type)
+    assert media.size == len(AUDIO)
 
 
 async def test_percent_encoded_data_url(strict_fetcher: SafeFetcher) -> None:

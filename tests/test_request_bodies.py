@@ -110,25 +110,20 @@ def test_chat_body_fields_are_checked(edge: EdgeServer) -> None:
         assert_openai_error(httpx.post(f"{edge.url}{CHAT}", json=body, timeout=30), 400, param)
 
 
-# Decoding and fetching raise `InputError` (without a field) once server/audio.py and
-# server/fetch.py are converted (branch h-input); until then they name `file`/`url` themselves.
-NEEDS_INPUT_ERROR = pytest.mark.xfail(reason="needs audio.py/fetch.py to raise InputError (h-input)", strict=False)
+# Decoding and fetching raise `InputError` without a field; the boundary names the field the audio came from.
 
 
-@NEEDS_INPUT_ERROR
 def test_chat_audio_that_cannot_be_decoded_names_messages(edge: EdgeServer) -> None:
     part = {"type": "input_audio", "input_audio": {"data": "bm90IGF1ZGlv", "format": "wav"}}
     body = {"messages": [{"role": "user", "content": [part]}], "max_tokens": 2}
     assert_openai_error(httpx.post(f"{edge.url}{CHAT}", json=body, timeout=30), 400, "messages")
 
 
-@NEEDS_INPUT_ERROR
 def test_undecodable_audio_at_a_url_names_url(edge: EdgeServer) -> None:
     body = {"url": "data:audio/wav;base64,bm90IGF1ZGlv"}
     assert_openai_error(httpx.post(f"{edge.url}{TRANSCRIBE}", json=body, timeout=30), 400, "url")
 
 
-@NEEDS_INPUT_ERROR
 async def test_runpod_audio_errors_name_the_jobs_field(vllm_url: str) -> None:
     jobs = Jobs(edge_settings(vllm_url))
     try:

@@ -4,7 +4,7 @@ from vad.engine import BatchedVADEngine, EngineStream
 from vad.model import FRAME_SAMPLES, SAMPLE_RATE, SileroModel, SileroSequenceModel
 from vad.offline import SpeechSegment, VADParams, speech_segments
 from vad.pcm import decode_alaw, decode_pcm16, decode_ulaw
-from vad.resample import StreamResampler, resample
+from vad.resample import StreamResampler
 from vad.streaming import SpeechStarted, SpeechStopped, StreamingDetector, StreamParams
 
 __all__ = [
@@ -24,6 +24,5 @@ __all__ = [
     "decode_alaw",
     "decode_pcm16",
     "decode_ulaw",
-    "resample",
     "speech_segments",
 ]

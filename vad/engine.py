@@ -12,12 +12,11 @@ states back and resolves the feeds whose frames are all done.
 There is no timer: a tick starts as soon as the previous one ends, with
 whatever frames arrived meanwhile. So a frame waits at most for the tick in
 progress plus its own, i.e. batching adds at most one tick of latency, and
-none when idle. A tick costs ~0.07 ms for one stream and ~0.03 ms per extra
-row on one core (about 2 ms at 64 rows, 8 ms at 256, 30 ms at 1024);
-``max_batch`` bounds it. Ticks of at most ``inline_rows`` rows (under
-0.3 ms) run directly on the loop, because the thread hand-off would cost more
-than the inference (it made a lone stream 6x slower). A stream fed k frames at once needs k ticks, since
-its frames depend on each other through the state.
+none when idle. A tick's cost grows with its rows, and ``max_batch`` bounds
+it (tick costs per batch size: benchmarks/README.md, "VAD"). Ticks of at most
+``inline_rows`` rows run directly on the loop, because for so few rows the
+thread hand-off costs more than the inference. A stream fed k frames at once
+needs k ticks, since its frames depend on each other through the state.
 
 Results equal :class:`~vad.streaming.StreamingDetector` on the same input
 (batch rows are independent, up to float rounding).

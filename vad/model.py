@@ -8,9 +8,10 @@ importlib.resources so silero's own (torch) code is never imported:
   call. Used by the streaming detector and the batched engine.
 * ``silero_vad_16k_sequence.onnx`` (:class:`SileroSequenceModel`): the same
   network evaluated over a block of consecutive frames of one stream in one
-  call. Its probabilities equal the frame model's (to float rounding) and it is
-  about twice as fast per core, because the convolutional front end runs over
-  the whole block and only the LSTM is stepped. Used for offline segmentation.
+  call. Its probabilities equal the frame model's to float rounding (within
+  1e-5 in the tests) and it is faster, because the convolutional front end runs
+  over the whole block and only the LSTM is stepped (measured in
+  ``benchmarks/files_bench.py``). Used for offline segmentation.
 
 Every model input row is the frame's 64-sample left context (the tail of the
 previous frame, zeros before the first frame) followed by the 512-sample frame.

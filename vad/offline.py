@@ -81,10 +81,10 @@ def speech_segments(
     """Speech segments of 16 kHz mono audio. Synchronous and CPU-bound.
 
     Memory beyond the input is one block of model input and activations (under
-    10 MB) plus one float per 32 ms frame, so hour-long audio is fine (an hour
-    takes about 4 s on one core). ``model`` may be a
-    :class:`~vad.model.SileroModel` or :class:`~vad.model.SileroSequenceModel`
-    (the default, faster).
+    10 MB) plus one float per 32 ms frame, so hour-long audio is fine. ``model``
+    may be a :class:`~vad.model.SileroModel` or
+    :class:`~vad.model.SileroSequenceModel` (the default, faster: see
+    ``benchmarks/files_bench.py``).
     """
     if audio.ndim != 1:
         raise ValueError(f"expected mono audio, got shape {audio.shape}")

@@ -1,4 +1,4 @@
-"""Sample-rate conversion to 16 kHz with soxr (whole signals and chunked streams)."""
+"""Sample-rate conversion of chunked streams to 16 kHz with soxr."""
 
 from __future__ import annotations
 
@@ -8,20 +8,12 @@ import soxr
 from vad.model import SAMPLE_RATE
 
 
-def resample(audio: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
-    """Resample mono float audio; returns float32."""
-    audio = np.asarray(audio, dtype=np.float32)
-    if rate_in == rate_out:
-        return audio.copy()
-    return soxr.resample(audio, rate_in, rate_out, quality="HQ")
-
-
 class StreamResampler:
     """Resample a mono stream chunk by chunk, keeping filter state between chunks.
 
     Output is delayed by the filter's latency; pass ``last=True`` with the
-    final chunk to drain it. Concatenated outputs match :func:`resample` of
-    the whole signal up to filter-edge rounding.
+    final chunk to drain it. Concatenated outputs match ``soxr.resample`` (HQ)
+    of the whole signal up to filter-edge rounding.
     """
 
     def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE):

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from server.vllm_client import StreamUsage
+from server.usage import StreamUsage
 
 
 @dataclass(frozen=True)
