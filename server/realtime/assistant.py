@@ -20,7 +20,8 @@ from server.model_names import ModelNames
 from server.realtime.config import Assistant
 from server.realtime.events import Event, ResponseCreated, ResponseDelta, ResponseDone
 from server.realtime.ids import new_id
-from server.vllm_client import StreamUsage, VLLMClient
+from server.usage import StreamUsage
+from server.vllm_client import VLLMClient
 
 log = logging.getLogger("edge.realtime")
 

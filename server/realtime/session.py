@@ -40,7 +40,8 @@ from server.realtime.events import (
     TranscriptPartial,
 )
 from server.realtime.ids import new_id
-from server.vllm_client import StreamUsage, VLLMClient
+from server.usage import StreamUsage
+from server.vllm_client import VLLMClient
 from vad import FRAME_SAMPLES, SAMPLE_RATE, BatchedVADEngine, EngineStream
 from vad import SpeechStarted as VADStarted
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from server.realtime.events import Event, TranscriptCompleted, TranscriptDelta, TranscriptFailed
 from server.settings import Settings
-from server.vllm_client import StreamUsage
+from server.usage import StreamUsage
 from server.vllm_realtime.errors import RealtimeBackendError
 from server.vllm_realtime.probe import RealtimeBackend, probe_realtime
 from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta
