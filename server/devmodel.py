@@ -108,11 +108,17 @@ def write_model(directory: Path) -> Path:
 
 @contextmanager
 def serve_tiny_model(
-    directory: Path, *, port: int, max_num_seqs: int = 16, startup_timeout_s: float = 600
+    directory: Path,
+    *,
+    port: int,
+    max_num_seqs: int = 16,
+    startup_timeout_s: float = 600,
+    scheduling_policy: str = "priority",
 ) -> Iterator[str]:
     """Serve the tiny model, written to `directory`, with a real vLLM; yield vLLM's base URL.
 
-    The test suite and the benchmarks both start their vLLM this way.
+    The test suite and the benchmarks both start their vLLM this way. `scheduling_policy` is
+    vLLM's: "priority" (as the launcher starts it) or "fcfs" (vLLM's default).
     """
     settings = Settings(  # type: ignore[call-arg]  # pydantic-settings takes _env_file
         _env_file=None,
@@ -120,7 +126,7 @@ def serve_tiny_model(
         served_model_name=SERVED_NAME,
         vllm_load_format="dummy",
         vllm_port=port,
-        vllm_args=f"{TINY_VLLM_ARGS} --max-num-seqs {max_num_seqs}",
+        vllm_args=f"{TINY_VLLM_ARGS} --max-num-seqs {max_num_seqs} --scheduling-policy {scheduling_policy}",
         vllm_cpu_kvcache_gb=1,
     )
     process = VLLMProcess(settings, echo=False)
