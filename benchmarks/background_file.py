@@ -23,6 +23,7 @@ class BackgroundFile(threading.Thread):
         self.seconds = seconds
         self.delay_s = delay_s
         self.first_delta = threading.Event()
+        self.first_delta_at: float | None = None
         self._stop_event = threading.Event()
         self.submitted_at: float | None = None
         self.finished_at: float | None = None
@@ -47,6 +48,8 @@ class BackgroundFile(threading.Thread):
                 for line in response.iter_lines():
                     if '"transcript.text.delta"' in line:
                         self.deltas += 1
+                        if self.first_delta_at is None:
+                            self.first_delta_at = time.perf_counter()
                         self.first_delta.set()
                     elif '"transcript.text.done"' in line:
                         self.finished_at = time.perf_counter()

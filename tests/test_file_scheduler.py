@@ -126,3 +126,26 @@ async def test_a_place_granted_to_a_cancelled_chunk_is_passed_on() -> None:
 def test_the_budget_needs_a_place() -> None:
     with pytest.raises(ValueError):
         FileBackendBudget(0)
+
+
+async def test_the_last_place_is_kept_for_a_job_with_nothing_in_flight() -> None:
+    budget = FileBackendBudget(4)
+    recorder = Recorder(budget)
+    long_job, other_long, short_job = budget.job(), budget.job(), budget.job()
+    tasks = [asyncio.create_task(recorder.chunk(long_job, f"long{i}")) for i in range(10)]
+    tasks += [asyncio.create_task(recorder.chunk(other_long, f"other{i}")) for i in range(10)]
+    await settle()
+    assert recorder.started == ["long0", "long1", "long2", "other0"]  # the newcomer took the last place
+    await recorder.finish("long0")
+    assert budget.in_flight == 3  # both jobs have chunks running: the last place stays free
+    short = asyncio.create_task(recorder.chunk(short_job, "short"))
+    await settle()
+    assert recorder.started[-1] == "short" and budget.in_flight == 4
+    await recorder.finish("short")
+    await short
+    while len(recorder.started) < len(tasks) + 1:
+        await recorder.finish(next(n for n in recorder.started if not recorder._done[n].is_set()))
+    for name in recorder.started:
+        await recorder.finish(name)
+    await asyncio.gather(*tasks)
+    assert recorder.peak == 4 and budget.in_flight == 0
