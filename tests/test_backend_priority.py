@@ -2,6 +2,7 @@
 failed request over them (vLLM's own source: lower values are scheduled first, and only its chat,
 completion and responses endpoints take a `priority`, its transcription endpoints none)."""
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -10,10 +11,11 @@ from backend_proxy import RecordingProxy
 from realtime_helpers import JFK_1, build_recording, collect, count, openai_client, pcm16, send_paced
 from test_realtime_extensions import session
 
+from server.devmodel import serve_tiny_model
 from server.launcher import vllm_command
 from server.settings import Settings
-from server.vllm_client import BULK_PRIORITY, LIVE_PRIORITY
-from tests.conftest import SERVED_MODEL
+from server.vllm_client import BULK_PRIORITY, LIVE_PRIORITY, VLLMClient
+from tests.conftest import SERVED_MODEL, free_port, vllm_metric, vllm_requests_running
 from tests.failure_backends import PriorityRefusingBackend
 
 CHAT = "/v1/chat/completions"
@@ -83,3 +85,45 @@ def test_a_backend_refusing_priorities_still_serves_every_request(make_edge) -> 
         assert not edge.app.state.services.backend.accepts_priority
     finally:
         backend.close()
+
+
+@pytest.fixture(scope="module", params=["priority", "fcfs"])
+def one_seq_vllm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private vLLM that runs one request at a time, so the others queue: scheduling by priority
+    (as the launcher starts it) or first come, first served (vLLM's default)."""
+    directory = tmp_path_factory.mktemp("one-seq")
+    with serve_tiny_model(directory, port=free_port(), max_num_seqs=1, scheduling_policy=request.param) as url:
+        yield url
+
+
+async def test_vllm_runs_live_requests_ahead_of_queued_bulk_ones(
+    one_seq_vllm: str, request: pytest.FixtureRequest
+) -> None:
+    """Through the edge's own client: with a long request running, a bulk and then a live request
+    queue. Scheduling by priority, vLLM (lower value first) starts the live one first; without the
+    policy vLLM 0.32 ignores priorities and every request still succeeds, in arrival order."""
+    policy = request.node.callspec.params["one_seq_vllm"]
+    client = VLLMClient(Settings(_env_file=None, vllm_url=one_seq_vllm))
+    finished: list[str] = []
+
+    async def chat(name: str, priority: int, tokens: int) -> None:
+        body = chat_body(max_tokens=tokens, ignore_eos=True)
+        await client.chat(body, priority=priority)
+        finished.append(name)
+
+    try:
+        running = asyncio.create_task(chat("running", BULK_PRIORITY, 3000))
+        while vllm_requests_running(one_seq_vllm) < 1:
+            await asyncio.sleep(0.05)
+        bulk = asyncio.create_task(chat("bulk", BULK_PRIORITY, 5))
+        while vllm_metric(one_seq_vllm, "vllm:num_requests_waiting") < 1:
+            await asyncio.sleep(0.05)
+        live = asyncio.create_task(chat("live", LIVE_PRIORITY, 5))
+        while vllm_metric(one_seq_vllm, "vllm:num_requests_waiting") < 2:
+            await asyncio.sleep(0.05)
+        assert not running.done()
+        await asyncio.gather(running, bulk, live)
+        assert finished == (["running", "live", "bulk"] if policy == "priority" else ["running", "bulk", "live"])
+        assert client.accepts_priority
+    finally:
+        await client.aclose()
