@@ -180,3 +180,18 @@ async def test_realtime_turns_pass_a_full_file_budget(make_edge) -> None:
     finally:
         if not held.future.done():
             held.release()
+
+
+def test_a_client_that_goes_away_leaves_the_queue_and_frees_its_places(make_edge) -> None:
+    edge = make_edge(max_file_backend_requests=1, max_chunk_concurrency=64, **LONG)
+    with httpx.Client(timeout=300) as http:
+        files = {"file": ("a.wav", long_wav(), "audio/wav")}
+        with http.stream("POST", f"{edge.url}/v1/audio/transcriptions", data={"stream": "true"}, files=files) as r:
+            assert r.status_code == 200
+            wait_for(lambda: edge_gauge(edge, "edge_file_backend_requests_waiting") >= 10)
+    wait_for(lambda: edge_gauge(edge, "edge_file_backend_requests_waiting") == 0)
+    wait_for(lambda: edge_gauge(edge, "edge_file_backend_requests_in_flight") == 0)
+    short = httpx.post(
+        f"{edge.url}/v1/audio/transcriptions", files={"file": ("a.wav", short_wav(), "audio/wav")}, timeout=300
+    )
+    assert short.status_code == 200, short.text
