@@ -1,8 +1,10 @@
-"""Run the benchmarks: `python -m benchmarks [all|capacity|realtime|files|overhead|vad] [options]`.
+"""Run the benchmarks: `python -m benchmarks [all|capacity|realtime|files|overhead|mixed|fairness|vad] [options]`.
 
 Without `--edge-url`/`--vllm-url` a fresh stack is started: the tiny vLLM (VLLMProcess) and the
 edge as a uvicorn subprocess. `capacity` always runs its own edge in front of the zero-cost
-stand-in backend (`benchmarks.standin`), since it measures the edge alone.
+stand-in backend (`benchmarks.standin`), since it measures the edge alone. `mixed` and
+`fairness` start their own edges (their settings are what they compare); `mixed` also starts a
+tiny vLLM per scheduling policy unless `--vllm-url` is given.
 """
 
 import argparse
@@ -13,9 +15,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import files_bench, overhead_bench, processes, realtime_bench, results
+from benchmarks import fairness_bench, files_bench, mixed_bench, overhead_bench, processes, realtime_bench, results
 
-COMMANDS = ("all", "capacity", "realtime", "files", "overhead", "vad")
+COMMANDS = ("all", "capacity", "realtime", "files", "overhead", "mixed", "fairness", "vad")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--long-seconds", type=_seconds, default=[600.0, 3600.0], help="lengths of the long files")
     parser.add_argument("--repeats", type=int, default=3, help="runs per file in the file benchmark")
     parser.add_argument("--overhead-requests", type=int, default=300, help="requests per path and concurrency")
+    parser.add_argument("--mixed-sessions", type=int, default=16, help="live sessions in the mixed benchmark")
+    parser.add_argument("--mixed-seconds", type=float, default=60.0, help="audio per live session (mixed)")
+    parser.add_argument("--file-seconds", type=float, default=3600.0, help="the long file (mixed, fairness)")
+    parser.add_argument("--file-budget", type=int, default=4, help="MAX_FILE_BACKEND_REQUESTS (mixed, fairness)")
     parser.add_argument("--results-dir", type=Path, default=results.RESULTS)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (unless given), to check that everything runs")
     if parser.parse_args(argv).quick:
@@ -58,6 +64,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             long_seconds=[120.0],
             repeats=1,
             overhead_requests=20,
+            mixed_sessions=2,
+            mixed_seconds=8.0,
+            file_seconds=120.0,
         )
     return parser.parse_args(argv)
 
@@ -149,7 +158,27 @@ def run_overhead(args: argparse.Namespace, stack: Stack) -> None:
         )
 
 
-VLLM_RUNNERS = {"realtime": run_realtime, "files": run_files, "overhead": run_overhead}
+def run_mixed(args: argparse.Namespace) -> None:
+    config = realtime_bench.LoadConfig(args.mixed_seconds, args.chunk_ms, drain_s=20.0)
+    mixed_bench.run(
+        args.vllm_url, args.mixed_sessions, config, args.file_seconds, args.file_budget, _mixed_backend_name(args)
+    )
+
+
+def _mixed_backend_name(args: argparse.Namespace) -> str:
+    if args.vllm_url:
+        return f"{results.vllm_build(args.vllm_url)} at {args.vllm_url}"
+    return f"the tiny vLLM the benchmark starts, {results.TINY_MODEL}, {processes.TINY_VLLM_ARGS}"
+
+
+def run_fairness(args: argparse.Namespace, stack: Stack) -> None:
+    if not stack.vllm_url:
+        raise SystemExit("the fairness benchmark starts its own edges: give --vllm-url")
+    repeats = max(args.repeats, 1)
+    fairness_bench.run(stack.vllm_url, args.file_seconds, repeats, args.file_budget, _backend_name(args, stack))
+
+
+VLLM_RUNNERS = {"realtime": run_realtime, "files": run_files, "overhead": run_overhead, "fairness": run_fairness}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -160,10 +189,13 @@ def main(argv: list[str] | None = None) -> None:
 
         vad_bench.main()
         return
-    commands = ["capacity", *VLLM_RUNNERS] if args.command == "all" else [args.command]
+    commands = ["capacity", "mixed", *VLLM_RUNNERS] if args.command == "all" else [args.command]
     if "capacity" in commands:
         print("== capacity (edge alone, stand-in backend)", file=sys.stderr, flush=True)
         run_capacity(args)
+    if "mixed" in commands:
+        print("== mixed (live sessions with a long file)", file=sys.stderr, flush=True)
+        run_mixed(args)
     wanted = [command for command in commands if command in VLLM_RUNNERS]
     if wanted:
         with vllm_stack(args) as stack:

@@ -58,10 +58,14 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def tiny_vllm() -> Iterator[str]:
+def tiny_vllm(scheduling_policy: str = "priority") -> Iterator[str]:
     """The tiny random-weight Voxtral on vLLM's CPU build; yields its base URL."""
     with serve_tiny_model(
-        WORK / "tiny-voxtral", port=free_port(), max_num_seqs=MAX_NUM_SEQS, startup_timeout_s=900
+        WORK / "tiny-voxtral",
+        port=free_port(),
+        max_num_seqs=MAX_NUM_SEQS,
+        startup_timeout_s=900,
+        scheduling_policy=scheduling_policy,
     ) as url:
         yield url
 

@@ -54,7 +54,8 @@ class LoadConfig:
     ramp_s: float = 2.0
 
 
-async def _load(url: str, n: int, audio: SessionAudio, config: LoadConfig, seed: int) -> list[tuple[Any, Any]]:
+async def run_sessions(url: str, n: int, audio: SessionAudio, config: LoadConfig, seed: int) -> list[tuple[Any, Any]]:
+    """`n` sessions started over `config.ramp_s`; each one's plan and log."""
     chunk_s = config.chunk_ms / 1000
     plans = [audio.plan(config.seconds, seed + i) for i in range(n)]
 
@@ -82,7 +83,7 @@ def run_point(
     with ExitStack() as stack:
         for meter in meters.values():
             stack.enter_context(meter)
-        sessions = asyncio.run(_load(ws_url, n, audio, config, seed))
+        sessions = asyncio.run(run_sessions(ws_url, n, audio, config, seed))
     wall = time.perf_counter() - started
     after = scrape(edge_url)
     scores = [score_session(plan, log, config.chunk_ms / 1000) for plan, log in sessions]

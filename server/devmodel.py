@@ -148,12 +148,14 @@ def serve_tiny_model(
     startup_timeout_s: float = 600,
     realtime: bool = False,
     max_model_len: int = REALTIME_MAX_MODEL_LEN,
+    scheduling_policy: str = "priority",
 ) -> Iterator[str]:
     """Serve the tiny model, written to `directory`, with a real vLLM; yield vLLM's base URL.
 
     The test suite and the benchmarks both start their vLLM this way. `realtime` serves the tiny
     realtime model instead (under `REALTIME_SERVED_NAME`), with `max_model_len`: the length of one
-    realtime generation in 80 ms steps.
+    realtime generation in 80 ms steps. `scheduling_policy` is vLLM's: "priority" (as the launcher
+    starts it) or "fcfs" (vLLM's default).
     """
     args = f"{REALTIME_VLLM_ARGS} --max-model-len {max_model_len}" if realtime else TINY_VLLM_ARGS
     settings = Settings(  # type: ignore[call-arg]  # pydantic-settings takes _env_file
@@ -162,7 +164,7 @@ def serve_tiny_model(
         served_model_name=REALTIME_SERVED_NAME if realtime else SERVED_NAME,
         vllm_load_format="dummy",
         vllm_port=port,
-        vllm_args=f"{args} --max-num-seqs {max_num_seqs}",
+        vllm_args=f"{args} --max-num-seqs {max_num_seqs} --scheduling-policy {scheduling_policy}",
         vllm_cpu_kvcache_gb=1,
     )
     process = VLLMProcess(settings, echo=False)

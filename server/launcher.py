@@ -43,7 +43,13 @@ def served_model_name(settings: Settings) -> str:
 
 
 def vllm_command(settings: Settings) -> list[str]:
-    """The command line that serves `VOXTRAL_MODEL` with Mistral's formats, plus `VLLM_ARGS`."""
+    """The command line that serves `VOXTRAL_MODEL` with Mistral's formats, plus `VLLM_ARGS`.
+
+    vLLM schedules by priority (`--scheduling-policy priority`) so the edge's live requests go
+    ahead of bulk work; a `--scheduling-policy` in `VLLM_ARGS` wins.
+    """
+    extra = shlex.split(settings.vllm_args)
+    policy = [] if any(arg.startswith("--scheduling-policy") for arg in extra) else ["--scheduling-policy", "priority"]
     return [
         settings.vllm_python,
         "-m",
@@ -62,7 +68,8 @@ def vllm_command(settings: Settings) -> list[str]:
         settings.vllm_host,
         "--port",
         str(settings.vllm_port),
-        *shlex.split(settings.vllm_args),
+        *policy,
+        *extra,
     ]
 
 

@@ -59,3 +59,14 @@ TURN_SECONDS = Histogram(
     ["part"],
     buckets=LATENCY_BUCKETS,
 )
+
+FILE_BACKEND_IN_FLIGHT = Gauge(
+    "edge_file_backend_requests_in_flight",
+    "File-transcription requests at vLLM now (at most MAX_FILE_BACKEND_REQUESTS)",
+    multiprocess_mode="livesum",
+)
+FILE_BACKEND_WAITING = Gauge(
+    "edge_file_backend_requests_waiting",
+    "File-transcription chunks waiting for a place in the file budget",
+    multiprocess_mode="livesum",
+)

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     backend_timeout_s: float = 300.0
     backend_connect_timeout_s: float = 5.0
     max_chunk_concurrency: int = 8
+    max_file_backend_requests: int = Field(default=16, ge=1)
     max_output_tokens: int | None = None
     backend_audio_upload: Literal["auto", "multipart", "json"] = "auto"
 

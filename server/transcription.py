@@ -13,6 +13,10 @@ stitch the texts in order. Planning:
 
 Each chunk becomes one segment of `verbose_json`/SRT/VTT; its start and end are offsets into the
 original audio. The HTTP routes and the RunPod worker both call this module.
+
+Chunks in flight are bounded twice: `MAX_CHUNK_CONCURRENCY` per request, and one budget of
+`MAX_FILE_BACKEND_REQUESTS` for all file work of the edge, shared fairly between requests
+(`server.file_scheduler`).
 """
 
 import asyncio
@@ -26,6 +30,7 @@ import numpy as np
 
 from server.audio import SAMPLE_RATE, decode_audio, encode_wav
 from server.fetch import SafeFetcher
+from server.file_scheduler import FileBackendBudget
 from server.formats import Segment, Transcript
 from server.settings import Settings
 from server.usage import StreamUsage
@@ -141,6 +146,7 @@ class TranscriptionService:
         self.backend = backend
         self.fetcher = fetcher
         self.vad_model = vad_model
+        self.file_budget = FileBackendBudget(settings.max_file_backend_requests)
 
     async def load_audio(self, source: bytes | BinaryIO | str, timings: Timings) -> np.ndarray:
         """Decode an upload (bytes or file) or fetch and decode a URL, off the event loop.
@@ -193,12 +199,14 @@ class TranscriptionService:
         return chunks
 
     async def transcribe(self, audio: np.ndarray, opts: TranscriptionOptions, timings: Timings) -> Transcript:
-        """The whole transcript; chunks go to vLLM concurrently, at most `MAX_CHUNK_CONCURRENCY` at once."""
+        """The whole transcript; chunks go to vLLM concurrently, at most `MAX_CHUNK_CONCURRENCY` at once
+        and within the shared file budget."""
         chunks = await self.plan_chunks(audio, opts, timings)
         limit = asyncio.Semaphore(self.settings.max_chunk_concurrency)
+        job = self.file_budget.job()
 
         async def one(chunk: Chunk) -> str:
-            async with limit:
+            async with limit, job.slot():
                 result = await self.backend.transcribe(
                     encode_wav(audio[chunk.start : chunk.end]),
                     task=opts.task,
@@ -232,12 +240,13 @@ class TranscriptionService:
         """
         chunks = await self.plan_chunks(audio, opts, timings)
         limit = asyncio.Semaphore(self.settings.max_chunk_concurrency)
+        job = self.file_budget.job()
         usage = StreamUsage()
         queues: list[asyncio.Queue[str | BaseException | None]] = [asyncio.Queue() for _ in chunks]
 
         async def run(i: int, chunk: Chunk) -> None:
             try:
-                async with limit:
+                async with limit, job.slot():
                     async for delta in self.backend.transcribe_stream(
                         encode_wav(audio[chunk.start : chunk.end]),
                         task=opts.task,

@@ -3,10 +3,19 @@
 Failures are translated once, here, into `APIError`s with the status a client should see:
 vLLM unreachable → 503 with `Retry-After`; vLLM timing out → 504; vLLM failing (5xx or a broken
 stream) → 502; vLLM refusing a request (4xx) → the same status with vLLM's own message.
+
+Chat requests carry a vLLM `priority` (lower values are scheduled first, when vLLM runs with
+`--scheduling-policy priority`): live ones (realtime assistant replies) `LIVE_PRIORITY`, the rest
+`BULK_PRIORITY`. vLLM's transcription endpoints take no priority, so transcriptions, live or not,
+get vLLM's default 0, between the two; file work is kept apart by the edge's own budget
+(`server.file_scheduler`). vLLM 0.32 without the priority policy ignores priorities; older
+versions refuse non-zero ones with a 400, so the first such refusal makes the client retry
+without and send none from then on: a priority never fails a request.
 """
 
 import base64
 import json
+import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -19,7 +28,12 @@ from server.errors import APIError
 from server.settings import Settings
 from server.usage import StreamUsage
 
+log = logging.getLogger("edge.backend")
+
 RETRY_AFTER_S = "5"
+LIVE_PRIORITY = -10
+BULK_PRIORITY = 10
+MAX_CLIENT_PRIORITY = 2**31 - 1
 
 
 @dataclass
@@ -52,6 +66,8 @@ class VLLMClient:
         self.base_url = settings.backend_url
         self.max_output_tokens = settings.max_output_tokens
         self.json_audio = settings.json_audio_upload
+        self.accepts_priority = True
+        """False once the backend refused a request priority; none is sent from then on."""
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
@@ -126,24 +142,26 @@ class VLLMClient:
             async for delta in deltas:
                 yield delta
 
-    async def chat_text_stream(self, body: dict[str, Any], usage: StreamUsage) -> AsyncGenerator[str, None]:
+    async def chat_text_stream(
+        self, body: dict[str, Any], usage: StreamUsage, *, priority: int
+    ) -> AsyncGenerator[str, None]:
         """Yield the text deltas of a streamed chat completion; token counts are added to `usage`.
 
         `body` gets `stream` and usage reporting set. Closing the iterator early aborts the request.
         """
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        request = self._http.build_request("POST", "/chat/completions", json=body)
-        async with aclosing(_text_deltas(await self._send(request, stream=True), usage)) as deltas:
+        response = await self._send_chat(body, priority=priority, stream=True)
+        async with aclosing(_text_deltas(response, usage)) as deltas:
             async for delta in deltas:
                 yield delta
 
-    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        response = await self._send(self._http.build_request("POST", "/chat/completions", json=body))
+    async def chat(self, body: dict[str, Any], *, priority: int = BULK_PRIORITY) -> dict[str, Any]:
+        response = await self._send_chat(body, priority=priority, stream=False)
         return response.json()
 
-    async def chat_stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+    async def chat_stream(self, body: dict[str, Any], *, priority: int = BULK_PRIORITY) -> AsyncGenerator[bytes, None]:
         """Relay vLLM's chat SSE stream chunk by chunk, as bytes."""
-        response = await self._send(self._http.build_request("POST", "/chat/completions", json=body), stream=True)
+        response = await self._send_chat(body, priority=priority, stream=True)
         try:
             async for chunk in response.aiter_raw():
                 yield chunk
@@ -151,6 +169,25 @@ class VLLMClient:
             raise APIError(502, "The speech backend broke off the stream.", code="backend_error") from exc
         finally:
             await close_shielded(response)
+
+    async def _send_chat(self, body: dict[str, Any], *, priority: int, stream: bool) -> httpx.Response:
+        """POST a chat completion with `priority` (a client's own, if it is not ahead of that, is
+        kept); without one if the backend refuses priorities."""
+        if self.accepts_priority:
+            client_priority = body.get("priority")
+            keep = isinstance(client_priority, int) and priority <= client_priority <= MAX_CLIENT_PRIORITY
+            prioritised = {**body, "priority": client_priority if keep else priority}
+            try:
+                return await self._send(
+                    self._http.build_request("POST", "/chat/completions", json=prioritised), stream=stream
+                )
+            except APIError as exc:
+                if exc.status != 400 or "priority" not in exc.message.lower():
+                    raise
+                self.accepts_priority = False
+                log.warning("the backend refuses request priorities (%s); sending none from now on", exc.message)
+        plain = {key: value for key, value in body.items() if key != "priority"}
+        return await self._send(self._http.build_request("POST", "/chat/completions", json=plain), stream=stream)
 
     async def models(self) -> dict[str, Any]:
         response = await self._send(self._http.build_request("GET", "/models"))

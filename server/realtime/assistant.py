@@ -21,7 +21,7 @@ from server.realtime.config import Assistant
 from server.realtime.events import Event, ResponseCreated, ResponseDelta, ResponseDone
 from server.realtime.ids import new_id
 from server.usage import StreamUsage
-from server.vllm_client import VLLMClient
+from server.vllm_client import LIVE_PRIORITY, VLLMClient
 
 log = logging.getLogger("edge.realtime")
 
@@ -81,7 +81,7 @@ class Reply:
     async def _run(self) -> None:
         try:
             body = {**self._body, "model": await self._models.served()}
-            async with aclosing(self._backend.chat_text_stream(body, self._usage)) as deltas:
+            async with aclosing(self._backend.chat_text_stream(body, self._usage, priority=LIVE_PRIORITY)) as deltas:
                 async for delta in deltas:
                     self._parts.append(delta)
                     self._emit(ResponseDelta(self.response_id, self.item_id, delta))

@@ -1,0 +1,129 @@
+"""vLLM request priorities: live assistant replies ahead, chat passthrough behind, and never a
+failed request over them (vLLM's own source: lower values are scheduled first, and only its chat,
+completion and responses endpoints take a `priority`, its transcription endpoints none)."""
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from backend_proxy import RecordingProxy
+from realtime_helpers import JFK_1, build_recording, collect, count, openai_client, pcm16, send_paced
+from test_realtime_extensions import session
+
+from server.devmodel import serve_tiny_model
+from server.launcher import vllm_command
+from server.settings import Settings
+from server.vllm_client import BULK_PRIORITY, LIVE_PRIORITY, VLLMClient
+from tests.conftest import SERVED_MODEL, free_port, vllm_metric, vllm_requests_running
+from tests.failure_backends import PriorityRefusingBackend
+
+CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture(scope="module")
+def proxy(vllm_url: str) -> Iterator[RecordingProxy]:
+    proxy = RecordingProxy(vllm_url)
+    yield proxy
+    proxy.close()
+
+
+def chat_body(**extra: object) -> dict:
+    return {"model": SERVED_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, **extra}
+
+
+def test_the_launcher_starts_vllm_scheduling_by_priority() -> None:
+    command = vllm_command(Settings(_env_file=None))
+    assert command[command.index("--scheduling-policy") + 1] == "priority"
+    own = vllm_command(Settings(_env_file=None, vllm_args="--scheduling-policy=fcfs"))
+    assert "--scheduling-policy" not in own and "--scheduling-policy=fcfs" in own
+    assert LIVE_PRIORITY < 0 < BULK_PRIORITY  # vLLM's transcriptions run at 0, between the two
+
+
+def test_chat_passthrough_is_sent_behind_live_work(make_edge, proxy: RecordingProxy) -> None:
+    edge = make_edge(vllm_url=proxy.url)
+    for extra, sent in [
+        ({}, BULK_PRIORITY),
+        ({"priority": BULK_PRIORITY + 5}, BULK_PRIORITY + 5),
+        ({"priority": -50}, BULK_PRIORITY),
+    ]:
+        plain = httpx.post(f"{edge.url}{CHAT}", json=chat_body(**extra), timeout=60)
+        assert plain.status_code == 200, plain.text
+        assert proxy.paths(CHAT)[-1]["priority"] == sent
+    with httpx.stream("POST", f"{edge.url}{CHAT}", json=chat_body(stream=True), timeout=60) as streamed:
+        assert streamed.status_code == 200
+        assert "[DONE]" in streamed.read().decode()
+    assert proxy.paths(CHAT)[-1]["priority"] == BULK_PRIORITY
+    assert edge.app.state.services.backend.accepts_priority
+
+
+async def test_assistant_replies_are_sent_as_live_work(make_edge, proxy: RecordingProxy) -> None:
+    edge = make_edge(vllm_url=proxy.url)
+    async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.recv()
+        await conn.session.update(session=session(assistant={"enabled": True, "max_output_tokens": 3}))
+        await conn.recv()
+        audio = pcm16(build_recording([JFK_1]).audio)
+        await send_paced(lambda piece: conn.input_audio_buffer.append(audio=piece), audio, 32000)
+        events = await collect(conn.recv_bytes, count("response.done", 1))
+    assert events[-1]["response"]["status"] == "completed"
+    assert proxy.paths(CHAT)[-1]["priority"] == LIVE_PRIORITY
+    # Transcriptions go without one: vLLM's transcription endpoints take none.
+    transcriptions = [raw for path, raw in proxy.raw if path == "/v1/audio/transcriptions"]
+    assert transcriptions and not any(b'name="priority"' in raw for raw in transcriptions)
+
+
+def test_a_backend_refusing_priorities_still_serves_every_request(make_edge) -> None:
+    backend = PriorityRefusingBackend()
+    try:
+        edge = make_edge(vllm_url=backend.url)
+        for body in (chat_body(), chat_body(stream=True), chat_body(priority=20)):
+            r = httpx.post(f"{edge.url}{CHAT}", json=body, timeout=30)
+            assert r.status_code == 200, r.text
+        # Refused once, sent again without; none sent after that, not even the client's own.
+        assert [body.get("priority") for body in backend.bodies] == [BULK_PRIORITY, None, None, None]
+        assert not edge.app.state.services.backend.accepts_priority
+    finally:
+        backend.close()
+
+
+@pytest.fixture(scope="module", params=["priority", "fcfs"])
+def one_seq_vllm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private vLLM that runs one request at a time, so the others queue: scheduling by priority
+    (as the launcher starts it) or first come, first served (vLLM's default)."""
+    directory = tmp_path_factory.mktemp("one-seq")
+    with serve_tiny_model(directory, port=free_port(), max_num_seqs=1, scheduling_policy=request.param) as url:
+        yield url
+
+
+async def test_vllm_runs_live_requests_ahead_of_queued_bulk_ones(
+    one_seq_vllm: str, request: pytest.FixtureRequest
+) -> None:
+    """Through the edge's own client: with a long request running, a bulk and then a live request
+    queue. Scheduling by priority, vLLM (lower value first) starts the live one first; without the
+    policy vLLM 0.32 ignores priorities and every request still succeeds, in arrival order."""
+    policy = request.node.callspec.params["one_seq_vllm"]
+    client = VLLMClient(Settings(_env_file=None, vllm_url=one_seq_vllm))
+    finished: list[str] = []
+
+    async def chat(name: str, priority: int, tokens: int) -> None:
+        body = chat_body(max_tokens=tokens, ignore_eos=True)
+        await client.chat(body, priority=priority)
+        finished.append(name)
+
+    try:
+        running = asyncio.create_task(chat("running", BULK_PRIORITY, 3000))
+        while vllm_requests_running(one_seq_vllm) < 1:
+            await asyncio.sleep(0.05)
+        bulk = asyncio.create_task(chat("bulk", BULK_PRIORITY, 5))
+        while vllm_metric(one_seq_vllm, "vllm:num_requests_waiting") < 1:
+            await asyncio.sleep(0.05)
+        live = asyncio.create_task(chat("live", LIVE_PRIORITY, 5))
+        while vllm_metric(one_seq_vllm, "vllm:num_requests_waiting") < 2:
+            await asyncio.sleep(0.05)
+        assert not running.done()
+        await asyncio.gather(running, bulk, live)
+        assert finished == (["running", "live", "bulk"] if policy == "priority" else ["running", "bulk", "live"])
+        assert client.accepts_priority
+    finally:
+        await client.aclose()
