@@ -25,6 +25,8 @@ OPERATIONS = [
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{model_id}"),
+    ("POST", "/v1/realtime/client_secrets"),
+    ("POST", "/v1/realtime/transcription_sessions"),
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
