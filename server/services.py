@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 from server.fetch import SafeFetcher
 from server.model_names import ModelNames
 from server.realtime.connection import SessionSlots
+from server.realtime.stream_engine import EngineSelector
 from server.settings import Settings
 from server.transcription import TranscriptionService
 from server.vllm_client import VLLMClient
@@ -29,6 +30,7 @@ class Services:
     transcriber: TranscriptionService
     vad_engine: BatchedVADEngine
     realtime_slots: SessionSlots
+    realtime_engines: EngineSelector
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
@@ -47,6 +49,7 @@ class Services:
                 max_batch=settings.realtime_vad_max_batch, intra_op_threads=settings.vad_intra_op_threads
             ),
             realtime_slots=SessionSlots(settings.realtime_max_sessions),
+            realtime_engines=EngineSelector(settings),
         )
 
     async def start(self) -> None:
