@@ -15,6 +15,7 @@ from openai import AsyncOpenAI
 from realtime_helpers import (
     JFK_1,
     JFK_2,
+    TOLERANCE_MS,
     TRANSCRIPTION,
     VAD,
     build_recording,
@@ -28,7 +29,8 @@ from websockets.exceptions import ConnectionClosed
 
 from server.vllm_realtime.protocol import STEP_SAMPLES
 from server.vllm_realtime.stream import steps_per_generation
-from tests.conftest import REALTIME_TEST_MAX_MODEL_LEN, EdgeServer
+from tests.conftest import REALTIME_TEST_MAX_MODEL_LEN, EdgeServer, free_port
+from tests.test_realtime_tcp import stream as tcp_stream
 from tests.test_stream_engine import CuttableProxy, expected_steps, speech
 
 RATE = 16000
@@ -193,3 +195,39 @@ async def test_stream_engine_without_a_realtime_model_refuses_the_session(
         with pytest.raises(ConnectionClosed) as closed:
             await conn.recv_bytes()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+
+
+async def test_clear_drops_the_item_in_progress(stream_edge: EdgeServer) -> None:
+    audio = speech(4)
+    async with client_of(stream_edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.recv()
+        await conn.session.update(session=ga_session(None))
+        await conn.recv()
+        append = lambda a: conn.input_audio_buffer.append(audio=a)  # noqa: E731
+        await send_paced(append, pcm16(audio[: 2 * RATE]), RATE * 2)
+        events = await collect(conn.recv_bytes, count(f"{TRANSCRIPTION}.delta", 1))
+        await conn.input_audio_buffer.clear()
+        events += await collect(conn.recv_bytes, count("input_audio_buffer.cleared", 1))
+        await send_paced(append, pcm16(audio[2 * RATE :]), RATE * 2)
+        await conn.input_audio_buffer.commit()
+        events += await collect(conn.recv_bytes, count(f"{TRANSCRIPTION}.completed", 1))
+    cleared_item = events[0]["item_id"]
+    (committed,) = of_type(events, "input_audio_buffer.committed")
+    assert committed["item_id"] != cleared_item
+    assert not [e for e in events if e["type"].endswith(".completed") and e["item_id"] == cleared_item]
+    completed = assert_streamed_item(events, committed["item_id"])
+    assert completed["usage"]["output_tokens"] == expected_steps(2 * RATE)
+
+
+async def test_the_tcp_stream_uses_the_streaming_engine(
+    make_edge: Callable[..., EdgeServer], realtime_vllm_url: str
+) -> None:
+    edge = make_edge(host="127.0.0.1", tcp_port=free_port(), realtime_vllm_url=realtime_vllm_url)
+    recording = build_recording([JFK_1, JFK_2])
+    assert edge.settings.tcp_port is not None
+    lines = await tcp_stream(edge.settings.tcp_port, pcm16(recording.audio))
+    assert [line["type"] for line in lines] == ["transcription"] * 2
+    for line, (start_ms, end_ms) in zip(lines, recording.truth_ms, strict=True):
+        assert line["text"]
+        assert abs(line["audio_start_ms"] - start_ms) <= TOLERANCE_MS
+        assert line["audio_end_ms"] >= end_ms - TOLERANCE_MS  # an item may end where its audio was streamed to
