@@ -66,7 +66,17 @@ def assert_streamed_item(events: list[dict], item_id: str) -> dict:
     assert all(e["delta"] for e in deltas)  # vLLM's empty steps are not forwarded
     assert mine[-1] is completed[0]
     assert completed[0]["content_index"] == 0
+    assert_words(completed[0])
     return completed[0]
+
+
+def assert_words(completed: dict) -> None:
+    """The extension field `words`: the transcript's words in order, timed in seconds since the
+    session's start (the mapping of steps to times is tested in `test_realtime_words`)."""
+    words = completed["words"]
+    assert [w["word"] for w in words] == completed["transcript"].split()
+    assert all(0 <= word["start"] <= word["end"] for word in words)
+    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
 
 
 async def test_ga_client_gets_deltas_while_speaking_with_server_vad(stream_edge: EdgeServer) -> None:
@@ -105,6 +115,9 @@ async def test_ga_client_gets_deltas_while_speaking_with_server_vad(stream_edge:
         previous = item_id
         completed = assert_streamed_item(events, item_id)
         assert completed["usage"]["output_tokens"] > 0
+        # Words lie within the item: from its start to the end of the audio sent.
+        starts = speech_started["audio_start_ms"] / 1000
+        assert all(starts <= w["start"] <= w["end"] <= len(recording.audio) / RATE for w in completed["words"])
     assert [e["item_id"] for e in of_type(events, f"{TRANSCRIPTION}.completed")] == [e["item_id"] for e in started]
 
 

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from server.vllm_client import StreamUsage
+from server.vllm_realtime.words import Word
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class TranscriptCompleted:
     usage: StreamUsage
     audio_start_ms: int
     audio_end_ms: int
+    words: tuple[Word, ...] | None = None  # streaming engine only: times in seconds since the session's start
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ all: any invalid field answers an `error` and leaves the session as it was.
 import base64
 import binascii
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from server.errors import APIError
@@ -360,9 +360,10 @@ class OpenAIProtocol:
             case ev.TranscriptPartial():
                 return [self._transcription("partial", event.item_id, transcript=event.transcript)]
             case ev.TranscriptCompleted():
+                words = {} if event.words is None else {"words": [asdict(w) for w in event.words]}
                 return [
                     self._transcription(
-                        "completed", event.item_id, transcript=event.transcript, usage=_usage(event.usage)
+                        "completed", event.item_id, transcript=event.transcript, usage=_usage(event.usage), **words
                     )
                 ]
             case ev.TranscriptFailed():

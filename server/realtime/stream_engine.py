@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from server.vllm_client import StreamUsage
 from server.vllm_realtime.errors import RealtimeBackendError
 from server.vllm_realtime.probe import RealtimeBackend, probe_realtime
 from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta
+from server.vllm_realtime.words import words_from_deltas
 
 SAMPLE_RATE = 16000
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
@@ -105,6 +106,7 @@ class _Item:
     start: int
     opened_at: float
     end: int | None = None
+    deltas: list[StreamDelta] = field(default_factory=list)
 
 
 class StreamEngine:
@@ -184,7 +186,9 @@ class StreamEngine:
         await self._stream.close()
 
     def _delta(self, delta: StreamDelta) -> None:
-        if delta.text and delta.key not in self._discarded:
+        item = self._items.get(delta.key)
+        if delta.text and item is not None and delta.key not in self._discarded:
+            item.deltas.append(delta)
             self._emit(TranscriptDelta(delta.key, delta.text))
 
     def _done(self, done: SegmentDone) -> None:
@@ -194,8 +198,11 @@ class StreamEngine:
             return
         end = item.end if item.end is not None else done.end
         usage = StreamUsage(input_tokens=done.steps, output_tokens=done.steps)
+        words = tuple(words_from_deltas(item.deltas, audio_end=end))
         self._emit(
-            TranscriptCompleted(item.item_id, done.text, usage, item.start // SAMPLES_PER_MS, end // SAMPLES_PER_MS)
+            TranscriptCompleted(
+                item.item_id, done.text, usage, item.start // SAMPLES_PER_MS, end // SAMPLES_PER_MS, words
+            )
         )
         log.info(
             "realtime item %s streamed: audio %.2f s in %d generation(s), %d steps, open→done %.3f s",
