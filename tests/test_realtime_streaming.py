@@ -8,8 +8,9 @@ steps of its generations (`expected_steps`, see `test_stream_engine`).
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import openai
 import pytest
 from openai import AsyncOpenAI
 from realtime_helpers import (
@@ -27,9 +28,10 @@ from realtime_helpers import (
 )
 from websockets.exceptions import ConnectionClosed
 
+from server.devmodel import REALTIME_SERVED_NAME
 from server.vllm_realtime.protocol import STEP_SAMPLES
 from server.vllm_realtime.stream import steps_per_generation
-from tests.conftest import REALTIME_TEST_MAX_MODEL_LEN, EdgeServer, free_port
+from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN, EdgeServer, edge_settings, free_port
 from tests.test_realtime_tcp import stream as tcp_stream
 from tests.test_stream_engine import CuttableProxy, expected_steps, speech
 
@@ -244,3 +246,38 @@ async def test_the_tcp_stream_uses_the_streaming_engine(
         assert line["text"]
         assert abs(line["audio_start_ms"] - start_ms) <= TOLERANCE_MS
         assert line["audio_end_ms"] >= end_ms - TOLERANCE_MS  # an item may end where its audio was streamed to
+
+
+@pytest.fixture(scope="module")
+def realtime_only_edge(realtime_vllm_url: str) -> Iterator[EdgeServer]:
+    """One deployment: the edge's only vLLM serves the realtime model, for files and live sessions."""
+    edge = EdgeServer(edge_settings(realtime_vllm_url, served_model_name=REALTIME_SERVED_NAME)).start()
+    yield edge
+    edge.stop()
+
+
+def test_files_get_word_timestamps_from_the_realtime_model(realtime_only_edge: EdgeServer) -> None:
+    client = openai.OpenAI(base_url=f"{realtime_only_edge.url}/v1", api_key="unused", max_retries=0)
+    with open(DATA / "jfk.flac", "rb") as f:
+        plain = client.audio.transcriptions.create(model="whisper-1", file=f)
+    assert plain.text  # vLLM serves the realtime model's offline transcription too
+    with open(DATA / "jfk.flac", "rb") as f:
+        result = client.audio.transcriptions.create(
+            model="whisper-1", file=f, response_format="verbose_json", timestamp_granularities=["word", "segment"]
+        )
+    assert result.words is not None and result.segments is not None
+    assert [w.word for w in result.words] == result.text.split()
+    assert all(0 <= w.start <= w.end <= result.duration for w in result.words)
+    assert [w.start for w in result.words] == sorted(w.start for w in result.words)
+    assert [s.text for s in result.segments] == [result.text]
+
+
+def test_word_timestamps_need_a_realtime_model(stream_edge: EdgeServer) -> None:
+    """Files go to the main vLLM, which is not the realtime one (live sessions are)."""
+    client = openai.OpenAI(base_url=f"{stream_edge.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="realtime model") as refused:
+        with open(DATA / "jfk.flac", "rb") as f:
+            client.audio.transcriptions.create(
+                model="whisper-1", file=f, response_format="verbose_json", timestamp_granularities=["word"]
+            )
+    assert refused.value.body["param"] == "timestamp_granularities"  # type: ignore[index]
