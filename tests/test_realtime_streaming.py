@@ -66,6 +66,9 @@ def assert_streamed_item(events: list[dict], item_id: str) -> dict:
     deltas = [e for e in mine if e["type"] == f"{TRANSCRIPTION}.delta"]
     assert deltas and "".join(e["delta"] for e in deltas) == completed[0]["transcript"]
     assert all(e["delta"] for e in deltas)  # vLLM's empty steps are not forwarded
+    # Extension: where the audio each delta's text stands for ends, later and later.
+    spoken_to = [e["audio_end_ms"] for e in deltas]
+    assert spoken_to == sorted(spoken_to)
     assert mine[-1] is completed[0]
     assert completed[0]["content_index"] == 0
     assert_words(completed[0])
@@ -120,6 +123,8 @@ async def test_ga_client_gets_deltas_while_speaking_with_server_vad(stream_edge:
         # Words lie within the item: from its start to the end of the audio sent.
         starts = speech_started["audio_start_ms"] / 1000
         assert all(starts <= w["start"] <= w["end"] <= len(recording.audio) / RATE for w in completed["words"])
+        deltas = [e for e in item_events(events, item_id) if e["type"] == f"{TRANSCRIPTION}.delta"]
+        assert all(starts * 1000 < e["audio_end_ms"] for e in deltas)
     assert [e["item_id"] for e in of_type(events, f"{TRANSCRIPTION}.completed")] == [e["item_id"] for e in started]
 
 

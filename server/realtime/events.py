@@ -30,6 +30,7 @@ class Committed:
 class TranscriptDelta:
     item_id: str
     delta: str
+    audio_end_ms: int | None = None  # streaming engine only: the text stands for the audio up to here
 
 
 @dataclass(frozen=True)

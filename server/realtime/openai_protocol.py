@@ -356,7 +356,8 @@ class OpenAIProtocol:
             case ev.Committed():
                 return self._committed(event)
             case ev.TranscriptDelta():
-                return [self._transcription("delta", event.item_id, delta=event.delta)]
+                spoken = {} if event.audio_end_ms is None else {"audio_end_ms": event.audio_end_ms}
+                return [self._transcription("delta", event.item_id, delta=event.delta, **spoken)]
             case ev.TranscriptPartial():
                 return [self._transcription("partial", event.item_id, transcript=event.transcript)]
             case ev.TranscriptCompleted():

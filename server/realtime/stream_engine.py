@@ -36,7 +36,8 @@ from server.settings import Settings
 from server.vllm_client import StreamUsage
 from server.vllm_realtime.errors import RealtimeBackendError
 from server.vllm_realtime.probe import RealtimeBackend, probe_realtime
-from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta
+from server.vllm_realtime.protocol import STEP_SAMPLES
+from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta, spoken_span, steps_per_generation
 from server.vllm_realtime.words import words_from_deltas
 
 SAMPLE_RATE = 16000
@@ -129,6 +130,7 @@ class StreamEngine:
             on_done=self._done,
             on_error=self._failed,
         )
+        self._generation_samples = steps_per_generation(backend.max_model_len) * STEP_SAMPLES
         self._recent: deque[tuple[int, np.ndarray]] = deque()
         self._end = 0
         self._streamed_to = 0
@@ -189,7 +191,12 @@ class StreamEngine:
         item = self._items.get(delta.key)
         if delta.text and item is not None and delta.key not in self._discarded:
             item.deltas.append(delta)
-            self._emit(TranscriptDelta(delta.key, delta.text))
+            # A generation's padding steps stand for no audio past its end.
+            generation_end = delta.generation_start + self._generation_samples
+            if item.end is not None:
+                generation_end = min(generation_end, item.end)
+            spoken_to = min(spoken_span(delta.heard_until)[1], generation_end)
+            self._emit(TranscriptDelta(delta.key, delta.text, spoken_to // SAMPLES_PER_MS))
 
     def _done(self, done: SegmentDone) -> None:
         item = self._items.pop(done.key)
