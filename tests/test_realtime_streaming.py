@@ -286,3 +286,20 @@ def test_word_timestamps_need_a_realtime_model(stream_edge: EdgeServer) -> None:
                 model="whisper-1", file=f, response_format="verbose_json", timestamp_granularities=["word"]
             )
     assert refused.value.body["param"] == "timestamp_granularities"  # type: ignore[index]
+
+
+async def test_the_assistant_answers_a_streamed_item(stream_edge: EdgeServer) -> None:
+    """The conversation hooks take the streaming engine's completed items: a reply follows."""
+    recording = build_recording([JFK_1])
+    session = ga_session(VAD)
+    session["assistant"] = {"enabled": True, "max_output_tokens": 4}
+    async with client_of(stream_edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.recv()
+        await conn.session.update(session=session)
+        assert (await conn.recv()).type == "session.updated"
+        await send_paced(lambda a: conn.input_audio_buffer.append(audio=a), pcm16(recording.audio), RATE * 2)
+        events = await collect(conn.recv_bytes, count("response.done", 1))
+    (completed,) = of_type(events, f"{TRANSCRIPTION}.completed")
+    assert_streamed_item(events, completed["item_id"])
+    assert events.index(completed) < events.index(of_type(events, "response.created")[0])
+    assert of_type(events, "response.done")[0]["response"]["status"] == "completed"
