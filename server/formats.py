@@ -6,10 +6,12 @@ segmentation, one segment per chunk sent to vLLM (see `server.transcription`).
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from server.vllm_realtime.words import Word
 
 RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 
@@ -29,6 +31,7 @@ class Transcript:
     duration: float
     language: str | None
     segments: list[Segment] = field(default_factory=list)
+    words: list[Word] | None = None  # from a realtime model's steps only
 
 
 def _compression_ratio(text: str) -> float:
@@ -43,6 +46,7 @@ def verbose_json(transcript: Transcript, task: str, temperature: float) -> dict[
     vLLM does not return token ids or log-probabilities for transcriptions, so `tokens` is empty
     and `avg_logprob`/`no_speech_prob` are 0.0; `compression_ratio` is computed from the text.
     """
+    words = {} if transcript.words is None else {"words": [asdict(w) for w in transcript.words]}
     return {
         "task": "translate" if task == "translate" else "transcribe",
         "language": transcript.language or "unknown",
@@ -63,6 +67,7 @@ def verbose_json(transcript: Transcript, task: str, temperature: float) -> dict[
             }
             for i, seg in enumerate(transcript.segments)
         ],
+        **words,
         "usage": duration_usage(transcript.duration),
     }
 

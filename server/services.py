@@ -13,6 +13,7 @@ from server.auth import KeyRing
 from server.fetch import SafeFetcher
 from server.model_names import ModelNames
 from server.realtime.connection import SessionSlots
+from server.realtime.stream_engine import EngineSelector
 from server.settings import Settings
 from server.transcription import TranscriptionService
 from server.vllm_client import VLLMClient
@@ -31,6 +32,7 @@ class Services:
     vad_engine: BatchedVADEngine
     realtime_slots: SessionSlots
     keys: KeyRing
+    realtime_engines: EngineSelector
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
@@ -50,6 +52,7 @@ class Services:
             ),
             realtime_slots=SessionSlots(settings.realtime_max_sessions),
             keys=KeyRing.from_settings(settings),
+            realtime_engines=EngineSelector(settings),
         )
 
     async def start(self) -> None:

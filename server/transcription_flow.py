@@ -18,10 +18,14 @@ import numpy as np
 from server import metrics
 from server.audio_request import AudioRequest
 from server.errors import APIError
-from server.formats import Transcript
+from server.formats import Segment, Transcript
 from server.input_errors import InputError
 from server.services import Services
 from server.transcription import Timings, TranscriptionOptions
+from server.vllm_realtime.errors import RealtimeBackendError
+from server.vllm_realtime.probe import probe_realtime
+from server.vllm_realtime.protocol import SAMPLE_RATE
+from server.vllm_realtime.words import transcribe_with_words
 
 log = logging.getLogger("edge.audio")
 
@@ -56,7 +60,10 @@ class TranscriptionFlow:
 
     async def transcript(self, guard: Guard | None = None) -> Transcript:
         """The whole transcript (run through `guard` if given)."""
-        work = self.services.transcriber.transcribe(self.audio, self.options, self.timings)
+        if self.request.words:
+            work = self._with_words()
+        else:
+            work = self.services.transcriber.transcribe(self.audio, self.options, self.timings)
         try:
             transcript = await (guard(work) if guard else work)
         except APIError as exc:
@@ -79,6 +86,34 @@ class TranscriptionFlow:
         finally:
             await events.aclose()
             self._finish(status)
+
+    async def _with_words(self) -> Transcript:
+        """Word times come from a realtime model's 80 ms steps: the file is streamed through its
+        `/v1/realtime` (`vllm_realtime.words`), as one segment."""
+        settings = self.services.settings
+        backend = None
+        if self.options.task == "transcribe":
+            backend = await probe_realtime(
+                settings.backend_url, model=self.options.model, api_key=settings.vllm_api_key
+            )
+        if backend is None:
+            raise APIError(
+                400,
+                "Word timestamps are available only for transcriptions by a realtime model (Voxtral Realtime); "
+                f"`{self.options.model}` is not one. Use `segment`, which comes from speech detection.",
+                param="timestamp_granularities",
+                code="unsupported_value",
+            )
+        started = time.perf_counter()
+        try:
+            text, words = await transcribe_with_words(backend, self.audio)
+        except RealtimeBackendError as exc:
+            raise APIError(502, f"Streaming transcription failed: {exc}", code=exc.code) from exc
+        self.timings.backend_s = time.perf_counter() - started
+        self.timings.chunks = 1
+        duration = len(self.audio) / SAMPLE_RATE
+        text = text.strip()
+        return Transcript(text, duration, self.options.language, [Segment(0.0, duration, text)], words)
 
     def _finish(self, status: str) -> None:
         timings, total = self.timings, time.perf_counter() - self.started

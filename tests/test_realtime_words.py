@@ -37,6 +37,18 @@ def test_word_times_follow_the_generation_and_stay_in_the_audio() -> None:
     assert words[1].end == pytest.approx((later + STEP_SAMPLES + 100) / 16000)
 
 
+def test_the_padding_steps_of_a_generation_stay_before_the_next_one() -> None:
+    """A generation's last steps (vLLM's right padding) come after its audio: their text stands for
+    the generation's end, not the next generation's audio."""
+    cut = 3 * STEP_SAMPLES
+    first = deltas([" a", "", "", " b", " c"])  # steps 3 and 4 are past its 3 steps of audio
+    second = deltas([" d"], start=cut)
+    words = words_from_deltas(first + second, audio_end=cut + 5 * STEP_SAMPLES)
+    assert [w.word for w in words] == ["a", "b", "c", "d"]
+    assert [(w.start, w.end) for w in words[1:3]] == [(3 * STEP_S, 3 * STEP_S)] * 2
+    assert words[3] == Word("d", 3 * STEP_S, 4 * STEP_S)
+
+
 async def test_a_file_through_the_realtime_vllm(realtime_vllm_url: str) -> None:
     audio = decode_audio(DATA / "jfk.flac", max_duration_s=600)
     backend = RealtimeBackend(realtime_vllm_url, REALTIME_SERVED_NAME, REALTIME_TEST_MAX_MODEL_LEN)

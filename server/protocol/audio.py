@@ -72,8 +72,8 @@ class AudioRequestBody(BaseModel):
     stream: bool = Field(False, description="Server-sent events (with `json` or `text`).")
     timestamp_granularities: list[Literal["segment", "word"]] = Field(
         default_factory=list,
-        description="`segment` (needs `verbose_json`); `word` is refused: vLLM gives no word timing. "
-        "In a form also as `timestamp_granularities[]`.",
+        description="`segment` and `word` (need `verbose_json`); `word` only for transcriptions by a realtime "
+        "model (Voxtral Realtime), refused otherwise. In a form also as `timestamp_granularities[]`.",
     )
     chunking_strategy: Annotated[
         ServerVadStrategy | None,

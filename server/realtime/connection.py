@@ -26,6 +26,7 @@ from server.realtime.config import SessionConfig
 from server.realtime.events import Event
 from server.realtime.queues import Inbox, Outbox
 from server.realtime.session import RealtimeSession
+from server.realtime.stream_engine import EngineKind
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -114,9 +115,19 @@ def _report(websocket: WebSocket, closing: Closing) -> None:
 
 async def _serve(websocket: WebSocket, protocol: WireProtocol, state: "Services") -> Closing | None:
     settings = state.settings
+    try:
+        kind, stream = await state.realtime_engines.select()
+    except RuntimeError as exc:
+        return Closing(1013, "No realtime model.", APIError(503, str(exc), code="backend_unavailable"))
     outbox = Outbox(settings.realtime_send_queue, int(settings.realtime_send_queue_mb * MB))
     inbox = Inbox()
     config = protocol.initial_config()
+    failed: asyncio.Future[APIError] = asyncio.get_running_loop().create_future()
+
+    def on_failure(error: APIError) -> None:
+        if not failed.done():
+            failed.set_result(error)
+
     session = RealtimeSession(
         config,
         backend=state.backend,
@@ -125,6 +136,8 @@ async def _serve(websocket: WebSocket, protocol: WireProtocol, state: "Services"
         emit=lambda event: outbox.put_all(protocol.render(event)),
         default_max_tokens=settings.max_output_tokens,
         max_commit_bytes=int(settings.realtime_max_commit_mb * MB),
+        stream=stream if kind == EngineKind.STREAM else None,
+        on_failure=on_failure,
     )
     outbox.put_all(protocol.opening(config))
     sender = asyncio.create_task(outbox.run(websocket), name="realtime-sender")
@@ -132,14 +145,20 @@ async def _serve(websocket: WebSocket, protocol: WireProtocol, state: "Services"
     processor = asyncio.create_task(_process(inbox, protocol, session, outbox), name="realtime-processor")
     tasks = (sender, reader, processor)
     try:
+        waiting: set[asyncio.Future[Any]] = {*tasks, failed}
         done, _ = await asyncio.wait(
-            set(tasks), timeout=settings.realtime_max_session_s, return_when=asyncio.FIRST_COMPLETED
+            waiting, timeout=settings.realtime_max_session_s, return_when=asyncio.FIRST_COMPLETED
         )
+        if failed in done:
+            # The events already emitted (the items' `.failed`) go out before the closing error.
+            await outbox.flush(CLOSE_TIMEOUT_S)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await session.close()
+    if failed in done:
+        return Closing(1013, "Transcription backend failed.", failed.result())
     for task in (reader, processor):
         if task in done and task.exception() is not None:
             log.error("realtime session from %s failed", _peer(websocket), exc_info=task.exception())

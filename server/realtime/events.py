@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from server.usage import StreamUsage
+from server.vllm_realtime.words import Word
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Committed:
 class TranscriptDelta:
     item_id: str
     delta: str
+    audio_end_ms: int | None = None  # streaming engine only: the text stands for the audio up to here
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class TranscriptCompleted:
     usage: StreamUsage
     audio_start_ms: int
     audio_end_ms: int
+    words: tuple[Word, ...] | None = None  # streaming engine only: times in seconds since the session's start
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ all: any invalid field answers an `error` and leaves the session as it was.
 import base64
 import binascii
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from server import metrics
@@ -362,13 +362,15 @@ class OpenAIProtocol:
             case ev.Committed():
                 return self._committed(event)
             case ev.TranscriptDelta():
-                return [self._transcription("delta", event.item_id, delta=event.delta)]
+                spoken = {} if event.audio_end_ms is None else {"audio_end_ms": event.audio_end_ms}
+                return [self._transcription("delta", event.item_id, delta=event.delta, **spoken)]
             case ev.TranscriptPartial():
                 return [self._transcription("partial", event.item_id, transcript=event.transcript)]
             case ev.TranscriptCompleted():
+                words = {} if event.words is None else {"words": [asdict(w) for w in event.words]}
                 return [
                     self._transcription(
-                        "completed", event.item_id, transcript=event.transcript, usage=_usage(event.usage)
+                        "completed", event.item_id, transcript=event.transcript, usage=_usage(event.usage), **words
                     )
                 ]
             case ev.TranscriptFailed():

@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections import deque
+from contextlib import suppress
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -61,12 +62,15 @@ class Outbox:
         self._items: deque[str] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()
+        self._sent = asyncio.Event()
+        self._sent.set()
         self.overflowed = False
 
     def put_all(self, messages: list[Message]) -> None:
         for message in messages:
             if self.overflowed:
                 return
+            self._sent.clear()
             text = json.dumps(message)
             if len(self._items) >= self._limit or self._bytes + len(text) > self._limit_bytes:
                 self.overflowed = True
@@ -87,3 +91,10 @@ class Outbox:
                 await websocket.send_text(text)
             if self.overflowed:
                 return
+            self._sent.set()
+
+    async def flush(self, timeout_s: float) -> None:
+        """Wait until the events waiting now are sent (by `run`), at most `timeout_s`."""
+        with suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._sent.wait()

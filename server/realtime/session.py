@@ -8,6 +8,14 @@ overtakes an earlier one's; speech and commit events go out at once. Everything 
 reports goes through `emit`, which must not block. Without server VAD the client commits turns
 itself, and what it may buffer for one commit is capped (`max_commit_bytes`).
 
+With a realtime-capable model (`stream` given, see `stream_engine`) the session streams instead:
+every decoded sample also goes to a `StreamEngine`, which sends each item's audio to vLLM's
+`/v1/realtime` as it arrives and emits the item's deltas while the person speaks and its
+`TranscriptCompleted` after the item ends. Speech start opens an item, speech stop or a commit ends
+it; without turn detection an item opens at the first audio after a commit (or clear), so all
+audio is transcribed. No per-turn transcription or partials run then. If the stream fails,
+`on_failure` is called once and the connection ends the session.
+
 Positions are 16 kHz sample counts since the session's first audio; the VAD stream restarts at 0
 whenever it is reset, so its positions are offset by `_vad_origin`.
 """
@@ -40,8 +48,11 @@ from server.realtime.events import (
     TranscriptPartial,
 )
 from server.realtime.ids import new_id
+from server.realtime.stream_engine import StreamEngine
 from server.usage import StreamUsage
 from server.vllm_client import VLLMClient
+from server.vllm_realtime.errors import RealtimeBackendError
+from server.vllm_realtime.probe import RealtimeBackend
 from vad import FRAME_SAMPLES, SAMPLE_RATE, BatchedVADEngine, EngineStream
 from vad import SpeechStarted as VADStarted
 
@@ -106,6 +117,8 @@ class RealtimeSession:
         emit: Callable[[Event], None],
         default_max_tokens: int | None = None,
         max_commit_bytes: int,
+        stream: RealtimeBackend | None = None,
+        on_failure: Callable[[APIError], None] | None = None,
     ) -> None:
         self.config = config
         self._backend = backend
@@ -127,6 +140,12 @@ class RealtimeSession:
         self._tasks: set[asyncio.Task] = set()
         self._reply: Reply | None = None
         self._conversation = Conversation()
+        self._on_failure = on_failure
+        # The streaming engine (None for the turn engine), its committed items awaiting their
+        # transcript, and the item open without turn detection.
+        self._stream = StreamEngine(stream, self._stream_event, self._stream_failed) if stream else None
+        self._streamed_turns: dict[str, Turn] = {}
+        self._stream_item: str | None = None
         self._open_vad()
         self._spawn(self._relay(), "relay")
 
@@ -154,6 +173,8 @@ class RealtimeSession:
             prefix = self.config.turn_detection.prefix_padding_ms * SAMPLES_PER_MS
             self._buffer.drop_before(self._buffer.end - prefix - FRAME_SAMPLES)
         self._buffer.append(samples)
+        if self._stream is not None:
+            self._stream.append(samples)
         for event in await self._vad.feed(samples):
             position = self._vad_origin + event.sample
             if isinstance(event, VADStarted):
@@ -176,7 +197,13 @@ class RealtimeSession:
                 code="input_audio_buffer_full",
             )
         self._uncommitted_bytes += len(payload)
-        self._buffer.append(self._input.decode(payload))
+        samples = self._input.decode(payload)
+        if self._stream is not None and len(samples):
+            if self._stream_item is None:
+                self._stream_item = new_id("item")
+                self._stream.start_item(self._stream_item, self._buffer.end)
+            self._stream.append(samples)
+        self._buffer.append(samples)
 
     def commit(self) -> None:
         """End the turn now: with server VAD the open turn, otherwise all audio since the last commit."""
@@ -199,7 +226,8 @@ class RealtimeSession:
                 code="input_audio_buffer_commit_empty",
             )
         self._cancel_reply()
-        self._commit(Turn(new_id("item"), self._buffer.start, self._buffer.end))
+        item_id, self._stream_item = self._stream_item or new_id("item"), None
+        self._commit(Turn(item_id, self._buffer.start, self._buffer.end))
         self._clear_buffer()
 
     def clear(self) -> None:
@@ -211,6 +239,8 @@ class RealtimeSession:
 
     async def close(self) -> None:
         """Stop everything: in-flight vLLM requests are aborted as their tasks are cancelled."""
+        if self._stream is not None:
+            await self._stream.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -239,19 +269,28 @@ class RealtimeSession:
         self._open = turn
         self._emit(SpeechStarted(turn.item_id, to_ms(position)))
         self._cancel_reply()
-        if self.config.transcription.partial_interval_ms > 0:
+        if self._stream is not None:
+            self._stream.start_item(turn.item_id, position)
+        elif self.config.transcription.partial_interval_ms > 0:
             self._partials = self._spawn(self._run_partials(turn), f"partials-{turn.item_id}")
 
     def _stop_turn(self, position: int) -> None:
         turn = self._open
         if turn is None:
             return
-        self._discard_open_turn()
+        self._end_open_turn()
         turn.end = position
         self._emit(SpeechStopped(turn.item_id, to_ms(position)))
         self._commit(turn)
 
     def _discard_open_turn(self) -> None:
+        """Drop the turn in progress (and, streaming, the open item's text)."""
+        self._end_open_turn()
+        if self._stream is not None:
+            self._stream.discard_item()
+            self._stream_item = None
+
+    def _end_open_turn(self) -> None:
         self._open = None
         if self._partials is not None:
             self._partials.cancel()
@@ -264,6 +303,10 @@ class RealtimeSession:
             turn.audio = audio
         self._emit(Committed(turn.item_id, self._last_item_id))
         self._last_item_id = turn.item_id
+        if self._stream is not None:
+            self._streamed_turns[turn.item_id] = turn
+            self._stream.end_item(turn.end)
+            return
         events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._turns.put_nowait((turn, events))
         self._spawn(self._transcribe(turn, audio, events), f"transcribe-{turn.item_id}")
@@ -323,11 +366,31 @@ class RealtimeSession:
             edge,
             turn.backend_s,
         )
+        self._hear(turn, event)
+
+    def _hear(self, turn: Turn, event: TranscriptCompleted | TranscriptFailed) -> None:
+        """The conversation (and the assistant) take in a finished turn."""
         if isinstance(event, TranscriptCompleted):
             if turn.audio is not None and self.config.assistant.enabled and self._is_latest(turn):
                 self._start_reply(turn.audio)
             self._conversation.add("user", event.transcript)
         turn.audio = None
+
+    def _stream_event(self, event: Event) -> None:
+        """The streaming engine's events, already in item order; deltas may precede `Committed`."""
+        self._emit(event)
+        if isinstance(event, (TranscriptCompleted, TranscriptFailed)):
+            turn = self._streamed_turns.pop(event.item_id, None)
+            if turn is not None:
+                outcome = "completed" if isinstance(event, TranscriptCompleted) else "failed"
+                metrics.REALTIME_TURNS.labels(outcome).inc()
+                self._hear(turn, event)
+
+    def _stream_failed(self, exc: RealtimeBackendError) -> None:
+        status = 503 if exc.code == "backend_unavailable" else 502
+        error = APIError(status, f"Streaming transcription failed: {exc}", code=exc.code)
+        if self._on_failure is not None:
+            self._on_failure(error)
 
     def _is_latest(self, turn: Turn) -> bool:
         """No later turn has begun: a reply to an older turn would talk over the user."""

@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,7 +36,9 @@ from server.settings import Settings
 from server.usage import StreamUsage
 from server.vllm_realtime.errors import RealtimeBackendError
 from server.vllm_realtime.probe import RealtimeBackend, probe_realtime
-from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta
+from server.vllm_realtime.protocol import STEP_SAMPLES
+from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta, spoken_span, steps_per_generation
+from server.vllm_realtime.words import words_from_deltas
 
 SAMPLE_RATE = 16000
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
@@ -105,6 +107,7 @@ class _Item:
     start: int
     opened_at: float
     end: int | None = None
+    deltas: list[StreamDelta] = field(default_factory=list)
 
 
 class StreamEngine:
@@ -127,6 +130,7 @@ class StreamEngine:
             on_done=self._done,
             on_error=self._failed,
         )
+        self._generation_samples = steps_per_generation(backend.max_model_len) * STEP_SAMPLES
         self._recent: deque[tuple[int, np.ndarray]] = deque()
         self._end = 0
         self._streamed_to = 0
@@ -184,8 +188,15 @@ class StreamEngine:
         await self._stream.close()
 
     def _delta(self, delta: StreamDelta) -> None:
-        if delta.text and delta.key not in self._discarded:
-            self._emit(TranscriptDelta(delta.key, delta.text))
+        item = self._items.get(delta.key)
+        if delta.text and item is not None and delta.key not in self._discarded:
+            item.deltas.append(delta)
+            # A generation's padding steps stand for no audio past its end.
+            generation_end = delta.generation_start + self._generation_samples
+            if item.end is not None:
+                generation_end = min(generation_end, item.end)
+            spoken_to = min(spoken_span(delta.heard_until)[1], generation_end)
+            self._emit(TranscriptDelta(delta.key, delta.text, spoken_to // SAMPLES_PER_MS))
 
     def _done(self, done: SegmentDone) -> None:
         item = self._items.pop(done.key)
@@ -194,8 +205,11 @@ class StreamEngine:
             return
         end = item.end if item.end is not None else done.end
         usage = StreamUsage(input_tokens=done.steps, output_tokens=done.steps)
+        words = tuple(words_from_deltas(item.deltas, audio_end=end))
         self._emit(
-            TranscriptCompleted(item.item_id, done.text, usage, item.start // SAMPLES_PER_MS, end // SAMPLES_PER_MS)
+            TranscriptCompleted(
+                item.item_id, done.text, usage, item.start // SAMPLES_PER_MS, end // SAMPLES_PER_MS, words
+            )
         )
         log.info(
             "realtime item %s streamed: audio %.2f s in %d generation(s), %d steps, open→done %.3f s",

@@ -20,13 +20,14 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from server import metrics
 from server.errors import APIError
 from server.realtime import events as ev
 from server.realtime.session import RealtimeSession
 from server.realtime.simple_protocol import Message, SimpleProtocol
+from server.realtime.stream_engine import EngineKind
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -205,6 +206,16 @@ class TCPStreamServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: PendingTurns
     ) -> tuple[str, APIError | None]:
         settings = self._state.settings
+        try:
+            kind, stream = await self._state.realtime_engines.select()
+        except RuntimeError as exc:
+            return "refused: no realtime model", APIError(503, str(exc), code="backend_unavailable")
+        failed: asyncio.Future[APIError] = asyncio.get_running_loop().create_future()
+
+        def on_failure(error: APIError) -> None:
+            if not failed.done():
+                failed.set_result(error)
+
         outbox = LineOutbox(writer, settings.realtime_send_queue)
 
         def emit(event: ev.Event) -> None:
@@ -219,16 +230,20 @@ class TCPStreamServer:
             emit=emit,
             default_max_tokens=settings.max_output_tokens,
             max_commit_bytes=int(settings.realtime_max_commit_mb * 1_048_576),
+            stream=stream if kind == EngineKind.STREAM else None,
+            on_failure=on_failure,
         )
         sender = asyncio.create_task(outbox.run(), name="realtime-tcp-sender")
         receiver = asyncio.create_task(self._receive(reader, session), name="realtime-tcp-receiver")
         finisher: asyncio.Task | None = None
         try:
-            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {sender, receiver, failed}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if receiver in done:
                 end = receiver.result()  # a reset connection raises here
                 finisher = asyncio.create_task(self._finish(session, pending, outbox), name="realtime-tcp-finisher")
-                done, _ = await asyncio.wait({sender, finisher}, return_when=asyncio.FIRST_COMPLETED)
+                waiting = {sender, finisher, failed}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if finisher in done:
                     if end is StreamEnd.IDLE:
                         idle_s = settings.realtime_idle_timeout_s
@@ -236,6 +251,11 @@ class TCPStreamServer:
                             408, f"No audio for {idle_s:g} s; closing the session.", code="idle_timeout"
                         )
                     return end.value, None
+            if failed in done:
+                with suppress(TimeoutError):  # the items' error lines go out before the closing one
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await outbox.sent()
+                return "transcription backend failed", failed.result()
             if outbox.overflowed:
                 log.warning("closing a tcp stream: its client reads too slowly")
                 return "client too slow", None

@@ -29,7 +29,13 @@ class Word:
 
 
 def words_from_deltas(deltas: Iterable[StreamDelta], *, audio_end: int) -> list[Word]:
-    """Split the deltas' text at whitespace into timed words; positions are 16 kHz samples."""
+    """Split the deltas' text at whitespace into timed words; positions are 16 kHz samples.
+
+    A generation's last steps (vLLM's right padding) stand for no audio past the generation's end,
+    which is where the next generation begins (or `audio_end`)."""
+    deltas = list(deltas)
+    starts = sorted({d.generation_start for d in deltas})
+    ends = dict(zip(starts, [*starts[1:], audio_end], strict=False))
     words: list[Word] = []
     text = ""
     start = end = 0
@@ -42,7 +48,8 @@ def words_from_deltas(deltas: Iterable[StreamDelta], *, audio_end: int) -> list[
         text = ""
 
     for delta in deltas:
-        span_start, span_end = spoken_span(delta.heard_until)
+        limit = ends[delta.generation_start]
+        span_start, span_end = (min(p, limit) for p in spoken_span(delta.heard_until))
         for char in delta.text:
             if char.isspace():
                 close()
