@@ -88,15 +88,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         built = Services.build(settings)
         await built.start()
         app.state.services = built
+        # With several workers each binds the extra ports too (SO_REUSEPORT): the kernel spreads
+        # their connections over the workers, as it does for the main port's.
+        several_workers = settings.workers > 1
         try:
             async with AsyncExitStack() as ports:
                 if settings.tcp_port is not None:
                     tcp = TCPStreamServer(built, authenticate=None)
-                    await tcp.start(settings.host, settings.tcp_port)
+                    await tcp.start(settings.host, settings.tcp_port, reuse_port=several_workers)
                     ports.push_async_callback(tcp.aclose)
                 if settings.health_port is not None:
                     health = HealthServer(built)
-                    await health.start(settings.host, settings.health_port)
+                    await health.start(settings.host, settings.health_port, reuse_port=several_workers)
                     ports.push_async_callback(health.aclose)
                 log.info("edge ready; backend %s", settings.backend_url)
                 yield

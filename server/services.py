@@ -2,16 +2,19 @@
 accessors, so routes never read an untyped `app.state`.
 
 The HTTP app and the RunPod worker build the same `Services`; the realtime session slots live here
-too (one set per app: tests run several apps in one process).
+too (one set per app: tests run several apps in one process; with several workers, one count
+shared by all of them).
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.requests import HTTPConnection
 
 from server.fetch import SafeFetcher
 from server.model_names import ModelNames
 from server.realtime.connection import SessionSlots
+from server.realtime.shared_count import SharedCount
 from server.settings import Settings
 from server.transcription import TranscriptionService
 from server.vllm_client import VLLMClient
@@ -46,7 +49,7 @@ class Services:
             vad_engine=BatchedVADEngine(
                 max_batch=settings.realtime_vad_max_batch, intra_op_threads=settings.vad_intra_op_threads
             ),
-            realtime_slots=SessionSlots(settings.realtime_max_sessions),
+            realtime_slots=SessionSlots(settings.realtime_max_sessions, _shared_session_count(settings)),
         )
 
     async def start(self) -> None:
@@ -56,6 +59,13 @@ class Services:
         await self.vad_engine.stop()
         await self.fetcher.aclose()
         await self.backend.aclose()
+
+
+def _shared_session_count(settings: Settings) -> SharedCount | None:
+    """With several workers, the open sessions are counted in their shared directory."""
+    if settings.prometheus_multiproc_dir is None:
+        return None
+    return SharedCount(Path(settings.prometheus_multiproc_dir) / "realtime-sessions.json")
 
 
 def services(connection: HTTPConnection) -> Services:

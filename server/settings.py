@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = 8000
     log_level: str = "info"
+    workers: int = Field(default=1, ge=1, description="Edge processes serving PORT together (the launcher runs them)")
+    prometheus_multiproc_dir: str | None = Field(
+        default=None, description="Set by the launcher when WORKERS > 1: the workers' shared metrics and session count"
+    )
 
     # The vLLM backend.
     vllm_url: str | None = Field(
