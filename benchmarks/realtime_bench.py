@@ -111,6 +111,9 @@ def run_point(
         "edge_turns_counted": counter_delta(before, after, f"{TURN_HISTOGRAM}_count", part="edge"),
         "client_max_send_lag_s": round(max((log.max_send_lag_s for log in logs), default=0.0), 4),
         "processes": {name: meter.summary() for name, meter in meters.items()},
+        "cpu_ms_per_session_s": {
+            name: round(meter.cpu_s * 1000 / (n * config.seconds), 2) for name, meter in meters.items()
+        },
     }
 
 
@@ -148,7 +151,10 @@ def _summary_line(point: dict[str, Any]) -> str:
         f"{results.ms(point['turn_latency_s']['p99'])} ms, "
         f"edge share p99 {results.ms(point['edge_share_s']['p99'])} ms, "
         f"turns {point['turns_completed_matched']}/{point['turns_expected']}, dropped {point['sessions_dropped']}, "
-        f"edge CPU {edge.get('cpu_cores', '–')} cores, RSS {edge.get('rss_peak_mb', '–')} MB "
+        f"edge CPU {edge.get('cpu_cores', '–')} cores "
+        f"({point['cpu_ms_per_session_s'].get('edge', '–')} ms per session-second), "
+        f"load generator {point['cpu_ms_per_session_s'].get('load_generator', '–')} ms per session-second, "
+        f"RSS {edge.get('rss_peak_mb', '–')} MB "
         f"→ {'ok' if point['passed'] else 'over budget'}"
     )
 
@@ -165,6 +171,8 @@ def table(points: list[dict[str, Any]]) -> str:
         "VAD lag p99 ms",
         "backend p50 / p99 ms",
         "edge CPU cores",
+        "edge CPU ms / session-s",
+        "load gen. CPU ms / session-s",
         "edge RSS MB",
         "within budget",
     ]
@@ -183,6 +191,8 @@ def table(points: list[dict[str, Any]]) -> str:
                 results.ms(p["vad_lag_beyond_silence_s"]["p99"]),
                 f"{results.ms(p['backend_s']['p50'])} / {results.ms(p['backend_s']['p99'])}",
                 edge.get("cpu_cores", "–"),
+                p.get("cpu_ms_per_session_s", {}).get("edge", "–"),
+                p.get("cpu_ms_per_session_s", {}).get("load_generator", "–"),
                 edge.get("rss_peak_mb", "–"),
                 "yes" if p["passed"] else "no",
             ]

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import ctypes
 import logging
+import multiprocessing
 import os
 import shlex
 import shutil
@@ -231,6 +232,9 @@ def worker_app() -> FastAPI:
     from server.app import create_app
 
     _die_with_parent()
+    launcher = multiprocessing.parent_process()
+    if launcher is None or os.getppid() != launcher.pid:
+        sys.exit("the launcher exited while this worker started")  # before the death signal was set
     return create_app()
 
 
