@@ -44,6 +44,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--capacity-sessions", type=_levels, default=[50, 100, 200, 250, 300, 400])
     parser.add_argument("--realtime-sessions", type=_levels, default=[1, 2, 4, 8, 16, 32, 48, 64])
     parser.add_argument("--workers", type=int, default=1, help="capacity: edge processes (WORKERS, via the launcher)")
+    parser.add_argument(
+        "--load-processes", type=int, default=1, help="capacity: client processes of the load generator"
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="audio per realtime session")
     parser.add_argument("--chunk-ms", type=int, default=100, help="audio per append message (20–100)")
     parser.add_argument("--long-seconds", type=_seconds, default=[600.0, 3600.0], help="lengths of the long files")
@@ -85,7 +88,7 @@ def vllm_stack(args: argparse.Namespace, **edge_settings: object) -> Iterator[St
 
 
 def run_capacity(args: argparse.Namespace) -> None:
-    config = realtime_bench.LoadConfig(args.seconds, args.chunk_ms, drain_s=10.0)
+    config = realtime_bench.LoadConfig(args.seconds, args.chunk_ms, drain_s=10.0, load_processes=args.load_processes)
     # The edge share alone can stay small while audio queues up in front of the VAD: the turn
     # latency bound makes "holds" mean that the edge keeps up with real time.
     budget = realtime_bench.Budget(edge_p99_s=0.050, turn_p99_s=1.5)

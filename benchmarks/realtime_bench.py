@@ -8,8 +8,10 @@ dropped sessions, and the CPU and memory of the edge (and of the backend and thi
 """
 
 import asyncio
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,8 +24,8 @@ from tqdm import tqdm
 
 from benchmarks import results
 from benchmarks.procstats import ProcessMeter
-from benchmarks.realtime_client import append_message, run_session, score_session
-from benchmarks.speech import SessionAudio
+from benchmarks.realtime_client import SessionLog, append_message, run_session, score_session
+from benchmarks.speech import SessionAudio, SessionPlan
 from benchmarks.stats import counter_delta, histogram_quantiles, percentiles, scrape
 
 SILENCE_WAIT_S = 0.5
@@ -52,23 +54,56 @@ class LoadConfig:
     chunk_ms: int = 100
     drain_s: float = 15.0
     ramp_s: float = 2.0
+    load_processes: int = 1  # client processes sharing the sessions (one event loop each)
 
 
-async def _load(url: str, n: int, audio: SessionAudio, config: LoadConfig, seed: int) -> list[tuple[Any, Any]]:
+SessionRun = tuple[SessionPlan, SessionLog]
+START_MARGIN_S = 20.0  # time the client processes get to start and build their audio
+
+
+async def _load(
+    url: str, indices: list[int], n: int, audio: SessionAudio, config: LoadConfig, seed: int, progress: bool = True
+) -> list[SessionRun]:
+    """Run sessions `indices` of `n` (session i starts `ramp_s * i / n` in)."""
     chunk_s = config.chunk_ms / 1000
-    plans = [audio.plan(config.seconds, seed + i) for i in range(n)]
+    plans = {i: audio.plan(config.seconds, seed + i) for i in indices}
 
-    async def one(i: int):
+    async def one(i: int) -> SessionLog:
         await asyncio.sleep(config.ramp_s * i / n)
         return await run_session(url, plans[i], audio.messages, chunk_s, config.drain_s)
 
-    with tqdm(total=int(config.seconds + config.ramp_s), desc=f"{n} sessions", unit="s", leave=False) as bar:
-        tasks = asyncio.gather(*(one(i) for i in range(n)))
+    tasks = asyncio.gather(*(one(i) for i in indices))
+    with tqdm(
+        total=int(config.seconds + config.ramp_s), desc=f"{n} sessions", unit="s", leave=False, disable=not progress
+    ) as bar:
         while not tasks.done() and bar.n < bar.total:
             await asyncio.sleep(1)
             bar.update(1)
         logs = await tasks
-    return list(zip(plans, logs, strict=False))
+    return [(plans[i], log) for i, log in zip(indices, logs, strict=True)]
+
+
+def _load_part(
+    url: str, indices: list[int], n: int, config: LoadConfig, seed: int, start_at: float
+) -> tuple[list[SessionRun], float]:
+    """In a client process: its share of the sessions, from `start_at` (`time.monotonic()`, which is
+    system-wide on Linux); returns them and the CPU seconds the process used for them."""
+    audio = SessionAudio(config.chunk_ms, append_message)
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    cpu = time.process_time()
+    runs = asyncio.run(_load(url, indices, n, audio, config, seed, progress=False))
+    return runs, time.process_time() - cpu
+
+
+def _load_in_processes(url: str, n: int, config: LoadConfig, seed: int) -> tuple[list[SessionRun], float]:
+    """The sessions spread over `load_processes` client processes; returns all of them and the CPU
+    seconds those processes used."""
+    k = config.load_processes
+    start_at = time.monotonic() + START_MARGIN_S
+    with ProcessPoolExecutor(k, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = [pool.submit(_load_part, url, list(range(j, n, k)), n, config, seed, start_at) for j in range(k)]
+        done = [part.result() for part in parts]
+    return [run for runs, _ in done for run in runs], sum(cpu for _, cpu in done)
 
 
 def run_point(
@@ -79,12 +114,21 @@ def run_point(
     before = scrape(edge_url)
     meters = {name: ProcessMeter(pid, children=pid != os.getpid()) for name, pid in pids.items()}
     started = time.perf_counter()
+    client_cpu_s = 0.0
     with ExitStack() as stack:
         for meter in meters.values():
             stack.enter_context(meter)
-        sessions = asyncio.run(_load(ws_url, n, audio, config, seed))
+        if config.load_processes > 1:
+            sessions, client_cpu_s = _load_in_processes(ws_url, n, config, seed)
+        else:
+            sessions = asyncio.run(_load(ws_url, list(range(n)), n, audio, config, seed))
     wall = time.perf_counter() - started
     after = scrape(edge_url)
+    cpu_s = {name: meter.cpu_s for name, meter in meters.items()}
+    processes = {name: meter.summary() for name, meter in meters.items()}
+    if "load_generator" in processes and client_cpu_s:
+        cpu_s["load_generator"] += client_cpu_s
+        processes["load_generator"]["client_processes_cpu_s"] = round(client_cpu_s, 2)
     scores = [score_session(plan, log, config.chunk_ms / 1000) for plan, log in sessions]
     logs = [log for _, log in sessions]
     latencies = [v for s in scores for v in s.latencies_s]
@@ -110,10 +154,8 @@ def run_point(
         "backend_s": histogram_quantiles(before, after, TURN_HISTOGRAM, part="backend"),
         "edge_turns_counted": counter_delta(before, after, f"{TURN_HISTOGRAM}_count", part="edge"),
         "client_max_send_lag_s": round(max((log.max_send_lag_s for log in logs), default=0.0), 4),
-        "processes": {name: meter.summary() for name, meter in meters.items()},
-        "cpu_ms_per_session_s": {
-            name: round(meter.cpu_s * 1000 / (n * config.seconds), 2) for name, meter in meters.items()
-        },
+        "processes": processes,
+        "cpu_ms_per_session_s": {name: round(cpu * 1000 / (n * config.seconds), 2) for name, cpu in cpu_s.items()},
     }
 
 
