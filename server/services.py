@@ -47,7 +47,9 @@ class Services:
                 settings, backend, fetcher, SileroModel(intra_op_threads=settings.vad_intra_op_threads)
             ),
             vad_engine=BatchedVADEngine(
-                max_batch=settings.realtime_vad_max_batch, intra_op_threads=settings.vad_intra_op_threads
+                max_batch=settings.realtime_vad_max_batch,
+                intra_op_threads=settings.vad_intra_op_threads,
+                batch_window_s=settings.realtime_vad_batch_ms / 1000,
             ),
             realtime_slots=SessionSlots(settings.realtime_max_sessions, _shared_session_count(settings)),
         )

@@ -9,10 +9,15 @@ runs one batched model call in a dedicated worker thread (onnxruntime
 releases the GIL, so the event loop keeps serving requests), writes the new
 states back and resolves the feeds whose frames are all done.
 
-There is no timer: a tick starts as soon as the previous one ends, with
-whatever frames arrived meanwhile. So a frame waits at most for the tick in
-progress plus its own, i.e. batching adds at most one tick of latency, and
-none when idle. A tick costs ~0.07 ms for one stream and ~0.03 ms per extra
+A tick starts as soon as the previous one ends, with whatever frames arrived
+meanwhile, until no stream has work left. With ``batch_window_s`` (the
+realtime sessions' ``REALTIME_VAD_BATCH_MS``), the first tick after idle waits
+that long first, so the frames of streams appending at different moments meet
+in one call: live sessions append every 20-100 ms at random phases, and
+without a window most calls carry one or two rows, at about twice the model
+cost per row of a batch of 16 or more. The window adds at most its length to
+when a turn's start or end is heard. Without it a frame waits at most for the
+tick in progress plus its own, and none when idle. A tick costs ~0.07 ms for one stream and ~0.03 ms per extra
 row on one core (about 2 ms at 64 rows, 8 ms at 256, 30 ms at 1024);
 ``max_batch`` bounds it. Ticks of at most ``inline_rows`` rows (under
 0.3 ms) run directly on the loop, because the thread hand-off would cost more
@@ -141,10 +146,12 @@ class BatchedVADEngine:
         intra_op_threads: int = 1,
         initial_slots: int = 64,
         inline_rows: int = 4,
+        batch_window_s: float = 0.0,
     ) -> None:
         self._model = model or SileroModel(intra_op_threads=intra_op_threads)
         self._max_batch = max_batch
         self._inline_rows = inline_rows
+        self._batch_window_s = batch_window_s
         self._state = SileroModel.initial_state(initial_slots)
         self._free = list(range(initial_slots - 1, -1, -1))
         self._ready: dict[EngineStream, None] = {}
@@ -216,6 +223,8 @@ class BatchedVADEngine:
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
+            if self._batch_window_s:
+                await asyncio.sleep(self._batch_window_s)
             self._wake.clear()
             while self._ready:
                 streams = list(islice(self._ready, self._max_batch))
