@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     realtime_max_backlog_mb: float = 32.0
     realtime_max_commit_mb: float = 15.0
     realtime_vad_max_batch: int = 256
-    realtime_vad_batch_ms: float = Field(default=32.0, ge=0)
+    realtime_vad_batch_ms: float = Field(default=0.0, ge=0)
     realtime_engine: Literal["auto", "turns", "stream"] = "auto"
     realtime_vllm_url: str | None = Field(
         default=None, description="Base URL of a vLLM serving Voxtral Realtime for live sessions; unset = VLLM_URL's"

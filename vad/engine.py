@@ -16,7 +16,8 @@ that long first, so the frames of streams appending at different moments meet
 in one call: live sessions append every 20-100 ms at random phases, and
 without a window most calls carry one or two rows, at about twice the model
 cost per row of a batch of 16 or more. The window adds at most its length to
-when a turn's start or end is heard. Without it a frame waits at most for the
+when a turn's start or end is heard, and since a stream's frames are fed in
+order, a lone stream advances about one tick per window. Without it a frame waits at most for the
 tick in progress plus its own, and none when idle. A tick costs ~0.07 ms for one stream and ~0.03 ms per extra
 row on one core (about 2 ms at 64 rows, 8 ms at 256, 30 ms at 1024);
 ``max_batch`` bounds it. Ticks of at most ``inline_rows`` rows (under
