@@ -45,6 +45,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--edge-pid", type=int, help="pid of the --edge-url edge, to meter its CPU and memory")
     parser.add_argument("--capacity-sessions", type=_levels, default=[50, 100, 200, 250, 300, 400])
     parser.add_argument("--realtime-sessions", type=_levels, default=[1, 2, 4, 8, 16, 32, 48, 64])
+    parser.add_argument("--workers", type=int, default=1, help="capacity: edge processes (WORKERS, via the launcher)")
+    parser.add_argument(
+        "--load-processes", type=int, default=1, help="capacity: client processes of the load generator"
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="audio per realtime session")
     parser.add_argument("--chunk-ms", type=int, default=100, help="audio per append message (20–100)")
     parser.add_argument("--long-seconds", type=_seconds, default=[600.0, 3600.0], help="lengths of the long files")
@@ -93,11 +97,11 @@ def vllm_stack(args: argparse.Namespace, **edge_settings: object) -> Iterator[St
 
 
 def run_capacity(args: argparse.Namespace) -> None:
-    config = realtime_bench.LoadConfig(args.seconds, args.chunk_ms, drain_s=10.0)
+    config = realtime_bench.LoadConfig(args.seconds, args.chunk_ms, drain_s=10.0, load_processes=args.load_processes)
     # The edge share alone can stay small while audio queues up in front of the VAD: the turn
     # latency bound makes "holds" mean that the edge keeps up with real time.
     budget = realtime_bench.Budget(edge_p99_s=0.050, turn_p99_s=1.5)
-    with processes.standin() as backend, processes.edge(backend.url) as edge:
+    with processes.standin() as backend, processes.edge(backend.url, workers=args.workers) as edge:
         pids = {"edge": edge.pid, "standin": backend.pid, "load_generator": os.getpid()}
         points, best = realtime_bench.sweep(edge.url, args.capacity_sessions, budget, config, pids)
     realtime_bench.report(
@@ -109,7 +113,9 @@ def run_capacity(args: argparse.Namespace) -> None:
         config,
         {
             "backend": "zero-cost stand-in (benchmarks/standin.py), own process, same 2 cores",
-            "edge": "python -m uvicorn server.app:create_app --factory (1 process)",
+            "edge": "python -m uvicorn server.app:create_app --factory (1 process)"
+            if args.workers == 1
+            else f"python -m server.launcher, WORKERS={args.workers}",
         },
     )
 
@@ -148,7 +154,7 @@ def run_overhead(args: argparse.Namespace, stack: Stack) -> None:
     if not stack.vllm_url:
         raise SystemExit("the overhead benchmark compares with vLLM directly: give --vllm-url with --edge-url")
     overhead_bench.run(stack.edge_url, stack.vllm_url, args.overhead_requests, _backend_name(args, stack))
-    with processes.standin() as backend, processes.edge(backend.url) as edge:
+    with processes.standin() as backend, processes.edge(backend.url, workers=args.workers) as edge:
         overhead_bench.run(
             edge.url,
             backend.url,

@@ -99,7 +99,10 @@ def standin(model: str = SERVED_MODEL) -> Iterator[Child]:
 
 @contextmanager
 def edge(backend_url: str, **settings: object) -> Iterator[Child]:
-    """The edge as `python -m uvicorn server.app:create_app --factory`, configured by environment."""
+    """The edge as `python -m uvicorn server.app:create_app --factory`, configured by environment;
+    with several `workers` (`WORKERS`), through the launcher (`python -m server.launcher`), whose
+    children are the workers (a `ProcessMeter` on it counts them all)."""
+    workers = int(str(settings.get("workers", 1)))
     port = free_port()
     env = {
         **os.environ,
@@ -110,8 +113,12 @@ def edge(backend_url: str, **settings: object) -> Iterator[Child]:
         "LOG_LEVEL": "warning",
     }
     env.update({key.upper(): str(value) for key, value in settings.items()})
-    process = subprocess.Popen(
-        [
+    if workers > 1:
+        env.update(HOST="127.0.0.1", PORT=str(port))
+    command = (
+        [sys.executable, "-m", "server.launcher"]
+        if workers > 1
+        else [
             sys.executable,
             "-m",
             "uvicorn",
@@ -124,10 +131,9 @@ def edge(backend_url: str, **settings: object) -> Iterator[Child]:
             "--log-level",
             "warning",
             "--no-access-log",
-        ],
-        cwd=ROOT,
-        env=env,
+        ]
     )
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
     child = Child(process, f"http://127.0.0.1:{port}")
     try:
         wait_healthy(child.url, process, 60)

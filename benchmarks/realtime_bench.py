@@ -8,8 +8,10 @@ dropped sessions, and the CPU and memory of the edge (and of the backend and thi
 """
 
 import asyncio
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,8 +24,8 @@ from tqdm import tqdm
 
 from benchmarks import results
 from benchmarks.procstats import ProcessMeter
-from benchmarks.realtime_client import append_message, run_session, score_session
-from benchmarks.speech import SessionAudio
+from benchmarks.realtime_client import SessionLog, append_message, run_session, score_session
+from benchmarks.speech import SessionAudio, SessionPlan
 from benchmarks.stats import counter_delta, histogram_quantiles, percentiles, scrape
 
 SILENCE_WAIT_S = 0.5
@@ -52,24 +54,61 @@ class LoadConfig:
     chunk_ms: int = 100
     drain_s: float = 15.0
     ramp_s: float = 2.0
+    load_processes: int = 1  # client processes sharing the sessions (one event loop each)
 
 
-async def run_sessions(url: str, n: int, audio: SessionAudio, config: LoadConfig, seed: int) -> list[tuple[Any, Any]]:
-    """`n` sessions started over `config.ramp_s`; each one's plan and log."""
+SessionRun = tuple[SessionPlan, SessionLog]
+START_MARGIN_S = 20.0  # time the client processes get to start and build their audio
+
+
+async def run_sessions(url: str, n: int, audio: SessionAudio, config: LoadConfig, seed: int) -> list[SessionRun]:
+    """`n` sessions started over `config.ramp_s`, in this process; each one's plan and log."""
+    return await _load(url, list(range(n)), n, audio, config, seed)
+
+
+async def _load(
+    url: str, indices: list[int], n: int, audio: SessionAudio, config: LoadConfig, seed: int, progress: bool = True
+) -> list[SessionRun]:
+    """Run sessions `indices` of `n` (session i starts `ramp_s * i / n` in)."""
     chunk_s = config.chunk_ms / 1000
-    plans = [audio.plan(config.seconds, seed + i) for i in range(n)]
+    plans = {i: audio.plan(config.seconds, seed + i) for i in indices}
 
-    async def one(i: int):
+    async def one(i: int) -> SessionLog:
         await asyncio.sleep(config.ramp_s * i / n)
         return await run_session(url, plans[i], audio.messages, chunk_s, config.drain_s)
 
-    with tqdm(total=int(config.seconds + config.ramp_s), desc=f"{n} sessions", unit="s", leave=False) as bar:
-        tasks = asyncio.gather(*(one(i) for i in range(n)))
+    tasks = asyncio.gather(*(one(i) for i in indices))
+    with tqdm(
+        total=int(config.seconds + config.ramp_s), desc=f"{n} sessions", unit="s", leave=False, disable=not progress
+    ) as bar:
         while not tasks.done() and bar.n < bar.total:
             await asyncio.sleep(1)
             bar.update(1)
         logs = await tasks
-    return list(zip(plans, logs, strict=False))
+    return [(plans[i], log) for i, log in zip(indices, logs, strict=True)]
+
+
+def _load_part(
+    url: str, indices: list[int], n: int, config: LoadConfig, seed: int, start_at: float
+) -> tuple[list[SessionRun], float]:
+    """In a client process: its share of the sessions, from `start_at` (`time.monotonic()`, which is
+    system-wide on Linux); returns them and the CPU seconds the process used for them."""
+    audio = SessionAudio(config.chunk_ms, append_message)
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    cpu = time.process_time()
+    runs = asyncio.run(_load(url, indices, n, audio, config, seed, progress=False))
+    return runs, time.process_time() - cpu
+
+
+def _load_in_processes(url: str, n: int, config: LoadConfig, seed: int) -> tuple[list[SessionRun], float]:
+    """The sessions spread over `load_processes` client processes; returns all of them and the CPU
+    seconds those processes used."""
+    k = config.load_processes
+    start_at = time.monotonic() + START_MARGIN_S
+    with ProcessPoolExecutor(k, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = [pool.submit(_load_part, url, list(range(j, n, k)), n, config, seed, start_at) for j in range(k)]
+        done = [part.result() for part in parts]
+    return [run for runs, _ in done for run in runs], sum(cpu for _, cpu in done)
 
 
 def run_point(
@@ -80,12 +119,21 @@ def run_point(
     before = scrape(edge_url)
     meters = {name: ProcessMeter(pid, children=pid != os.getpid()) for name, pid in pids.items()}
     started = time.perf_counter()
+    client_cpu_s = 0.0
     with ExitStack() as stack:
         for meter in meters.values():
             stack.enter_context(meter)
-        sessions = asyncio.run(run_sessions(ws_url, n, audio, config, seed))
+        if config.load_processes > 1:
+            sessions, client_cpu_s = _load_in_processes(ws_url, n, config, seed)
+        else:
+            sessions = asyncio.run(_load(ws_url, list(range(n)), n, audio, config, seed))
     wall = time.perf_counter() - started
     after = scrape(edge_url)
+    cpu_s = {name: meter.cpu_s for name, meter in meters.items()}
+    processes = {name: meter.summary() for name, meter in meters.items()}
+    if "load_generator" in processes and client_cpu_s:
+        cpu_s["load_generator"] += client_cpu_s
+        processes["load_generator"]["client_processes_cpu_s"] = round(client_cpu_s, 2)
     scores = [score_session(plan, log, config.chunk_ms / 1000) for plan, log in sessions]
     logs = [log for _, log in sessions]
     latencies = [v for s in scores for v in s.latencies_s]
@@ -111,7 +159,8 @@ def run_point(
         "backend_s": histogram_quantiles(before, after, TURN_HISTOGRAM, part="backend"),
         "edge_turns_counted": counter_delta(before, after, f"{TURN_HISTOGRAM}_count", part="edge"),
         "client_max_send_lag_s": round(max((log.max_send_lag_s for log in logs), default=0.0), 4),
-        "processes": {name: meter.summary() for name, meter in meters.items()},
+        "processes": processes,
+        "cpu_ms_per_session_s": {name: round(cpu * 1000 / (n * config.seconds), 2) for name, cpu in cpu_s.items()},
     }
 
 
@@ -149,7 +198,10 @@ def _summary_line(point: dict[str, Any]) -> str:
         f"{results.ms(point['turn_latency_s']['p99'])} ms, "
         f"edge share p99 {results.ms(point['edge_share_s']['p99'])} ms, "
         f"turns {point['turns_completed_matched']}/{point['turns_expected']}, dropped {point['sessions_dropped']}, "
-        f"edge CPU {edge.get('cpu_cores', '–')} cores, RSS {edge.get('rss_peak_mb', '–')} MB "
+        f"edge CPU {edge.get('cpu_cores', '–')} cores "
+        f"({point['cpu_ms_per_session_s'].get('edge', '–')} ms per session-second), "
+        f"load generator {point['cpu_ms_per_session_s'].get('load_generator', '–')} ms per session-second, "
+        f"RSS {edge.get('rss_peak_mb', '–')} MB "
         f"→ {'ok' if point['passed'] else 'over budget'}"
     )
 
@@ -166,6 +218,8 @@ def table(points: list[dict[str, Any]]) -> str:
         "VAD lag p99 ms",
         "backend p50 / p99 ms",
         "edge CPU cores",
+        "edge CPU ms / session-s",
+        "load gen. CPU ms / session-s",
         "edge RSS MB",
         "within budget",
     ]
@@ -184,6 +238,8 @@ def table(points: list[dict[str, Any]]) -> str:
                 results.ms(p["vad_lag_beyond_silence_s"]["p99"]),
                 f"{results.ms(p['backend_s']['p50'])} / {results.ms(p['backend_s']['p99'])}",
                 edge.get("cpu_cores", "–"),
+                p.get("cpu_ms_per_session_s", {}).get("edge", "–"),
+                p.get("cpu_ms_per_session_s", {}).get("load_generator", "–"),
                 edge.get("rss_peak_mb", "–"),
                 "yes" if p["passed"] else "no",
             ]

@@ -110,6 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "the edge listens on %s without API keys: anyone who reaches it can use it (set API_KEYS)",
                 settings.host,
             )
+        # With several workers each binds the extra ports too (SO_REUSEPORT): the kernel spreads
+        # their connections over the workers, as it does for the main port's.
+        several_workers = settings.workers > 1
         try:
             async with AsyncExitStack() as ports:
                 if settings.tcp_port is not None:
@@ -117,11 +120,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     tcp = TCPStreamServer(
                         built, authenticate=(lambda key: keys.check_bearer(key) is not None) if keys.required else None
                     )
-                    await tcp.start(settings.host, settings.tcp_port)
+                    await tcp.start(settings.host, settings.tcp_port, reuse_port=several_workers)
                     ports.push_async_callback(tcp.aclose)
                 if settings.health_port is not None:
                     health = HealthServer(built)
-                    await health.start(settings.host, settings.health_port)
+                    await health.start(settings.host, settings.health_port, reuse_port=several_workers)
                     ports.push_async_callback(health.aclose)
                 log.info("edge ready; backend %s; %s", settings.backend_url, access_summary(built))
                 yield

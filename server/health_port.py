@@ -44,9 +44,11 @@ class HealthServer:
         self._server = _SideServer(config)
         self._task: asyncio.Task | None = None
 
-    async def start(self, host: str, port: int) -> None:
-        """Bind first, so a port in use fails the edge's start-up with the bind error."""
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """Bind first, so a port in use fails the edge's start-up with the bind error; `reuse_port`
+        lets several workers listen on the same port."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, reuse_port=reuse_port)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="health-port")
         while not self._server.started and not self._task.done():
             await asyncio.sleep(0.01)

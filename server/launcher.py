@@ -4,6 +4,11 @@
 vLLM runs in its own virtual environment (`VLLM_PYTHON`) because it pins much of its world; the
 edge only talks to it over HTTP. If vLLM dies, the launcher stops the edge and exits non-zero
 with vLLM's last log lines.
+
+With `WORKERS` > 1 the edge runs as that many processes on one port (uvicorn's supervisor, which
+replaces a worker that dies). The launcher gives them a fresh shared directory
+(`PROMETHEUS_MULTIPROC_DIR`: merged metrics and the realtime session count) and removes it at
+the end; each worker gets SIGTERM if the launcher itself is killed.
 """
 
 import asyncio
@@ -11,6 +16,7 @@ import collections
 import ctypes
 import functools
 import logging
+import multiprocessing
 import os
 import secrets
 import shlex
@@ -18,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,6 +32,8 @@ from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
 from server.app import create_app
 from server.settings import Settings, get_settings
@@ -32,6 +41,7 @@ from server.settings import Settings, get_settings
 log = logging.getLogger("launcher")
 
 PR_SET_PDEATHSIG = 1
+WORKER_PING_TIMEOUT_S = 30
 
 
 class VLLMDied(RuntimeError):
@@ -233,6 +243,59 @@ async def _serve_edge(settings: Settings, vllm: VLLMProcess | None) -> int:
     return exit_code
 
 
+def worker_app() -> FastAPI:
+    """The app of one of several edge workers (uvicorn's factory, run in the worker process)."""
+    from server.app import create_app
+
+    _die_with_parent()
+    launcher = multiprocessing.parent_process()
+    if launcher is None or os.getppid() != launcher.pid:
+        sys.exit("the launcher exited while this worker started")  # before the death signal was set
+    return create_app()
+
+
+def _serve_workers(settings: Settings, vllm: VLLMProcess | None) -> int:
+    """Run `WORKERS` edge processes on one port until told to stop, or (exit 1) until vLLM dies.
+
+    uvicorn's supervisor handles SIGINT/SIGTERM here: it stops the workers and returns.
+    """
+    shared = tempfile.mkdtemp(prefix="voxtral-edge-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+    # The workers read their settings from the environment: they need the key of the vLLM started
+    # here, and one signing key between them, or a secret minted by one would fail on another.
+    if settings.vllm_api_key:
+        os.environ["VLLM_API_KEY"] = settings.vllm_api_key
+    os.environ.setdefault("EPHEMERAL_SECRET_KEY", settings.ephemeral_secret_key or secrets.token_urlsafe(32))
+    # A worker whose event loop is busy may answer the supervisor's ping late; a short limit would
+    # have it killed (with all its sessions) for being slow rather than hung.
+    config = uvicorn_config(
+        "server.launcher:worker_app",
+        settings,
+        factory=True,
+        workers=settings.workers,
+        timeout_worker_healthcheck=WORKER_PING_TIMEOUT_S,
+    )
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    exit_code = 0
+
+    def watch_vllm() -> None:
+        nonlocal exit_code
+        while vllm is not None and vllm.returncode is None and not supervisor.should_exit.wait(1):
+            pass
+        if vllm is not None and vllm.returncode is not None:
+            log.error("vLLM exited with code %s; stopping the edge.\n%s", vllm.returncode, vllm.last_lines())
+            exit_code = 1
+            supervisor.should_exit.set()
+
+    threading.Thread(target=watch_vllm, daemon=True).start()
+    try:
+        supervisor.run()
+    finally:
+        supervisor.should_exit.set()
+        shutil.rmtree(shared, ignore_errors=True)
+    return exit_code
+
+
 def main() -> None:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -251,7 +314,10 @@ def main() -> None:
         shown = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
         base = f"{'https' if settings.tls else 'http'}://{shown}:{settings.port}"
         print(f"\n  API   {base}/v1\n  UI    {base}/\n  Docs  {base}/docs\n", file=sys.stderr, flush=True)
-        code = asyncio.run(_serve_edge(settings, vllm))
+        if settings.workers > 1:
+            code = _serve_workers(settings, vllm)
+        else:
+            code = asyncio.run(_serve_edge(settings, vllm))
     except (VLLMDied, TimeoutError) as exc:
         log.error("%s", exc)
         code = 1

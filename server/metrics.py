@@ -2,11 +2,19 @@
 
 Usage is also counted per API key *name* (never the key): the name of the caller's key is in
 `usage_key` for the request or realtime session being served (set by `server.access`).
+
+With several workers (`WORKERS` > 1) the launcher sets `PROMETHEUS_MULTIPROC_DIR` before they
+start, prometheus-client then keeps every worker's values in files there, and `/metrics` merges
+them into one exposition: counters and histograms summed, gauges by their `multiprocess_mode`.
 """
 
 import contextvars
+import re
+from pathlib import Path
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+from server.realtime.shared_count import pid_running
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -46,7 +54,7 @@ REQUEST_SECONDS = Histogram(
 )
 BACKEND_CHUNKS = Counter("edge_backend_chunks_total", "Audio chunks sent to vLLM", ["task"])
 
-REALTIME_SESSIONS = Gauge("edge_realtime_sessions", "Realtime sessions open now")
+REALTIME_SESSIONS = Gauge("edge_realtime_sessions", "Realtime sessions open now", multiprocess_mode="livesum")
 REALTIME_SHED = Counter(
     "edge_realtime_sessions_shed_total",
     "Realtime sessions the edge closed to protect itself: lagging (processing behind) or slow_client (not reading)",
@@ -70,3 +78,22 @@ FILE_BACKEND_WAITING = Gauge(
     "File-transcription chunks waiting for a place in the file budget",
     multiprocess_mode="livesum",
 )
+
+LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*?_(\d+)\.db")
+
+
+def exposition(multiproc_dir: str | None) -> bytes:
+    """This process's metrics, or with `multiproc_dir` all workers' metrics merged.
+
+    Live gauges of workers that died (and were replaced) are dropped first, so their open
+    sessions do not count forever.
+    """
+    if multiproc_dir is None:
+        return generate_latest()
+    for file in Path(multiproc_dir).glob("gauge_live*.db"):
+        found = LIVE_GAUGE_FILE.fullmatch(file.name)
+        if found and not pid_running(int(found[1])):
+            multiprocess.mark_process_dead(int(found[1]), multiproc_dir)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=multiproc_dir)
+    return generate_latest(registry)

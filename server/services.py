@@ -2,10 +2,12 @@
 accessors, so routes never read an untyped `app.state`.
 
 The HTTP app and the RunPod worker build the same `Services`; the realtime session slots live here
-too (one set per app: tests run several apps in one process).
+too (one set per app: tests run several apps in one process; with several workers, one count
+shared by all of them).
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.requests import HTTPConnection
 
@@ -13,6 +15,7 @@ from server.auth import KeyRing
 from server.fetch import SafeFetcher
 from server.model_names import ModelNames
 from server.realtime.connection import SessionSlots
+from server.realtime.shared_count import SharedCount
 from server.realtime.stream_engine import EngineSelector
 from server.settings import Settings
 from server.transcription import TranscriptionService
@@ -48,9 +51,11 @@ class Services:
                 settings, backend, fetcher, SileroSequenceModel(intra_op_threads=settings.vad_intra_op_threads)
             ),
             vad_engine=BatchedVADEngine(
-                max_batch=settings.realtime_vad_max_batch, intra_op_threads=settings.vad_intra_op_threads
+                max_batch=settings.realtime_vad_max_batch,
+                intra_op_threads=settings.vad_intra_op_threads,
+                batch_window_s=settings.realtime_vad_batch_ms / 1000,
             ),
-            realtime_slots=SessionSlots(settings.realtime_max_sessions),
+            realtime_slots=SessionSlots(settings.realtime_max_sessions, _shared_session_count(settings)),
             keys=KeyRing.from_settings(settings),
             realtime_engines=EngineSelector(settings),
         )
@@ -62,6 +67,13 @@ class Services:
         await self.vad_engine.stop()
         await self.fetcher.aclose()
         await self.backend.aclose()
+
+
+def _shared_session_count(settings: Settings) -> SharedCount | None:
+    """With several workers, the open sessions are counted in their shared directory."""
+    if settings.prometheus_multiproc_dir is None:
+        return None
+    return SharedCount(Path(settings.prometheus_multiproc_dir) / "realtime-sessions.json")
 
 
 def services(connection: HTTPConnection) -> Services:

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     metrics_require_key: bool = False
     api_key_max_sessions: int | None = Field(default=None, ge=1)
 
+    # Edge processes.
+    workers: int = Field(default=1, ge=1, description="Edge processes serving PORT together (the launcher runs them)")
+    prometheus_multiproc_dir: str | None = Field(
+        default=None, description="Set by the launcher when WORKERS > 1: the workers' shared metrics and session count"
+    )
+
     # The vLLM backend.
     vllm_url: str | None = Field(
         default=None, description="Base URL of an external vLLM (or RunPod OpenAI URL); unset = start one locally"
@@ -85,6 +91,7 @@ class Settings(BaseSettings):
     realtime_max_backlog_mb: float = 32.0
     realtime_max_commit_mb: float = 15.0
     realtime_vad_max_batch: int = 256
+    realtime_vad_batch_ms: float = Field(default=0.0, ge=0)
     realtime_engine: Literal["auto", "turns", "stream"] = "auto"
     realtime_vllm_url: str | None = Field(
         default=None, description="Base URL of a vLLM serving Voxtral Realtime for live sessions; unset = VLLM_URL's"

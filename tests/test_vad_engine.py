@@ -145,3 +145,43 @@ async def test_feed_without_start_fails_and_silence_is_quiet() -> None:
     async with BatchedVADEngine() as engine:
         stream = engine.open_stream()
         assert await stream.feed(silence(2.0)) == [] and stream.flush() == []
+
+
+class CountingModel(SileroModel):
+    """The real model, counting the rows of each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def run(self, inputs: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.batches.append(len(inputs))
+        return super().run(inputs, state)
+
+
+async def test_batch_window_joins_streams_feeding_apart_and_keeps_results() -> None:
+    """Streams appending at different moments (as live sessions do) meet in one call with a window;
+    what each stream hears is unchanged."""
+    audio = long_mix()
+    cases = [(audio[i * 2 * RATE : i * 2 * RATE + 6 * RATE], StreamParams()) for i in range(6)]
+
+    async def staggered(stream, clip: np.ndarray, delay_s: float) -> list:
+        await asyncio.sleep(delay_s)
+        events = []
+        for start in range(0, len(clip), 1600):
+            events += await stream.feed(clip[start : start + 1600])
+            await asyncio.sleep(0.01)
+        return events + stream.flush()
+
+    sizes = {}
+    for window_s in (0.0, 0.03):
+        model = CountingModel()
+        async with BatchedVADEngine(model, batch_window_s=window_s) as engine:
+            streams = [engine.open_stream(params) for _, params in cases]
+            results = await asyncio.gather(
+                *(staggered(s, clip, i * 0.003) for i, (s, (clip, _)) in enumerate(zip(streams, cases, strict=True)))
+            )
+        for (clip, params), events in zip(cases, results, strict=True):
+            assert events == solo_events(params, clip, [1600] * (len(clip) // 1600 + 1))
+        sizes[window_s] = sum(model.batches) / len(model.batches)
+    assert sizes[0.03] > sizes[0.0]

@@ -9,14 +9,21 @@ runs one batched model call in a dedicated worker thread (onnxruntime
 releases the GIL, so the event loop keeps serving requests), writes the new
 states back and resolves the feeds whose frames are all done.
 
-There is no timer: a tick starts as soon as the previous one ends, with
-whatever frames arrived meanwhile. So a frame waits at most for the tick in
-progress plus its own, i.e. batching adds at most one tick of latency, and
-none when idle. A tick's cost grows with its rows, and ``max_batch`` bounds
-it (tick costs per batch size: benchmarks/README.md, "VAD"). Ticks of at most
-``inline_rows`` rows run directly on the loop, because for so few rows the
-thread hand-off costs more than the inference. A stream fed k frames at once
-needs k ticks, since its frames depend on each other through the state.
+A tick starts as soon as the previous one ends, with whatever frames arrived
+meanwhile, until no stream has work left. With ``batch_window_s`` (the
+realtime sessions' ``REALTIME_VAD_BATCH_MS``), the first tick after idle waits
+that long first, so the frames of streams appending at different moments meet
+in one call: live sessions append every 20-100 ms at random phases, and
+without a window most calls carry one or two rows, at a higher model cost per
+row than a full batch. The window adds at most its length to when a turn's
+start or end is heard, and since a stream's frames are fed in order, a lone
+stream advances about one tick per window. Without it a frame waits at most
+for the tick in progress plus its own, and none when idle. A tick's cost grows
+with its rows, and ``max_batch`` bounds it (tick costs per batch size:
+benchmarks/README.md, "VAD"). Ticks of at most ``inline_rows`` rows run
+directly on the loop, because for so few rows the thread hand-off costs more
+than the inference. A stream fed k frames at once needs k ticks, since its
+frames depend on each other through the state.
 
 Results equal :class:`~vad.streaming.StreamingDetector` on the same input
 (batch rows are independent, up to float rounding).
@@ -140,10 +147,12 @@ class BatchedVADEngine:
         intra_op_threads: int = 1,
         initial_slots: int = 64,
         inline_rows: int = 4,
+        batch_window_s: float = 0.0,
     ) -> None:
         self._model = model or SileroModel(intra_op_threads=intra_op_threads)
         self._max_batch = max_batch
         self._inline_rows = inline_rows
+        self._batch_window_s = batch_window_s
         self._state = SileroModel.initial_state(initial_slots)
         self._free = list(range(initial_slots - 1, -1, -1))
         self._ready: dict[EngineStream, None] = {}
@@ -215,6 +224,8 @@ class BatchedVADEngine:
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
+            if self._batch_window_s:
+                await asyncio.sleep(self._batch_window_s)
             self._wake.clear()
             while self._ready:
                 streams = list(islice(self._ready, self._max_batch))

@@ -26,6 +26,7 @@ from server.realtime.config import SessionConfig
 from server.realtime.events import Event
 from server.realtime.queues import Inbox, Outbox
 from server.realtime.session import RealtimeSession
+from server.realtime.shared_count import SharedCount
 from server.realtime.stream_engine import EngineKind
 from server.settings import Settings
 
@@ -49,20 +50,27 @@ class WireProtocol(Protocol):
 
 
 class SessionSlots:
-    """Counts open sessions of one app against `REALTIME_MAX_SESSIONS`."""
+    """Counts open sessions against `REALTIME_MAX_SESSIONS`: this process's in `active`, and with
+    `shared` (several workers) all workers' together, so the limit holds for the whole edge."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, shared: SharedCount | None = None) -> None:
         self.limit = limit
         self.active = 0
+        self._shared = shared
 
     def try_acquire(self) -> bool:
-        if self.active >= self.limit:
+        if self._shared is not None:
+            if not self._shared.try_add(self.limit):
+                return False
+        elif self.active >= self.limit:
             return False
         self.active += 1
         return True
 
     def release(self) -> None:
         self.active -= 1
+        if self._shared is not None:
+            self._shared.remove()
 
 
 @dataclass(frozen=True)

@@ -118,8 +118,9 @@ class TCPStreamServer:
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task] = set()
 
-    async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._client_connected, host, port)
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """Listen on `host:port`; `reuse_port` lets several workers listen on the same port."""
+        self._server = await asyncio.start_server(self._client_connected, host, port, reuse_port=reuse_port)
         log.info("raw PCM16 TCP stream on %s:%d", host, port)
 
     async def aclose(self) -> None:

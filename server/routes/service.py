@@ -2,8 +2,9 @@
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from server import metrics
 from server.access import metrics_access
 from server.errors import APIError
 from server.services import services
@@ -39,5 +40,7 @@ async def ready(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", dependencies=[Depends(metrics_access)])
-async def prometheus_metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def prometheus_metrics(request: Request) -> Response:
+    """The edge's metrics: with several workers, all of them merged into one."""
+    body = metrics.exposition(services(request).settings.prometheus_multiproc_dir)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
