@@ -21,6 +21,19 @@ from server.settings import Settings
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
 SERVED_MODEL = SERVED_NAME
+# The fields of an OpenAI `verbose_json` segment.
+OPENAI_SEGMENT_FIELDS = {
+    "id",
+    "seek",
+    "start",
+    "end",
+    "text",
+    "tokens",
+    "temperature",
+    "avg_logprob",
+    "compression_ratio",
+    "no_speech_prob",
+}
 
 
 def free_port() -> int:

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from server.formats import RESPONSE_FORMATS, Segment, Transcript, render, response_body, srt, verbose_json, vtt
+from tests.conftest import OPENAI_SEGMENT_FIELDS
 
 TRANSCRIPT = Transcript(
     text="Hello there. General Kenobi.",
@@ -43,18 +44,7 @@ def test_verbose_json_has_every_field_openai_requires() -> None:
     assert (body["language"], body["duration"], body["text"]) == ("en", 3661.25, TRANSCRIPT.text)
     assert body["usage"] == {"type": "duration", "seconds": 3662}
     first, second = body["segments"]
-    assert set(first) == {
-        "id",
-        "seek",
-        "start",
-        "end",
-        "text",
-        "tokens",
-        "temperature",
-        "avg_logprob",
-        "compression_ratio",
-        "no_speech_prob",
-    }
+    assert set(first) == OPENAI_SEGMENT_FIELDS
     assert (first["id"], first["seek"], first["start"], first["end"]) == (0, 0, 0.0, 1.5)
     assert (second["id"], second["seek"], second["start"], second["end"]) == (1, 360025, 3600.25, 3661.25)
     assert first["tokens"] == [] and first["temperature"] == 0.2

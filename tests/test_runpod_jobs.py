@@ -11,21 +11,9 @@ import pytest_asyncio
 
 from server.runpod.backend import VLLMBackend
 from server.runpod.jobs import Jobs
-from tests.conftest import DATA, SERVED_MODEL, edge_settings
+from tests.conftest import DATA, OPENAI_SEGMENT_FIELDS, SERVED_MODEL, edge_settings
 
 JFK_B64 = base64.b64encode((DATA / "jfk.flac").read_bytes()).decode()
-SEGMENT_FIELDS = {
-    "id",
-    "seek",
-    "start",
-    "end",
-    "text",
-    "tokens",
-    "temperature",
-    "avg_logprob",
-    "compression_ratio",
-    "no_speech_prob",
-}
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -75,7 +63,7 @@ async def test_base64_job_answers_verbose_json(jobs: Jobs) -> None:
     assert output["duration"] == pytest.approx(11.0, abs=0.1)
     assert output["segments"], "verbose_json needs segments from speech detection"
     for segment in output["segments"]:
-        assert set(segment) == SEGMENT_FIELDS
+        assert set(segment) == OPENAI_SEGMENT_FIELDS
         assert 0 <= segment["start"] < segment["end"] <= output["duration"]
 
 

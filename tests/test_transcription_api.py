@@ -8,7 +8,14 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import DATA, SERVED_MODEL, EdgeServer, vllm_requests_finished, vllm_requests_running
+from tests.conftest import (
+    DATA,
+    OPENAI_SEGMENT_FIELDS,
+    SERVED_MODEL,
+    EdgeServer,
+    vllm_requests_finished,
+    vllm_requests_running,
+)
 
 SRT_CUE = re.compile(r"^\d+\n\d{2}:\d{2}:\d{2},\d{3} --> \d{2}:\d{2}:\d{2},\d{3}\n", re.M)
 VTT_CUE = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}\n", re.M)
@@ -57,18 +64,7 @@ def test_verbose_json(client: openai.OpenAI) -> None:
     assert 0.0 <= first.start < 1.0
     assert 9.5 < result.segments[-1].end <= 11.0
     for seg in result.segments:
-        for key in (
-            "id",
-            "seek",
-            "start",
-            "end",
-            "text",
-            "tokens",
-            "temperature",
-            "avg_logprob",
-            "compression_ratio",
-            "no_speech_prob",
-        ):
+        for key in OPENAI_SEGMENT_FIELDS:
             assert getattr(seg, key) is not None
     assert result.text == " ".join(s.text for s in result.segments if s.text)
 

@@ -15,14 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 from ui_helpers import (
     ARTIFACTS,
-    CHROMIUM,
     DATA,
     DENY_MICROPHONE_SCRIPT,
     RECORDER_SCRIPT,
-    chromium_args,
+    chromium_with_fake_microphone,
     fake_speech_wav,
     vad_turns,
 )
@@ -43,12 +42,8 @@ def utterances(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
 
 @pytest.fixture(scope="module")
 def browser(utterances: tuple[Path, int]) -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium fonts-liberation")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args(utterances[0]))
+    with chromium_with_fake_microphone(utterances[0]) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -3,12 +3,11 @@
 release, with turn detection off."""
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from ui_helpers import ARTIFACTS, CHROMIUM, RECORDER_SCRIPT, chromium_args, fake_speech_wav
+from playwright.sync_api import Browser, Page, expect
+from ui_helpers import ARTIFACTS, RECORDER_SCRIPT, chromium_with_fake_microphone, fake_speech_wav
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 HOLD_MS = 2500
@@ -16,14 +15,10 @@ HOLD_MS = 2500
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium fonts-liberation")
     recording = tmp_path_factory.mktemp("ptt") / "utterances.wav"
     fake_speech_wav(recording)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args(recording))
+    with chromium_with_fake_microphone(recording) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

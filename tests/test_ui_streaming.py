@@ -3,11 +3,16 @@
 the tiny Voxtral Realtime model: the text of the turn in progress grows with its deltas."""
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from ui_helpers import ARTIFACTS, CHROMIUM, RECORDER_SCRIPT, UTTERANCES_S, chromium_args, fake_speech_wav
+from playwright.sync_api import Browser, Page, expect
+from ui_helpers import (
+    ARTIFACTS,
+    RECORDER_SCRIPT,
+    UTTERANCES_S,
+    chromium_with_fake_microphone,
+    fake_speech_wav,
+)
 
 from tests.conftest import EdgeServer
 
@@ -29,14 +34,10 @@ new MutationObserver(() => {
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium fonts-liberation")
     recording = tmp_path_factory.mktemp("streaming-ui") / "utterances.wav"
     fake_speech_wav(recording)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args(recording))
+    with chromium_with_fake_microphone(recording) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -1,8 +1,12 @@
 """Helpers for the browser UI tests: the fake microphone recording and Chromium's launch options."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from server.audio import SAMPLE_RATE, decode_audio, encode_wav
 from vad.streaming import SpeechStarted, SpeechStopped, StreamingDetector, StreamParams
@@ -84,3 +88,14 @@ DENY_MICROPHONE_SCRIPT = """
 navigator.mediaDevices.getUserMedia = () =>
   Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
 """
+
+
+@contextmanager
+def chromium_with_fake_microphone(fake_audio: Path) -> Iterator[Browser]:
+    """Debian's Chromium, headless, whose microphone plays `fake_audio`; fails if it is missing."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium fonts-liberation")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args(fake_audio))
+        yield browser
+        browser.close()
