@@ -151,10 +151,7 @@ async def test_realtime_session_and_cap_across_workers(launched: Launched) -> No
         events = await collect(ws.recv, count(f"{TRANSCRIPTION}.completed", 1), timeout=120)
     assert next(e for e in events if e["type"] == f"{TRANSCRIPTION}.completed")["transcript"]
     deadline = time.monotonic() + 15
-    while True:  # the session's slot is given back once its worker has closed it
-        async with connect(url) as again:
-            if json.loads(await again.recv())["type"] == "session.created":
-                break
+    while await refused(url):  # the session's slot is given back once its worker has closed it
         assert time.monotonic() < deadline, "the slot was not given back"
         await asyncio.sleep(0.5)
 
