@@ -196,8 +196,9 @@ async def _read(websocket: WebSocket, inbox: Inbox, settings: Settings) -> Closi
     max_backlog = int(settings.realtime_max_backlog_mb * MB)
     idle_s = settings.realtime_idle_timeout_s
     while True:
-        try:
-            message = await asyncio.wait_for(websocket.receive(), idle_s)
+        try:  # not wait_for: in Python 3.11 it returns a message that arrives as the task is cancelled
+            async with asyncio.timeout(idle_s):  # and swallows the cancellation; this reader then never ends
+                message = await websocket.receive()
         except TimeoutError:
             return Closing(
                 1000,

@@ -54,7 +54,9 @@ class Inbox:
 
 class Outbox:
     """Server events waiting to be sent. Beyond `limit` events or `limit_bytes` of JSON waiting, the
-    client is too slow: the queue is dropped and `run` returns, which closes the connection."""
+    client is too slow: the queue is dropped and `run` returns at once, even while a send waits for
+    a client that does not read, so the session is shed when it overflows, not whenever (if ever)
+    the client reads again."""
 
     def __init__(self, limit: int, limit_bytes: int) -> None:
         self._limit = limit
@@ -64,7 +66,11 @@ class Outbox:
         self._ready = asyncio.Event()
         self._sent = asyncio.Event()
         self._sent.set()
-        self.overflowed = False
+        self._overflow = asyncio.Event()
+
+    @property
+    def overflowed(self) -> bool:
+        return self._overflow.is_set()
 
     def put_all(self, messages: list[Message]) -> None:
         for message in messages:
@@ -73,7 +79,7 @@ class Outbox:
             self._sent.clear()
             text = json.dumps(message)
             if len(self._items) >= self._limit or self._bytes + len(text) > self._limit_bytes:
-                self.overflowed = True
+                self._overflow.set()
                 self._items.clear()
                 self._bytes = 0
             else:
@@ -82,6 +88,18 @@ class Outbox:
             self._ready.set()
 
     async def run(self, websocket: WebSocket) -> None:
+        sending = asyncio.create_task(self._send_all(websocket), name="realtime-send")
+        overflow = asyncio.create_task(self._overflow.wait(), name="realtime-overflow")
+        try:
+            await asyncio.wait((sending, overflow), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sending, overflow):
+                task.cancel()
+            await asyncio.gather(sending, overflow, return_exceptions=True)
+        if sending.done() and not sending.cancelled() and (error := sending.exception()) is not None:
+            raise error  # the socket broke
+
+    async def _send_all(self, websocket: WebSocket) -> None:
         while True:
             await self._ready.wait()
             self._ready.clear()
@@ -89,8 +107,6 @@ class Outbox:
                 text = self._items.popleft()
                 self._bytes -= len(text)
                 await websocket.send_text(text)
-            if self.overflowed:
-                return
             self._sent.set()
 
     async def flush(self, timeout_s: float) -> None:

@@ -195,7 +195,8 @@ class TCPStreamServer:
         """Read the first line as the API key; an error to send if it is missing or wrong."""
         assert self._authenticate is not None
         try:
-            line = await asyncio.wait_for(reader.readline(), self._state.settings.realtime_idle_timeout_s)
+            async with asyncio.timeout(self._state.settings.realtime_idle_timeout_s):
+                line = await reader.readline()
             key = line.decode("utf-8").strip()
         except (TimeoutError, ValueError):  # no line in time, a line too long, or not UTF-8
             key = ""
@@ -272,8 +273,9 @@ class TCPStreamServer:
     async def _receive(self, reader: asyncio.StreamReader, session: RealtimeSession) -> StreamEnd:
         idle_s = self._state.settings.realtime_idle_timeout_s
         while True:
-            try:
-                data = await asyncio.wait_for(reader.read(READ_BYTES), idle_s)
+            try:  # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+                async with asyncio.timeout(idle_s):
+                    data = await reader.read(READ_BYTES)
             except TimeoutError:
                 return StreamEnd.IDLE
             if not data:
