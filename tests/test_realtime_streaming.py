@@ -89,7 +89,10 @@ async def test_ga_client_gets_deltas_while_speaking_with_server_vad(stream_edge:
     first_start, first_end = recording.truth_ms[0]
     mid_speech = (first_start + first_end) // 2 * RATE // 1000
     async with client_of(stream_edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
-        assert (await conn.recv()).type == "session.created"
+        created = await conn.recv()
+        assert created.type == "session.created"
+        # The session names the model its live text comes from, not the main vLLM's.
+        assert created.session.model_dump()["audio"]["input"]["transcription"]["model"] == REALTIME_SERVED_NAME
         await conn.session.update(session=ga_session(VAD))
         assert (await conn.recv()).type == "session.updated"
         append = lambda audio: conn.input_audio_buffer.append(audio=audio)  # noqa: E731

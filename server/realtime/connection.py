@@ -43,6 +43,7 @@ class WireProtocol(Protocol):
     """What a protocol adapter provides (see `openai_protocol` and `simple_protocol`)."""
 
     def initial_config(self) -> SessionConfig: ...
+    def streams_with(self, model: str) -> None: ...
     def opening(self, config: SessionConfig) -> list[Message]: ...
     def error(self, exc: APIError) -> Message: ...
     async def handle(self, text: str, session: RealtimeSession) -> list[Message]: ...
@@ -127,6 +128,8 @@ async def _serve(websocket: WebSocket, protocol: WireProtocol, state: "Services"
         kind, stream = await state.realtime_engines.select()
     except RuntimeError as exc:
         return Closing(1013, "No realtime model.", APIError(503, str(exc), code="backend_unavailable"))
+    if kind == EngineKind.STREAM and stream is not None:
+        protocol.streams_with(stream.model)
     outbox = Outbox(settings.realtime_send_queue, int(settings.realtime_send_queue_mb * MB))
     inbox = Inbox()
     config = protocol.initial_config()

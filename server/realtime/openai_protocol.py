@@ -248,6 +248,10 @@ class OpenAIProtocol:
     def initial_config(self) -> SessionConfig:
         return self._initial
 
+    def streams_with(self, model: str) -> None:
+        """Live transcription streams through this (Voxtral Realtime) model: the session names it."""
+        self.default_model = model
+
     def error(self, exc: APIError) -> Message:
         return error_event(exc)
 

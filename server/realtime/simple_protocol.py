@@ -34,6 +34,9 @@ class SimpleProtocol:
     def initial_config(self) -> SessionConfig:
         return SessionConfig(audio_format=AudioFormat("pcm16", 16000))
 
+    def streams_with(self, model: str) -> None:
+        pass  # this protocol names no model
+
     def opening(self, config: SessionConfig) -> list[Message]:
         return []
 
