@@ -17,7 +17,7 @@ from server.devmodel import serve_tiny_model
 from server.launcher import vllm_command
 from server.settings import Settings
 from server.vllm_client import BULK_PRIORITY, LIVE_PRIORITY, VLLMClient
-from tests.conftest import SERVED_MODEL, free_port, vllm_metric
+from tests.conftest import SERVED_MODEL, free_port
 from tests.failure_backends import PriorityRefusingBackend
 
 CHAT = "/v1/chat/completions"
@@ -98,11 +98,31 @@ def one_seq_vllm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         yield url
 
 
-async def _until(vllm_url: str, metric: str, at_least: int, deadline: float) -> None:
-    """Poll a vLLM gauge off the event loop (its `/metrics` can take seconds on a busy 2-core box)."""
-    while await asyncio.to_thread(vllm_metric, vllm_url, metric) < at_least:
-        assert time.monotonic() < deadline, f"{metric} never reached {at_least}"
-        await asyncio.sleep(0.05)
+class Gauges:
+    """vLLM's `/metrics`, read over one kept-alive connection with a long timeout: on two cores,
+    while vLLM streams hundreds of tokens a second, other processes on the box stall for seconds at
+    a time (measured: new connections to vLLM taking 8–13 s, a probe's own loop stalling up to 25 s),
+    so a 5 s connect timeout fails there."""
+
+    def __init__(self, vllm_url: str) -> None:
+        self._http = httpx.AsyncClient(base_url=vllm_url, timeout=60)
+
+    async def value(self, name: str) -> float:
+        text = (await self._http.get("/metrics")).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+    async def state(self) -> str:
+        names = ("num_requests_running", "num_requests_waiting", "request_success_total")
+        return ", ".join([f"{name} {await self.value(f'vllm:{name}')}" for name in names])
+
+    async def until(self, metric: str, at_least: int, deadline: float, running: asyncio.Task) -> None:
+        while await self.value(metric) < at_least:
+            assert not running.done(), f"the long request ended first ({running}): {await self.state()}"
+            assert time.monotonic() < deadline, f"{metric} never reached {at_least}: {await self.state()}"
+            await asyncio.sleep(0.05)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
 
 @pytest.mark.timeout(300)
@@ -112,29 +132,43 @@ async def test_vllm_runs_live_requests_ahead_of_queued_bulk_ones(
     """Through the edge's own client: with a long streamed request running, a bulk and then a live
     request queue; then the running one is aborted. Scheduling by priority, vLLM (lower value
     first) starts the live one first; without the policy vLLM 0.32 ignores priorities and every
-    request still succeeds, in arrival order. The running request is held open (not timed) until
-    both others are seen waiting, so a slow machine cannot let it finish first."""
+    request still succeeds, in arrival order. The running request is held open (read, not timed)
+    until both others are seen waiting, so a slow machine cannot let it finish first; every
+    connection to vLLM is opened before it gets busy (see `Gauges`)."""
     policy = request.node.callspec.params["one_seq_vllm"]
-    client = VLLMClient(Settings(_env_file=None, vllm_url=one_seq_vllm))
+    # A long connect timeout: see `Gauges` (the product's 5 s default is for a vLLM on its own GPU).
+    client = VLLMClient(Settings(_env_file=None, vllm_url=one_seq_vllm, backend_connect_timeout_s=60))
+    gauges = Gauges(one_seq_vllm)
     finished: list[str] = []
     deadline = time.monotonic() + 240
+    streaming = asyncio.Event()
 
     async def chat(name: str, priority: int) -> None:
         await client.chat(chat_body(max_tokens=5, ignore_eos=True), priority=priority)
         finished.append(name)
 
+    async def hold() -> None:
+        body = chat_body(max_tokens=32000, ignore_eos=True, stream=True)
+        async with aclosing(client.chat_stream(body)) as chunks:
+            async for _ in chunks:  # read all along: vLLM's writes never wait for this client
+                streaming.set()
+
     try:
-        running = aclosing(client.chat_stream(chat_body(max_tokens=30000, ignore_eos=True, stream=True)))
-        async with running as chunks:
-            await anext(chunks)  # vLLM answered with its first chunk: the request runs
-            bulk = asyncio.create_task(chat("bulk", BULK_PRIORITY))
-            await _until(one_seq_vllm, "vllm:num_requests_waiting", 1, deadline)
-            live = asyncio.create_task(chat("live", LIVE_PRIORITY))
-            await _until(one_seq_vllm, "vllm:num_requests_waiting", 2, deadline)
-            assert not bulk.done() and not live.done()
-        # Leaving the block closed the stream: vLLM aborts the running request and picks the next.
+        # Three kept-alive connections in the client's pool (running, bulk, live), one for the gauges.
+        await asyncio.gather(client.models(), client.models(), client.models(), gauges.state())
+        running = asyncio.create_task(hold())
+        async with asyncio.timeout(120):
+            await streaming.wait()  # vLLM streams its tokens: the request runs
+        bulk = asyncio.create_task(chat("bulk", BULK_PRIORITY))
+        await gauges.until("vllm:num_requests_waiting", 1, deadline, running)
+        live = asyncio.create_task(chat("live", LIVE_PRIORITY))
+        await gauges.until("vllm:num_requests_waiting", 2, deadline, running)
+        assert not bulk.done() and not live.done()
+        running.cancel()  # closes the stream: vLLM aborts the running request and picks the next
+        await asyncio.gather(running, return_exceptions=True)
         await asyncio.gather(bulk, live)
         assert finished == (["live", "bulk"] if policy == "priority" else ["bulk", "live"])
         assert client.accepts_priority
     finally:
         await client.aclose()
+        await gauges.aclose()
