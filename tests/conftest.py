@@ -142,12 +142,16 @@ def http(edge: EdgeServer) -> Iterator[httpx.Client]:
         yield client
 
 
-def vllm_metric(vllm_url: str, name: str, label: str = "") -> float:
-    """A metric of vLLM's own `/metrics`, summed over the label sets that contain `label`."""
-    text = httpx.get(f"{vllm_url}/metrics", timeout=10).text
+def metric_sum(text: str, name: str, label: str = "") -> float:
+    """A metric of a Prometheus text page, summed over the label sets that contain `label`."""
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") and label in line
     )
+
+
+def vllm_metric(vllm_url: str, name: str, label: str = "") -> float:
+    """A metric of vLLM's own `/metrics`, summed over the label sets that contain `label`."""
+    return metric_sum(httpx.get(f"{vllm_url}/metrics", timeout=10).text, name, label)
 
 
 def vllm_requests_running(vllm_url: str) -> float:

@@ -17,7 +17,7 @@ from server.devmodel import serve_tiny_model
 from server.launcher import vllm_command
 from server.settings import Settings
 from server.vllm_client import BULK_PRIORITY, LIVE_PRIORITY, VLLMClient
-from tests.conftest import SERVED_MODEL, free_port
+from tests.conftest import SERVED_MODEL, free_port, metric_sum
 from tests.failure_backends import PriorityRefusingBackend
 
 CHAT = "/v1/chat/completions"
@@ -108,8 +108,7 @@ class Gauges:
         self._http = httpx.AsyncClient(base_url=vllm_url, timeout=60)
 
     async def value(self, name: str) -> float:
-        text = (await self._http.get("/metrics")).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+        return metric_sum((await self._http.get("/metrics")).text, name)
 
     async def state(self) -> str:
         names = ("num_requests_running", "num_requests_waiting", "request_success_total")
