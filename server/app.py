@@ -116,10 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             async with AsyncExitStack() as ports:
                 if settings.tcp_port is not None:
-                    keys = built.keys
-                    tcp = TCPStreamServer(
-                        built, authenticate=(lambda key: keys.check_bearer(key) is not None) if keys.required else None
-                    )
+                    tcp = TCPStreamServer(built)
                     await tcp.start(settings.host, settings.tcp_port, reuse_port=several_workers)
                     ports.push_async_callback(tcp.aclose)
                 if settings.health_port is not None:

@@ -18,11 +18,11 @@ import json
 import logging
 import secrets
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from server.realtime.shared_count import SessionSlots, SharedCount
 from server.settings import Settings
 
 log = logging.getLogger("edge.auth")
@@ -86,21 +86,55 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
+class KeySessions:
+    """Open realtime sessions per key name, against `API_KEY_MAX_SESSIONS` (None: no cap); with
+    `shared_dir` (several workers) each name's count is shared by all of them."""
+
+    def __init__(self, limit: int | None, shared_dir: Path | None = None) -> None:
+        self.limit = limit
+        self._shared_dir = shared_dir
+        self._slots: dict[str, SessionSlots] = {}
+
+    @property
+    def open(self) -> dict[str, int]:
+        """This process's open sessions by key name."""
+        return {name: slots.active for name, slots in self._slots.items() if slots.active}
+
+    def try_acquire(self, name: str) -> bool:
+        if self.limit is None:
+            return True
+        return self._for(name).try_acquire()
+
+    def release(self, name: str) -> None:
+        if self.limit is not None:
+            self._for(name).release()
+
+    def _for(self, name: str) -> SessionSlots:
+        assert self.limit is not None
+        if name not in self._slots:
+            shared = None
+            if self._shared_dir is not None:  # a file per name, named by digest: names may hold any character
+                shared = SharedCount(self._shared_dir / f"key-sessions-{_digest(name).hex()[:16]}.json")
+            self._slots[name] = SessionSlots(self.limit, shared)
+        return self._slots[name]
+
+
 class KeyRing:
     """Checks bearer tokens against the configured keys, and mints and checks ephemeral secrets."""
 
-    def __init__(self, keys: dict[str, str], signing_key: bytes, max_sessions_per_key: int | None = None) -> None:
+    def __init__(self, keys: dict[str, str], signing_key: bytes, sessions: KeySessions | None = None) -> None:
         # Compared by SHA-256 digest, so every comparison is over equal lengths and in constant time.
         self._digests = [(_digest(key), name) for key, name in keys.items()]
         self._signing_key = signing_key
-        self.sessions = KeySessions(max_sessions_per_key)
+        self.sessions = sessions or KeySessions(None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "KeyRing":
         keys = parse_keys(settings)
         secret = settings.ephemeral_secret_key
         signing_key = secret.encode() if secret else secrets.token_bytes(32)
-        return cls(keys, signing_key, settings.api_key_max_sessions)
+        shared_dir = Path(settings.prometheus_multiproc_dir) if settings.prometheus_multiproc_dir else None
+        return cls(keys, signing_key, KeySessions(settings.api_key_max_sessions, shared_dir))
 
     @property
     def required(self) -> bool:
@@ -161,25 +195,6 @@ class KeyRing:
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._signing_key, payload.encode(), hashlib.sha256).digest())
-
-
-@dataclass
-class KeySessions:
-    """Open realtime sessions per key name, against `API_KEY_MAX_SESSIONS` (None: no cap)."""
-
-    limit: int | None
-    open: Counter[str] = field(default_factory=Counter)
-
-    def try_acquire(self, name: str) -> bool:
-        if self.limit is not None and self.open[name] >= self.limit:
-            return False
-        self.open[name] += 1
-        return True
-
-    def release(self, name: str) -> None:
-        self.open[name] -= 1
-        if self.open[name] <= 0:
-            del self.open[name]
 
 
 def masked(token: str) -> str:

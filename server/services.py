@@ -14,8 +14,7 @@ from starlette.requests import HTTPConnection
 from server.auth import KeyRing
 from server.fetch import SafeFetcher
 from server.model_names import ModelNames
-from server.realtime.connection import SessionSlots
-from server.realtime.shared_count import SharedCount
+from server.realtime.shared_count import SessionSlots, SharedCount
 from server.realtime.stream_engine import EngineSelector
 from server.settings import Settings
 from server.transcription import TranscriptionService

@@ -8,6 +8,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from realtime_helpers import (
     ws_url,
 )
 
+from server.auth import KeySessions
 from server.services import Services
 from server.settings import Settings
 from tests.conftest import DATA, SERVED_MODEL, EdgeServer
@@ -397,6 +399,17 @@ async def test_beta_transcription_session_secret(keyed: EdgeServer) -> None:
     assert created["session"]["input_audio_format"] == "g711_ulaw"
     assert created["session"]["input_audio_transcription"]["language"] == "fr"
     assert created["session"]["input_audio_transcription"]["model"] == SERVED_MODEL
+
+
+def test_key_session_caps_hold_across_workers(tmp_path: Path) -> None:
+    """With several workers (a shared directory), a key's cap counts every worker's sessions."""
+    worker_a, worker_b = KeySessions(1, tmp_path), KeySessions(1, tmp_path)
+    assert worker_a.try_acquire("alice")
+    assert not worker_b.try_acquire("alice")
+    assert worker_b.try_acquire("bob")
+    worker_a.release("alice")
+    assert worker_b.try_acquire("alice")
+    assert KeySessions(None, tmp_path).try_acquire("alice")  # no cap: nothing counted
 
 
 async def test_sessions_per_key_are_capped(make_edge: Callable[..., EdgeServer]) -> None:

@@ -7,10 +7,11 @@ import shutil
 import socket
 import struct
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from realtime_helpers import (
     JFK_1,
@@ -25,9 +26,9 @@ from realtime_helpers import (
 from test_realtime_ws import seed_client_time
 
 from server.audio import encode_wav
-from server.realtime.tcp_server import TCPStreamServer
-from tests.conftest import EdgeServer, free_port
+from tests.conftest import EdgeServer, free_port, metric_sum
 
+TCP_KEY = "sk-tcp-good"
 MESSAGE_KEYS = {"type", "text", "timestamp", "audio_start_ms", "audio_end_ms"}
 
 
@@ -41,18 +42,10 @@ def strict_tcp_edge(make_edge: Callable[..., EdgeServer]) -> EdgeServer:
     return make_edge(host="127.0.0.1", tcp_port=free_port(), realtime_max_sessions=1, realtime_idle_timeout_s=1.5)
 
 
-def on_edge_loop(edge: EdgeServer, coroutine: Any) -> Any:
-    return asyncio.run_coroutine_threadsafe(coroutine, edge.server.servers[0].get_loop()).result(15)
-
-
-@pytest.fixture
-def keyed_port(tcp_edge: EdgeServer) -> Iterator[int]:
-    """A TCP stream server of `tcp_edge`'s services that requires the key `sk-good`."""
-    server = TCPStreamServer(tcp_edge.app.state.services, authenticate=lambda key: key == "sk-good")
-    port = free_port()
-    on_edge_loop(tcp_edge, server.start("127.0.0.1", port))
-    yield port
-    on_edge_loop(tcp_edge, server.aclose())
+@pytest.fixture(scope="module")
+def keyed_tcp_edge(make_edge: Callable[..., EdgeServer]) -> EdgeServer:
+    """An edge whose TCP stream requires the key `sk-tcp-good` (named `tcp-user`), one session at a time."""
+    return make_edge(host="127.0.0.1", tcp_port=free_port(), api_keys=f"tcp-user:{TCP_KEY}", api_key_max_sessions=1)
 
 
 async def stream(port: int, data: bytes, first_line: bytes = b"", piece: int = 3333) -> list[dict[str, Any]]:
@@ -119,12 +112,44 @@ def test_sox_piped_into_nc_as_in_the_readme(tcp_edge: EdgeServer, tmp_path: Path
     check_turns([json.loads(line) for line in result.stdout.splitlines()], recording.truth_ms)
 
 
-async def test_with_keys_the_first_line_is_the_key(keyed_port: int) -> None:
+async def key_usage(edge: EdgeServer) -> tuple[float, float]:
+    """The `tcp-user` key's realtime sessions and audio seconds in the edge's `/metrics`."""
+    text = (await asyncio.to_thread(httpx.get, f"{edge.url}/metrics", timeout=30)).text
+    label = 'key="tcp-user"'
+    return (
+        metric_sum(text, "edge_key_realtime_sessions_total", label),
+        metric_sum(text, "edge_key_audio_seconds_total", label),
+    )
+
+
+async def test_with_keys_the_first_line_is_the_key(keyed_tcp_edge: EdgeServer) -> None:
+    port = tcp_port(keyed_tcp_edge)
     recording = build_recording([JFK_1])
-    check_turns(await stream(keyed_port, pcm16(recording.audio), b"sk-good\n"), recording.truth_ms)
-    for first_line in (b"sk-wrong\n", b"\xff\xfe\x00\n", b"\n", b""):
-        lines = await stream(keyed_port, pcm16(recording.audio), first_line)
+    sessions_before, seconds_before = await key_usage(keyed_tcp_edge)
+    check_turns(await stream(port, pcm16(recording.audio), f"{TCP_KEY}\n".encode()), recording.truth_ms)
+    sessions, seconds = await key_usage(keyed_tcp_edge)
+    assert sessions == sessions_before + 1
+    assert seconds - seconds_before == pytest.approx(len(recording.audio) / RATE, abs=0.01)
+    for first_line in (b"sk-wrong\n", b"\xff\xfe\x00\n", b"\n", b"", b"ek_forged.secret\n"):
+        lines = await stream(port, pcm16(recording.audio), first_line)
         assert len(lines) == 1 and lines[0]["type"] == "error" and lines[0]["code"] == "invalid_api_key"
+    assert await key_usage(keyed_tcp_edge) == (sessions, seconds)  # refused streams count nothing
+
+
+async def test_the_key_session_cap_holds_on_the_tcp_stream(keyed_tcp_edge: EdgeServer) -> None:
+    port = tcp_port(keyed_tcp_edge)
+    recording = build_recording([JFK_1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{TCP_KEY}\n".encode() + pcm16(recording.audio[:RATE]))
+    await writer.drain()
+    await wait_until(lambda: keyed_tcp_edge.app.state.services.keys.sessions.open.get("tcp-user") == 1)
+    lines = await stream(port, pcm16(recording.audio), f"{TCP_KEY}\n".encode())
+    assert [(line["type"], line["code"]) for line in lines] == [("error", "too_many_sessions")]
+    writer.write_eof()
+    await read_lines(reader)
+    writer.close()
+    await wait_until(lambda: not keyed_tcp_edge.app.state.services.keys.sessions.open)
+    check_turns(await stream(port, pcm16(recording.audio), f"{TCP_KEY}\n".encode()), recording.truth_ms)
 
 
 async def test_an_abrupt_disconnect_leaves_nothing_behind(tcp_edge: EdgeServer) -> None:

@@ -26,7 +26,6 @@ from server.realtime.config import SessionConfig
 from server.realtime.events import Event
 from server.realtime.queues import Inbox, Outbox
 from server.realtime.session import RealtimeSession
-from server.realtime.shared_count import SharedCount
 from server.realtime.stream_engine import EngineKind
 from server.settings import Settings
 
@@ -48,30 +47,6 @@ class WireProtocol(Protocol):
     def error(self, exc: APIError) -> Message: ...
     async def handle(self, text: str, session: RealtimeSession) -> list[Message]: ...
     def render(self, event: Event) -> list[Message]: ...
-
-
-class SessionSlots:
-    """Counts open sessions against `REALTIME_MAX_SESSIONS`: this process's in `active`, and with
-    `shared` (several workers) all workers' together, so the limit holds for the whole edge."""
-
-    def __init__(self, limit: int, shared: SharedCount | None = None) -> None:
-        self.limit = limit
-        self.active = 0
-        self._shared = shared
-
-    def try_acquire(self) -> bool:
-        if self._shared is not None:
-            if not self._shared.try_add(self.limit):
-                return False
-        elif self.active >= self.limit:
-            return False
-        self.active += 1
-        return True
-
-    def release(self) -> None:
-        self.active -= 1
-        if self._shared is not None:
-            self._shared.remove()
 
 
 @dataclass(frozen=True)
@@ -151,7 +126,7 @@ async def _serve(websocket: WebSocket, protocol: WireProtocol, state: "Services"
         on_failure=on_failure,
     )
     outbox.put_all(protocol.opening(config))
-    sender = asyncio.create_task(outbox.run(websocket), name="realtime-sender")
+    sender = asyncio.create_task(outbox.run(websocket.send_text), name="realtime-sender")
     reader = asyncio.create_task(_read(websocket, inbox, settings), name="realtime-reader")
     processor = asyncio.create_task(_process(inbox, protocol, session, outbox), name="realtime-processor")
     tasks = (sender, reader, processor)

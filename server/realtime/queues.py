@@ -5,19 +5,20 @@ Reading never waits for processing (so WebSocket pings and pongs keep flowing); 
 tells how far behind processing is, and the connection sheds a session that lags too far.
 
 `Outbox`: server events waiting to be sent, serialized, bounded in count and in bytes; beyond
-either bound the client is too slow and the connection is closed.
+either bound the client is too slow and the connection is closed. It sends through a function, so
+the WebSocket and the raw TCP stream share it.
 """
 
 import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
-from starlette.websockets import WebSocket
-
 Message = dict[str, Any]
+Send = Callable[[str], Awaitable[None]]
 
 
 class Inbox:
@@ -87,8 +88,9 @@ class Outbox:
                 self._bytes += len(text)
             self._ready.set()
 
-    async def run(self, websocket: WebSocket) -> None:
-        sending = asyncio.create_task(self._send_all(websocket), name="realtime-send")
+    async def run(self, send: Send) -> None:
+        """Send events with `send` as they come, until the queue overflows or `send` raises."""
+        sending = asyncio.create_task(self._send_all(send), name="realtime-send")
         overflow = asyncio.create_task(self._overflow.wait(), name="realtime-overflow")
         try:
             await asyncio.wait((sending, overflow), return_when=asyncio.FIRST_COMPLETED)
@@ -99,18 +101,22 @@ class Outbox:
         if sending.done() and not sending.cancelled() and (error := sending.exception()) is not None:
             raise error  # the socket broke
 
-    async def _send_all(self, websocket: WebSocket) -> None:
+    async def _send_all(self, send: Send) -> None:
         while True:
             await self._ready.wait()
             self._ready.clear()
             while self._items and not self.overflowed:
                 text = self._items.popleft()
                 self._bytes -= len(text)
-                await websocket.send_text(text)
+                await send(text)
             self._sent.set()
 
+    async def sent(self) -> None:
+        """Wait until every event put so far is sent (by `run`)."""
+        await self._sent.wait()
+
     async def flush(self, timeout_s: float) -> None:
-        """Wait until the events waiting now are sent (by `run`), at most `timeout_s`."""
+        """`sent`, waiting at most `timeout_s`."""
         with suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                await self._sent.wait()
+                await self.sent()

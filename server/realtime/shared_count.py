@@ -1,5 +1,6 @@
-"""A count shared by the edge's worker processes (`WORKERS` > 1): the realtime sessions open in all
-of them, so `REALTIME_MAX_SESSIONS` holds for the whole edge rather than per process.
+"""Realtime session slots, and the count behind them that the edge's worker processes (`WORKERS` > 1)
+share, so `REALTIME_MAX_SESSIONS` and `API_KEY_MAX_SESSIONS` hold for the whole edge rather than
+per process.
 
 The count lives in one small JSON file, `{pid: sessions}`, in the launcher's shared directory and
 changes under an exclusive `fcntl` lock. Each process only ever changes its own entry; entries of
@@ -74,3 +75,28 @@ def pid_running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+class SessionSlots:
+    """Counts open sessions against a limit (`REALTIME_MAX_SESSIONS`, or one key's
+    `API_KEY_MAX_SESSIONS`): this process's in `active`, and with `shared` (several workers) all
+    workers' together, so the limit holds for the whole edge."""
+
+    def __init__(self, limit: int, shared: SharedCount | None = None) -> None:
+        self.limit = limit
+        self.active = 0
+        self._shared = shared
+
+    def try_acquire(self) -> bool:
+        if self._shared is not None:
+            if not self._shared.try_add(self.limit):
+                return False
+        elif self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
+        if self._shared is not None:
+            self._shared.remove()

@@ -16,23 +16,24 @@ import asyncio
 import json
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
 from contextlib import suppress
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from server import metrics
+from server.auth import Identity
 from server.errors import APIError
 from server.realtime import events as ev
+from server.realtime.queues import Outbox
 from server.realtime.session import RealtimeSession
-from server.realtime.simple_protocol import Message, SimpleProtocol
+from server.realtime.simple_protocol import SimpleProtocol
 from server.realtime.stream_engine import EngineKind
 
 if TYPE_CHECKING:
     from server.services import Services
 
 READ_BYTES = 65536
+BYTES_PER_SECOND = 32000  # PCM16, 16 kHz, mono
 CLOSE_TIMEOUT_S = 5.0
 log = logging.getLogger("edge.realtime")
 
@@ -42,44 +43,6 @@ class StreamEnd(Enum):
 
     EOF = "end of stream"
     IDLE = "idle timeout"
-
-
-class LineOutbox:
-    """JSON lines waiting to be written. Beyond `limit` waiting the client reads too slowly: `run`
-    returns and the connection is closed, instead of letting memory grow."""
-
-    def __init__(self, writer: asyncio.StreamWriter, limit: int) -> None:
-        self._writer = writer
-        self._limit = limit
-        self._lines: deque[Message] = deque()
-        self._ready = asyncio.Event()
-        self._empty = asyncio.Event()
-        self._empty.set()
-        self.overflowed = False
-
-    def put_all(self, messages: list[Message]) -> None:
-        for message in messages:
-            if len(self._lines) >= self._limit:
-                self.overflowed = True
-                self._lines.clear()
-            elif not self.overflowed:
-                self._lines.append(message)
-                self._empty.clear()
-            self._ready.set()
-
-    async def run(self) -> None:
-        while not self.overflowed:
-            await self._ready.wait()
-            self._ready.clear()
-            while self._lines and not self.overflowed:
-                self._writer.write(json.dumps(self._lines.popleft()).encode() + b"\n")
-                await self._writer.drain()
-            if not self._lines:
-                self._empty.set()
-
-    async def sent(self) -> None:
-        """Wait until every line put so far is written."""
-        await self._empty.wait()
 
 
 class PendingTurns:
@@ -108,12 +71,13 @@ class PendingTurns:
 class TCPStreamServer:
     """Serves raw PCM16 streams on one TCP port with the app's services.
 
-    `authenticate` checks an API key (the client's first line); None means no key is required.
+    When the app's keys are required, the client's first line is its API key (an ephemeral secret
+    is not accepted: it is for browsers); the key's name gets the usage metrics and its
+    `API_KEY_MAX_SESSIONS` applies, as on the WebSocket routes.
     """
 
-    def __init__(self, state: "Services", authenticate: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, state: "Services") -> None:
         self._state = state
-        self._authenticate = authenticate
         self._protocol = SimpleProtocol()
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task] = set()
@@ -170,39 +134,49 @@ class TCPStreamServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: PendingTurns
     ) -> tuple[str, APIError | None]:
         settings = self._state.settings
-        if self._authenticate is not None:
-            refusal = await self._check_key(reader)
-            if refusal is not None:
-                return "refused: " + refusal.message, refusal
+        identity = await self._identify(reader)
+        if identity is None:
+            refusal = APIError(401, "The first line must be a valid API key.", code="invalid_api_key")
+            return "refused: " + refusal.message, refusal
+        key_sessions = self._state.keys.sessions
+        if not key_sessions.try_acquire(identity.name):
+            message = f"Too many realtime sessions for this key (at most {key_sessions.limit}); try again later."
+            return "refused: too many sessions for the key", APIError(503, message, code="too_many_sessions")
         slots = self._state.realtime_slots
-        if not slots.try_acquire():
-            message = f"Too many realtime sessions (at most {slots.limit}); try again later."
-            return "refused: too many sessions", APIError(503, message, code="too_many_sessions")
-        metrics.REALTIME_SESSIONS.inc()
         try:
-            async with asyncio.timeout(settings.realtime_max_session_s):
-                return await self._run(reader, writer, pending)
-        except TimeoutError:
-            limit = settings.realtime_max_session_s
-            return "session expired", APIError(
-                400, f"The session reached its maximum length of {limit:g} s.", code="session_expired"
-            )
+            if not slots.try_acquire():
+                message = f"Too many realtime sessions (at most {slots.limit}); try again later."
+                return "refused: too many sessions", APIError(503, message, code="too_many_sessions")
+            metrics.usage_key.set(identity.name)
+            metrics.KEY_REALTIME_SESSIONS.labels(identity.name).inc()
+            metrics.REALTIME_SESSIONS.inc()
+            try:
+                async with asyncio.timeout(settings.realtime_max_session_s):
+                    return await self._run(reader, writer, pending)
+            except TimeoutError:
+                limit = settings.realtime_max_session_s
+                return "session expired", APIError(
+                    400, f"The session reached its maximum length of {limit:g} s.", code="session_expired"
+                )
+            finally:
+                metrics.REALTIME_SESSIONS.dec()
+                slots.release()
         finally:
-            metrics.REALTIME_SESSIONS.dec()
-            slots.release()
+            key_sessions.release(identity.name)
 
-    async def _check_key(self, reader: asyncio.StreamReader) -> APIError | None:
-        """Read the first line as the API key; an error to send if it is missing or wrong."""
-        assert self._authenticate is not None
+    async def _identify(self, reader: asyncio.StreamReader) -> Identity | None:
+        """Who the client is: with keys required, the API key of its first line (None if missing
+        or wrong); without, everyone is let in."""
+        keys = self._state.keys
+        if not keys.required:
+            return keys.check_bearer(None)
         try:
             async with asyncio.timeout(self._state.settings.realtime_idle_timeout_s):
                 line = await reader.readline()
             key = line.decode("utf-8").strip()
         except (TimeoutError, ValueError):  # no line in time, a line too long, or not UTF-8
-            key = ""
-        if key and self._authenticate(key):
             return None
-        return APIError(401, "The first line must be a valid API key.", code="invalid_api_key")
+        return keys.check_bearer(key)
 
     async def _run(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: PendingTurns
@@ -218,7 +192,11 @@ class TCPStreamServer:
             if not failed.done():
                 failed.set_result(error)
 
-        outbox = LineOutbox(writer, settings.realtime_send_queue)
+        outbox = Outbox(settings.realtime_send_queue, int(settings.realtime_send_queue_mb * 1_048_576))
+
+        async def send_line(text: str) -> None:
+            writer.write(text.encode() + b"\n")
+            await writer.drain()
 
         def emit(event: ev.Event) -> None:
             pending.see(event)
@@ -235,7 +213,7 @@ class TCPStreamServer:
             stream=stream if kind == EngineKind.STREAM else None,
             on_failure=on_failure,
         )
-        sender = asyncio.create_task(outbox.run(), name="realtime-tcp-sender")
+        sender = asyncio.create_task(outbox.run(send_line), name="realtime-tcp-sender")
         receiver = asyncio.create_task(self._receive(reader, session), name="realtime-tcp-receiver")
         finisher: asyncio.Task | None = None
         try:
@@ -259,7 +237,8 @@ class TCPStreamServer:
                         await outbox.sent()
                 return "transcription backend failed", failed.result()
             if outbox.overflowed:
-                log.warning("closing a tcp stream: its client reads too slowly")
+                metrics.REALTIME_SHED.labels("slow_client").inc()
+                log.warning("shedding a tcp stream: its client reads too slowly")
                 return "client too slow", None
             sender.result()  # a broken connection raises here
             return "client disconnected", None
@@ -280,9 +259,10 @@ class TCPStreamServer:
                 return StreamEnd.IDLE
             if not data:
                 return StreamEnd.EOF
+            metrics.count_key_audio(len(data) / BYTES_PER_SECOND)
             await session.append(data)
 
-    async def _finish(self, session: RealtimeSession, pending: PendingTurns, outbox: LineOutbox) -> None:
+    async def _finish(self, session: RealtimeSession, pending: PendingTurns, outbox: Outbox) -> None:
         """The audio ended: commit the turn in progress, then send every transcript still due."""
         with suppress(APIError):  # no turn in progress
             session.commit()
