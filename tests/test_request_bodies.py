@@ -170,3 +170,15 @@ def test_openapi_describes_every_request_body(edge: EdgeServer) -> None:
     chat = paths[CHAT]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"model", "messages", "stream"} <= set(chat["properties"]) and chat["required"] == ["messages"]
     assert "$defs" not in str(paths)
+    schemas = httpx.get(f"{edge.url}/openapi.json").json()["components"]["schemas"]
+    for path, model in (
+        ("/v1/realtime/client_secrets", "ClientSecretRequest"),
+        ("/v1/realtime/transcription_sessions", "BetaTranscriptionSessionRequest"),
+    ):
+        assert paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(model)
+    ga = schemas["ClientSecretRequest"]["properties"]["session"]["anyOf"][0]["properties"]
+    audio_input = ga["audio"]["properties"]["input"]["properties"]
+    assert {"format", "transcription", "turn_detection"} <= set(audio_input)
+    assert audio_input["format"]["properties"]["type"]["enum"] == ["audio/pcm", "audio/pcmu", "audio/pcma"]
+    beta = schemas["BetaTranscriptionSessionRequest"]["properties"]
+    assert {"client_secret", "input_audio_format", "input_audio_transcription", "turn_detection"} <= set(beta)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.access import require_api_key
 from server.auth import Identity, SessionFlavour
 from server.errors import APIError
+from server.protocol.realtime_session import GASessionObject, beta_session_properties
 from server.realtime.config import SessionConfig
 from server.realtime.openai_protocol import OpenAIProtocol, parse_beta_session, parse_ga_session
 from server.services import Services, services
@@ -29,7 +30,7 @@ class ExpiresAfter(BaseModel):
 
 class ClientSecretRequest(BaseModel):
     expires_after: ExpiresAfter = Field(default_factory=ExpiresAfter)
-    session: dict[str, Any] | None = None
+    session: GASessionObject | None = Field(None, description="Applied when the secret connects.")
 
 
 class BetaClientSecretOptions(BaseModel):
@@ -39,7 +40,7 @@ class BetaClientSecretOptions(BaseModel):
 class BetaTranscriptionSessionRequest(BaseModel):
     """Beta session fields (validated by the protocol's parser) plus the secret's lifetime."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=beta_session_properties)
     client_secret: BetaClientSecretOptions = Field(default_factory=BetaClientSecretOptions)
 
     def session(self) -> dict[str, Any]:
