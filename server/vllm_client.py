@@ -57,6 +57,9 @@ def _error_from_response(status: int, body: bytes) -> APIError:
     return APIError(status, message, param=param, code=code)
 
 
+KEEPALIVE_S = 2.0
+
+
 class VLLMClient:
     """Async client for vLLM's `/v1` API, shared by every request of the app."""
 
@@ -72,7 +75,9 @@ class VLLMClient:
             base_url=self.base_url,
             headers=headers,
             timeout=timeout,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            # Idle connections are dropped well before vLLM's own keep-alive (5 s) closes them: at
+            # equal timeouts a request sent as the server closes fails ("Server disconnected").
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=KEEPALIVE_S),
         )
 
     async def aclose(self) -> None:
