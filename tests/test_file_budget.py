@@ -2,12 +2,16 @@
 never exceeded, shared in turns between files, and never in the way of realtime turns."""
 
 import asyncio
+import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 
 import httpx
+import numpy as np
 import pytest
 from backend_proxy import RecordingProxy
 from realtime_helpers import (
@@ -40,7 +44,7 @@ def short_wav() -> bytes:
 
 
 def edge_gauge(edge: EdgeServer, name: str) -> float:
-    text = httpx.get(f"{edge.url}/metrics", timeout=10).text
+    text = httpx.get(f"{edge.url}/metrics", timeout=60).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
@@ -106,25 +110,54 @@ def test_file_requests_at_vllm_never_exceed_the_budget(make_edge, proxy: Recordi
     assert edge_gauge(edge, "edge_file_backend_requests_waiting") == 0
 
 
-def test_files_take_turns(make_edge) -> None:
-    """A long file's chunks all queued first: a second file and a short clip submitted after it
-    still get places before it is done."""
+def settled_waiting(edge: EdgeServer, above: float) -> float:
+    """The budget's waiting chunks once more than `above` wait and the count has stopped growing."""
+    while True:
+        wait_for(lambda: edge_gauge(edge, "edge_file_backend_requests_waiting") > above)
+        before = edge_gauge(edge, "edge_file_backend_requests_waiting")
+        time.sleep(0.5)
+        if (now := edge_gauge(edge, "edge_file_backend_requests_waiting")) == before:
+            return now
+
+
+def finished_order(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The audio lengths of the edge's finished requests, in the order the edge finished them."""
+    return [
+        match.group(1)
+        for record in caplog.records
+        if record.name == "edge.audio" and (match := re.search(r"audio=([\d.]+)s", record.getMessage()))
+    ]
+
+
+def test_files_take_turns(make_edge, caplog: pytest.LogCaptureFixture) -> None:
+    """Two long files and then a short clip queue behind a full budget, in that order. When places
+    come free they take turns: the second file's first transcript and the clip come before the
+    first file is done, and the first file, ahead in every round, ends before the second. The
+    budget is held until all three wait, so the order does not depend on how fast vLLM is; it is
+    read from the edge's own request log (a client's threads may read their answers late)."""
+    caplog.set_level(logging.INFO, logger="edge.audio")
     edge = make_edge(max_file_backend_requests=1, max_chunk_concurrency=64, **LONG)
+    audio = decode_audio(DATA / "silero_test.wav", max_duration_s=120)
+    longer_wav = encode_wav(np.concatenate([audio, audio[: 5 * SAMPLE_RATE]]))  # tells the two apart in the log
     log: list[tuple[str, str]] = []
-    first = Stream(edge, "first", long_wav(), log)
-    wait_for(lambda: edge_gauge(edge, "edge_file_backend_requests_waiting") >= 10)
-    second = Stream(edge, "second", long_wav(), log)
-    wait_for(lambda: edge_gauge(edge, "edge_file_backend_requests_waiting") >= 20)
-    files = {"file": ("a.wav", short_wav(), "audio/wav")}
-    short = httpx.post(f"{edge.url}/v1/audio/transcriptions", files=files, timeout=300)
-    assert short.status_code == 200, short.text
-    log.append(("short", "done"))
+    held, pool = HeldBudget(edge), ThreadPoolExecutor(1)
+    try:
+        first = Stream(edge, "first", long_wav(), log)
+        queued = settled_waiting(edge, above=0)
+        second = Stream(edge, "second", longer_wav, log)
+        queued = settled_waiting(edge, above=queued)
+        files = {"file": ("a.wav", short_wav(), "audio/wav")}
+        short = pool.submit(httpx.post, f"{edge.url}/v1/audio/transcriptions", files=files, timeout=300)
+        settled_waiting(edge, above=queued)
+    finally:
+        held.release()
+        pool.shutdown(wait=False)
+    assert short.result(300).status_code == 200
     first.join(300)
     second.join(300)
     assert first.error is None and second.error is None
-    assert log.index(("short", "done")) < log.index(("first", "done"))
     assert log.index(("second", "delta")) < log.index(("first", "done"))
-    assert log.index(("first", "done")) < log.index(("second", "done"))
+    assert finished_order(caplog) == ["1.50", "60.00", "65.00"]
 
 
 class HeldBudget:
@@ -182,16 +215,25 @@ async def test_realtime_turns_pass_a_full_file_budget(make_edge) -> None:
             held.release()
 
 
-def test_a_client_that_goes_away_leaves_the_queue_and_frees_its_places(make_edge) -> None:
+async def test_a_client_that_goes_away_leaves_the_queue_and_frees_its_places(make_edge) -> None:
+    """A streamed request waiting behind a full budget (its first transcript not yet there, so no
+    answer started) whose client leaves: its chunks leave the queue at once, not when a place
+    comes free."""
     edge = make_edge(max_file_backend_requests=1, max_chunk_concurrency=64, **LONG)
-    with httpx.Client(timeout=300) as http:
-        files = {"file": ("a.wav", long_wav(), "audio/wav")}
-        with http.stream("POST", f"{edge.url}/v1/audio/transcriptions", data={"stream": "true"}, files=files) as r:
-            assert r.status_code == 200
-            wait_for(lambda: edge_gauge(edge, "edge_file_backend_requests_waiting") >= 10)
-    wait_for(lambda: edge_gauge(edge, "edge_file_backend_requests_waiting") == 0)
-    wait_for(lambda: edge_gauge(edge, "edge_file_backend_requests_in_flight") == 0)
-    short = httpx.post(
-        f"{edge.url}/v1/audio/transcriptions", files={"file": ("a.wav", short_wav(), "audio/wav")}, timeout=300
-    )
+    held = HeldBudget(edge)
+    try:
+        async with httpx.AsyncClient(timeout=300) as http:
+            files = {"file": ("a.wav", long_wav(), "audio/wav")}
+            url = f"{edge.url}/v1/audio/transcriptions"
+            leaving = asyncio.create_task(http.post(url, data={"stream": "true"}, files=files))
+            await asyncio.to_thread(wait_for, lambda: edge_gauge(edge, "edge_file_backend_requests_waiting") >= 10)
+            leaving.cancel()  # the connection closes
+            await asyncio.gather(leaving, return_exceptions=True)
+        await asyncio.to_thread(wait_for, lambda: edge_gauge(edge, "edge_file_backend_requests_waiting") == 0)
+    finally:
+        held.release()
+    assert await asyncio.to_thread(edge_gauge, edge, "edge_file_backend_requests_in_flight") == 0
+    files = {"file": ("a.wav", short_wav(), "audio/wav")}
+    async with httpx.AsyncClient(timeout=300) as http:
+        short = await http.post(f"{edge.url}/v1/audio/transcriptions", files=files)
     assert short.status_code == 200, short.text

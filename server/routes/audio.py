@@ -62,9 +62,14 @@ async def _handle(request: Request, task: str) -> Response:
 
     events = flow.events()
     # The first event is awaited before answering, so a backend that is down or refuses the
-    # request still gets a proper HTTP status rather than an error inside a 200 stream.
+    # request still gets a proper HTTP status rather than an error inside a 200 stream; a client
+    # that leaves meanwhile (its chunks waiting for places behind other files) is let go at once.
+
+    async def first_event() -> dict[str, Any]:
+        return await anext(events)
+
     try:
-        first = await anext(events)
+        first = await _unless_client_leaves(request, first_event())
     except BaseException:
         await events.aclose()
         raise
