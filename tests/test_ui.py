@@ -407,6 +407,14 @@ def test_file_from_url_as_subtitles(open_page, edge, media_url) -> None:
     page.get_by_role("tab", name="File").click()
     page.get_by_label("Audio URL").fill(f"{media_url}/long.wav")
     page.get_by_label("Response format").select_option("srt")
+    page.evaluate(
+        """() => {
+            const label = document.querySelector("#file-progress-label");
+            window.progressLabels = [];
+            new MutationObserver(() => window.progressLabels.push(label.textContent))
+                .observe(label, { childList: true, characterData: true, subtree: true });
+        }"""
+    )
     with page.expect_response("**/v1/audio/transcriptions") as response:
         page.get_by_role("button", name="Transcribe").click()
         # a long file: an indeterminate progress bar while the server fetches and transcribes
@@ -414,6 +422,9 @@ def test_file_from_url_as_subtitles(open_page, edge, media_url) -> None:
         assert page.locator("#file-progress-bar").get_attribute("value") is None
         expect(page.get_by_role("button", name="Transcribe")).to_be_disabled()
     assert response.value.request.post_data_buffer.count(b'name="url"') == 1
+    # the URL's tiny form upload is no step of its own: no "Uploading…" or bare "Transcribing…"
+    labels = page.evaluate("window.progressLabels")
+    assert labels and all(text.startswith("Fetching and transcribing") for text in labels), labels
     cues = srt_cues(response.value.text())
     assert len(cues) >= 2
     rows = page.locator("#segments li")

@@ -84,10 +84,11 @@ export class FileMode {
     const name = baseName(this.file?.name ?? url);
     this.showResult(null);
     let streamed = "";
-    this.busy(true, this.file ? "Uploading…" : "Fetching and transcribing…", !this.file);
+    const uploading = Boolean(this.file); // a URL's form is sent in a blink: its upload is no step to show
+    this.busy(true, uploading ? "Uploading…" : "Fetching and transcribing…", !uploading);
     this.request = transcribe(form, {
-      onUploadProgress: (fraction) => this.progress(`Uploading… ${Math.round(fraction * 100)}%`, fraction),
-      onUploaded: () => this.progress("Transcribing…", null),
+      onUploadProgress: (fraction) => uploading && this.progress(`Uploading… ${Math.round(fraction * 100)}%`, fraction),
+      onUploaded: () => uploading && this.progress("Transcribing…", null),
       onDelta: (delta) => {
         streamed += delta;
         this.showResult({ name, format, text: streamed, segments: null, json: null }, true);
