@@ -214,6 +214,8 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         port=settings.port,
         log_level=settings.log_level,
         ws_max_size=int((settings.realtime_max_message_mb + 1) * 1_048_576),
+        ws_ping_interval=settings.realtime_ping_interval_s,
+        ws_ping_timeout=settings.realtime_ping_timeout_s,
     )
     if settings.tls:
         options.update(ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile)

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     realtime_max_sessions: int = 100
     realtime_max_session_s: float = 3600.0
     realtime_idle_timeout_s: float = 300.0
+    realtime_ping_interval_s: float = Field(default=20.0, gt=0)
+    realtime_ping_timeout_s: float = Field(default=20.0, gt=0)
     realtime_max_message_mb: float = 16.0
     realtime_send_queue: int = 1024
     realtime_send_queue_mb: float = 4.0

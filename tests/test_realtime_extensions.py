@@ -138,7 +138,7 @@ class EventReader:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def test_new_speech_cancels_the_reply_in_progress(edge: EdgeServer, vllm_url: str) -> None:
+async def test_new_speech_cancels_the_reply_in_progress(make_edge: Callable[..., EdgeServer], vllm_url: str) -> None:
     """The user speaking again cuts a reply short while vLLM is streaming it, and its vLLM
     request is aborted while the session stays open.
 
@@ -148,13 +148,21 @@ async def test_new_speech_cancels_the_reply_in_progress(edge: EdgeServer, vllm_u
     reply to answer there, so it is not polled before the interruption). A random-weight model may
     end its reply on its own before the interruption is heard; such a session proves nothing, so a
     fresh one (with a prompt of its own, hence another greedy path) is tried, a bounded number of times.
+
+    Neither side pings: while vLLM streams on this 2-core box, the whole test process (edge and
+    client) can stall for over 20 s, and keepalive (20 s by default) then ends the session before
+    the interruption is even read (seen in fresh-clone runs: close 1011, keepalive ping timeout).
     """
+    edge = make_edge(realtime_ping_timeout_s=600, realtime_ping_interval_s=600)
     second = build_recording([JFK_2], gap_s=0)
     onset = second.truth_ms[0][0] * 16
     interruption = pcm16(second.audio[onset : onset + 16000])
     first_turn = pcm16(build_recording([JFK_1]).audio)
     for attempt in range(5):
-        async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        async with openai_client(edge).realtime.connect(
+            extra_query={"intent": "transcription"},
+            websocket_connection_options={"ping_interval": None},  # type: ignore[typeddict-unknown-key]
+        ) as conn:
             reader = EventReader(conn.recv_bytes)
             try:
                 await reader.wait_for("session.created")

@@ -184,6 +184,13 @@ async def _read(websocket: WebSocket, inbox: Inbox, settings: Settings) -> Closi
                 APIError(408, f"No client event for {idle_s:g} s; closing the session.", code="idle_timeout"),
             )
         if message["type"] == "websocket.disconnect":
+            # The client left, or the connection died (uvicorn's keepalive: no pong in time).
+            log.info(
+                "realtime session from %s ended by the connection (close %s %s)",
+                _peer(websocket),
+                message.get("code"),
+                message.get("reason") or "",
+            )
             return None
         frame = message.get("text")
         if frame is None:
