@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from server.services import Services
 
 READ_BYTES = 65536
-BYTES_PER_SECOND = 32000  # PCM16, 16 kHz, mono
 CLOSE_TIMEOUT_S = 5.0
 log = logging.getLogger("edge.realtime")
 
@@ -259,7 +258,7 @@ class TCPStreamServer:
                 return StreamEnd.IDLE
             if not data:
                 return StreamEnd.EOF
-            metrics.count_key_audio(len(data) / BYTES_PER_SECOND)
+            metrics.count_key_audio(session.config.audio_format.seconds(len(data)))
             await session.append(data)
 
     async def _finish(self, session: RealtimeSession, pending: PendingTurns, outbox: Outbox) -> None:
