@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from server.routes import service
+from server.wire_limits import HttpProtocol
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -39,7 +40,13 @@ def health_app(state: "Services") -> FastAPI:
 class HealthServer:
     def __init__(self, state: "Services") -> None:
         config = uvicorn.Config(
-            health_app(state), lifespan="off", log_config=None, log_level=state.settings.log_level, access_log=False
+            health_app(state),
+            lifespan="off",
+            log_config=None,
+            log_level=state.settings.log_level,
+            access_log=False,
+            http=HttpProtocol,
+            ws="none",
         )
         self._server = _SideServer(config)
         self._task: asyncio.Task | None = None

@@ -37,6 +37,7 @@ from uvicorn.supervisors import Multiprocess
 
 from server.app import create_app
 from server.settings import Settings, get_settings
+from server.wire_limits import HttpProtocol, WebSocketProtocol
 
 log = logging.getLogger("launcher")
 
@@ -203,7 +204,7 @@ def _group_running(pgid: int) -> bool:
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
-    """How uvicorn serves the edge.
+    """How uvicorn serves the edge: with its protocols bounded as `server.wire_limits` says.
 
     With `TLS_CERTFILE` and `TLS_KEYFILE` it serves https and wss itself. WebSocket messages may be a
     little larger than `REALTIME_MAX_MESSAGE_MB`, so the session itself refuses an oversized message
@@ -213,6 +214,8 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        http=HttpProtocol,
+        ws=WebSocketProtocol,
         ws_max_size=int((settings.realtime_max_message_mb + 1) * 1_048_576),
         ws_ping_interval=settings.realtime_ping_interval_s,
         ws_ping_timeout=settings.realtime_ping_timeout_s,

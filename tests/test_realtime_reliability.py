@@ -103,6 +103,37 @@ async def test_send_queue_is_bounded_by_bytes(make_edge) -> None:
     assert code == 1008 and "too slow" in reason
 
 
+async def test_a_shed_client_that_never_reads_is_disconnected(make_edge) -> None:
+    """A shed session's slot is free at once, but its connection stays open while what was sent to
+    it sits unread (uvicorn closes a transport only once its buffer is delivered): before the fix,
+    for as long as the client liked. The client here reads nothing, ever."""
+    edge = make_edge(realtime_send_queue_mb=2)
+    shed = metric_value("edge_realtime_sessions_shed_total", reason="slow_client")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.connect(("127.0.0.1", edge.settings.port))
+    client = sock.getsockname()
+
+    def connected() -> bool:
+        connections = list(edge.server.server_state.connections)  # one step: the edge's thread changes the set
+        return any(tuple(getattr(c, "client", None) or ()) == client for c in connections)
+
+    async with connect(f"{ws_url(edge)}{GA_URL}", sock=sock, max_queue=1, compression=None) as ws:
+
+        async def flood() -> None:
+            for _ in range(60):
+                await ws.send(update(transcription={"prompt": "p" * 400_000}))
+
+        flooding = asyncio.create_task(flood())
+        try:
+            await wait_until(lambda: metric_value("edge_realtime_sessions_shed_total", reason="slow_client") > shed, 30)
+            assert connected()
+            await wait_until(lambda: not connected(), 60)
+        finally:
+            flooding.cancel()
+            await asyncio.gather(flooding, return_exceptions=True)
+
+
 async def test_language_is_validated_like_http(edge: EdgeServer) -> None:
     async with connect(f"{ws_url(edge)}{GA_URL}") as ws:
         await receive(ws)

@@ -1,0 +1,121 @@
+"""uvicorn's HTTP and WebSocket protocols, with what they lack against hostile or broken clients.
+
+Before the app sees a request, uvicorn's own code answers the client, and there it falls short:
+- httptools has no bound on a request's line and headers: one connection sending headers without
+  end grows the edge's memory without end. Here a request whose head passes `MAX_HEAD_BYTES` gets
+  a 431 and the connection is closed.
+- A handshake the `websockets` parser refuses (a header line over 8 kB, over 128 headers) is never
+  answered: uvicorn leaves the connection open until the client gives up. Here it gets a 400.
+- Its own errors are plain text; here they are in OpenAI's shape, like every error of the app.
+- A WebSocket whose client stops reading stays open after its session ends (the transport waits
+  to deliver what is buffered): one that has not gone some seconds after the session is aborted.
+- A WebSocket its keepalive closes (no pong in `REALTIME_PING_TIMEOUT_S`) ends with close code
+  1005 for the app, like any lost connection; here the reason gets its own log line.
+"""
+
+import asyncio
+import json
+import logging
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from server.errors import APIError
+
+log = logging.getLogger("edge.wire")
+
+MAX_HEAD_BYTES = 64 * 1024
+"""A request line and its headers together: far above what any client or proxy sends (nginx allows
+32 kB), far below what would matter for memory."""
+
+ABORT_AFTER_S = 5.0
+"""How long after the close handshake's own timeout a WebSocket whose client does not read is dropped."""
+
+REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "unknown peer"
+
+
+def error_response(error: APIError) -> bytes:
+    """A complete HTTP/1.1 response carrying `error` in OpenAI's shape, closing the connection."""
+    body = json.dumps(error.body()).encode()
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % (
+        error.status,
+        REASONS[error.status],
+        len(body),
+    )
+    return head + body
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on each request's head."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes: int | None = 0  # bytes received since the request began; None once its head is in
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._head_bytes is not None and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            log.warning("refusing a request from %s: its head passed %d bytes", _peer(self.client), MAX_HEAD_BYTES)
+            message = f"The request line and headers are larger than {MAX_HEAD_BYTES} bytes."
+            self.transport.write(error_response(APIError(431, message, code="headers_too_large")))
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_bytes is None:  # the next request on a kept-alive connection
+            self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        self.transport.write(error_response(APIError(400, msg, code="invalid_http_request")))
+        self.transport.close()
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets protocol that answers a handshake it cannot parse, drops a client that
+    does not read once its session is over, and says when its keepalive ends a connection."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.handshake_exc is not None and not self.handshake_initiated and not self.transport.is_closing():
+            cause = self.conn.handshake_exc.__cause__ or self.conn.handshake_exc
+            log.warning("refusing a WebSocket handshake from %s: %s", _peer(self.client), cause)
+            message = f"Invalid WebSocket handshake: {cause}."
+            self.transport.write(error_response(APIError(400, message, code="invalid_handshake")))
+            self.handshake_initiated = self.handshake_complete = self.close_sent = True
+            self.transport.close()
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        # The connection is closing now (or after the close handshake's timeout), but a transport
+        # only closes once the client has read what is still buffered for it.
+        self.loop.call_later(self.close_timeout + ABORT_AFTER_S, self._abort_if_unread)
+
+    def _abort_if_unread(self) -> None:
+        if not self.disconnected:
+            log.warning(
+                "aborting the WebSocket of %s: its session ended %g s ago and it has not read what was sent to it",
+                _peer(self.client),
+                self.close_timeout + ABORT_AFTER_S,
+            )
+            self.transport.abort()
+
+    def keepalive_timeout(self) -> None:
+        if not (self.close_sent or self.transport.is_closing()):
+            log.warning(
+                "closing the WebSocket from %s: no pong within %g s of a ping (1011 keepalive ping timeout)",
+                _peer(self.client),
+                self.ping_timeout,
+            )
+        super().keepalive_timeout()
