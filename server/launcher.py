@@ -121,15 +121,19 @@ class VLLMProcess:
         self.health_url = f"http://{settings.vllm_host}:{settings.vllm_port}/health"
         self._lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._ipc_dir: str | None = None
 
     def start(self) -> None:
+        """Start vLLM, with its ZMQ socket files in a directory of their own that `stop` removes:
+        vLLM stopped by a signal leaves them behind in /tmp otherwise, one set per start."""
         cmd = vllm_command(self.settings)
         log.info("starting vLLM: %s", shlex.join(cmd))
+        self._ipc_dir = tempfile.mkdtemp(prefix="vllm-ipc-", dir=os.environ.get("VLLM_RPC_BASE_PATH"))
         self._proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=vllm_environment(self.settings),
+            env=vllm_environment(self.settings) | {"VLLM_RPC_BASE_PATH": self._ipc_dir},
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
@@ -177,6 +181,8 @@ class VLLMProcess:
             if self._group_gone(wait):
                 break
         self._proc.poll()
+        if self._ipc_dir:
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
     def _group_gone(self, timeout_s: float) -> bool:
         """Wait until no process of vLLM's group is left (reaping the main process, our child)."""

@@ -1,5 +1,6 @@
 """`./serve.sh`'s launcher leaves no process behind: when vLLM's main process dies, the launcher
-exits and takes vLLM's EngineCore (and any other process vLLM started) with it.
+exits and takes vLLM's EngineCore (and any other process vLLM started) with it, and removes the
+socket files vLLM's processes talked over.
 
 Runs the real launcher (`python -m server.launcher`) with a real vLLM serving the tiny model.
 """
@@ -69,12 +70,15 @@ def test_no_vllm_process_outlives_the_launcher(tmp_path: Path) -> None:
         (vllm,) = psutil.Process(launcher.pid).children()
         members = group_members(vllm.pid)
         assert len(members) >= 2, "vLLM runs its engine in a process of its own"
+        ipc_dir = Path(vllm.environ()["VLLM_RPC_BASE_PATH"])
+        assert any(ipc_dir.iterdir()), "vLLM's ZMQ sockets are in the launcher's directory"
         vllm.send_signal(signal.SIGKILL)
         assert launcher.wait(60) == 1, log.read_text()
         assert "vLLM exited with code -9" in log.read_text()
         _, alive = psutil.wait_procs([m for m in members if m.pid != vllm.pid], timeout=10)
         assert not alive, f"vLLM's processes outlived the launcher: {[p.cmdline() for p in alive]}"
         assert not group_members(vllm.pid)
+        assert not ipc_dir.exists(), "the launcher removes vLLM's socket files"
     finally:
         if launcher.poll() is None:
             launcher.kill()
