@@ -412,7 +412,9 @@ def test_key_session_caps_hold_across_workers(tmp_path: Path) -> None:
     assert KeySessions(None, tmp_path).try_acquire("alice")  # no cap: nothing counted
 
 
-async def test_sessions_per_key_are_capped(make_edge: Callable[..., EdgeServer]) -> None:
+async def test_sessions_per_key_are_capped(
+    make_edge: Callable[..., EdgeServer], caplog: pytest.LogCaptureFixture
+) -> None:
     edge = make_edge(api_keys=f"alice:{ALICE},bob:{BOB}", api_key_max_sessions=1)
     alice = {"Authorization": f"Bearer {ALICE}"}
     async with websockets.connect(realtime_url(edge), additional_headers=alice) as first:
@@ -421,6 +423,10 @@ async def test_sessions_per_key_are_capped(make_edge: Callable[..., EdgeServer])
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await second.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        assert "for this key (at most 1)" in closed.value.rcvd.reason
+        assert any(
+            "refusing a realtime session" in r.getMessage() and "(key alice)" in r.getMessage() for r in caplog.records
+        )
         async with websockets.connect(
             realtime_url(edge), additional_headers={"Authorization": f"Bearer {BOB}"}
         ) as other:

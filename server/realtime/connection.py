@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from starlette.websockets import WebSocket
 
 from server import metrics
+from server.auth import Identity
 from server.errors import APIError
+from server.realtime.admission import SessionsFull, admitted
 from server.realtime.config import SessionConfig
 from server.realtime.events import Event
 from server.realtime.queues import Inbox, Outbox
@@ -60,26 +62,22 @@ class Closing:
 
 
 async def serve_connection(
-    websocket: WebSocket, protocol: WireProtocol, state: "Services", subprotocol: str | None = None
+    websocket: WebSocket, protocol: WireProtocol, state: "Services", identity: Identity, subprotocol: str | None
 ) -> None:
-    """Accept the WebSocket (or refuse it with 1013 when the sessions are all taken) and serve it."""
+    """Accept the WebSocket and serve it, or close it with 1013 when the key's sessions or the
+    edge's are all taken."""
     await websocket.accept(subprotocol=subprotocol)
-    slots = state.realtime_slots
-    if not slots.try_acquire():
-        log.warning("refusing a realtime session from %s: all %d slots taken", _peer(websocket), slots.limit)
-        await _close(
-            websocket, protocol, Closing(1013, f"Too many realtime sessions (at most {slots.limit}); try again later.")
-        )
-        return
-    metrics.REALTIME_SESSIONS.inc()
     try:
-        closing = await _serve(websocket, protocol, state)
-    finally:
-        metrics.REALTIME_SESSIONS.dec()
-        slots.release()
-    if closing is not None:
+        with admitted(state, identity):
+            closing = await _serve(websocket, protocol, state)
+    except SessionsFull as full:
+        log.warning("refusing a realtime session from %s (key %s): %s", _peer(websocket), identity.name, full.message)
+        closing = Closing(1013, full.message)
+    else:
+        if closing is None:
+            return
         _report(websocket, closing)
-        await _close(websocket, protocol, closing)
+    await _close(websocket, protocol, closing)
 
 
 def _peer(websocket: WebSocket) -> str:

@@ -24,6 +24,7 @@ from server import metrics
 from server.auth import Identity
 from server.errors import APIError
 from server.realtime import events as ev
+from server.realtime.admission import SessionsFull, admitted
 from server.realtime.queues import Outbox
 from server.realtime.session import RealtimeSession
 from server.realtime.simple_protocol import SimpleProtocol
@@ -137,31 +138,18 @@ class TCPStreamServer:
         if identity is None:
             refusal = APIError(401, "The first line must be a valid API key.", code="invalid_api_key")
             return "refused: " + refusal.message, refusal
-        key_sessions = self._state.keys.sessions
-        if not key_sessions.try_acquire(identity.name):
-            message = f"Too many realtime sessions for this key (at most {key_sessions.limit}); try again later."
-            return "refused: too many sessions for the key", APIError(503, message, code="too_many_sessions")
-        slots = self._state.realtime_slots
         try:
-            if not slots.try_acquire():
-                message = f"Too many realtime sessions (at most {slots.limit}); try again later."
-                return "refused: too many sessions", APIError(503, message, code="too_many_sessions")
-            metrics.usage_key.set(identity.name)
-            metrics.KEY_REALTIME_SESSIONS.labels(identity.name).inc()
-            metrics.REALTIME_SESSIONS.inc()
-            try:
+            with admitted(self._state, identity):
+                metrics.usage_key.set(identity.name)
                 async with asyncio.timeout(settings.realtime_max_session_s):
                     return await self._run(reader, writer, pending)
-            except TimeoutError:
-                limit = settings.realtime_max_session_s
-                return "session expired", APIError(
-                    400, f"The session reached its maximum length of {limit:g} s.", code="session_expired"
-                )
-            finally:
-                metrics.REALTIME_SESSIONS.dec()
-                slots.release()
-        finally:
-            key_sessions.release(identity.name)
+        except SessionsFull as full:
+            return "refused: " + full.message, full
+        except TimeoutError:
+            limit = settings.realtime_max_session_s
+            return "session expired", APIError(
+                400, f"The session reached its maximum length of {limit:g} s.", code="session_expired"
+            )
 
     async def _identify(self, reader: asyncio.StreamReader) -> Identity | None:
         """Who the client is: with keys required, the API key of its first line (None if missing

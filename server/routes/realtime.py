@@ -13,15 +13,14 @@ import logging
 
 from fastapi import APIRouter, WebSocket
 
-from server import metrics
 from server.access import authenticate_socket
 from server.auth import Identity
 from server.errors import APIError
 from server.realtime.config import SessionConfig
-from server.realtime.connection import WireProtocol, serve_connection
+from server.realtime.connection import serve_connection
 from server.realtime.openai_protocol import OpenAIProtocol, parse_beta_session, parse_ga_session
 from server.realtime.simple_protocol import SimpleProtocol
-from server.services import Services, services
+from server.services import services
 
 router = APIRouter()
 log = logging.getLogger("edge.auth")
@@ -55,7 +54,7 @@ async def openai_realtime(websocket: WebSocket) -> None:
     protocol = OpenAIProtocol(
         beta=beta, default_model=default_model, lifetime_s=state.settings.realtime_max_session_s, initial=initial
     )
-    await _serve_for(identity, websocket, protocol, state, "realtime" if "realtime" in offered else None)
+    await serve_connection(websocket, protocol, state, identity, "realtime" if "realtime" in offered else None)
 
 
 @router.websocket("/ws")
@@ -65,20 +64,4 @@ async def simple_realtime(websocket: WebSocket) -> None:
         return
     offered = websocket.scope.get("subprotocols") or []
     state = services(websocket)
-    await _serve_for(identity, websocket, SimpleProtocol(), state, "realtime" if "realtime" in offered else None)
-
-
-async def _serve_for(
-    identity: Identity, websocket: WebSocket, protocol: WireProtocol, state: Services, subprotocol: str | None
-) -> None:
-    """Serve the session within the key's `API_KEY_MAX_SESSIONS` (over it: accepted, closed with 1013)."""
-    sessions = state.keys.sessions
-    if not sessions.try_acquire(identity.name):
-        await websocket.accept(subprotocol=subprotocol)
-        await websocket.close(1013, f"Too many realtime sessions for this key (at most {sessions.limit}).")
-        return
-    metrics.KEY_REALTIME_SESSIONS.labels(identity.name).inc()
-    try:
-        await serve_connection(websocket, protocol, state, subprotocol)
-    finally:
-        sessions.release(identity.name)
+    await serve_connection(websocket, SimpleProtocol(), state, identity, "realtime" if "realtime" in offered else None)

@@ -1,0 +1,46 @@
+"""Letting a realtime session in, alike for every transport (WebSocket and raw TCP).
+
+A session holds one of its key's `API_KEY_MAX_SESSIONS` and one of the edge's
+`REALTIME_MAX_SESSIONS` for its whole life, and is counted in the sessions gauge and its key's
+session counter; over either limit it is refused with `too_many_sessions`.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from server import metrics
+from server.auth import Identity
+from server.errors import APIError
+
+if TYPE_CHECKING:
+    from server.services import Services
+
+
+class SessionsFull(APIError):
+    """The key's sessions or the edge's are all taken."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, message, code="too_many_sessions")
+
+
+@contextmanager
+def admitted(state: "Services", identity: Identity) -> Iterator[None]:
+    """Hold the key's session and an edge slot while the block runs; raise `SessionsFull` if either
+    is taken."""
+    key_sessions = state.keys.sessions
+    if not key_sessions.try_acquire(identity.name):
+        raise SessionsFull(f"Too many realtime sessions for this key (at most {key_sessions.limit}); try again later.")
+    try:
+        slots = state.realtime_slots
+        if not slots.try_acquire():
+            raise SessionsFull(f"Too many realtime sessions (at most {slots.limit}); try again later.")
+        metrics.KEY_REALTIME_SESSIONS.labels(identity.name).inc()
+        metrics.REALTIME_SESSIONS.inc()
+        try:
+            yield
+        finally:
+            metrics.REALTIME_SESSIONS.dec()
+            slots.release()
+    finally:
+        key_sessions.release(identity.name)
