@@ -5,7 +5,7 @@ completion and responses endpoints take a `priority`, its transcription endpoint
 import asyncio
 import time
 from collections.abc import Iterator
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 
 import httpx
 import pytest
@@ -109,6 +109,11 @@ class Gauges:
         self._http = httpx.AsyncClient(base_url=vllm_url, timeout=60, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S))
 
     async def value(self, name: str) -> float:
+        """The metric now; a poll that fails in transport is sent again (a fresh-clone run saw vLLM
+        drop a kept-alive connection as the poll went out, the process having stalled between)."""
+        for _ in range(2):
+            with suppress(httpx.TransportError):
+                return metric_sum((await self._http.get("/metrics")).text, name)
         return metric_sum((await self._http.get("/metrics")).text, name)
 
     async def state(self) -> str:
