@@ -281,7 +281,7 @@ async def test_bad_events_answer_errors_and_the_session_goes_on(edge: EdgeServer
                 }
             ),
             "model_not_found",
-            "model",
+            "session.audio.input.transcription.model",
         ),
         (
             json.dumps(

@@ -323,7 +323,13 @@ class OpenAIProtocol:
         update_kind = "transcription_session.update" if self.beta else "session.update"
         if kind == update_kind:
             parse = parse_beta_session if self.beta else parse_ga_session
-            await session.update(parse(message.get("session"), session.config))
+            try:
+                await session.update(parse(message.get("session"), session.config))
+            except APIError as exc:
+                if exc.param == "model":  # the session checks the model as HTTP does; name it where it was sent
+                    field = "input_audio_transcription" if self.beta else "audio.input.transcription"
+                    exc.param = f"session.{field}.model"
+                raise
             updated = "transcription_session.updated" if self.beta else "session.updated"
             return [self._event(updated, session=self.session_object(session.config))]
         if kind == "input_audio_buffer.append":
