@@ -2,8 +2,9 @@
 
 Before the app sees a request, uvicorn's own code answers the client, and there it falls short:
 - httptools has no bound on a request's line and headers: one connection sending headers without
-  end grows the edge's memory without end. Here a request whose head passes `MAX_HEAD_BYTES` gets
-  a 431 and the connection is closed.
+  end grows the edge's memory without end, and one sending them a byte at a time holds its
+  connection for ever. Here a request whose head passes `MAX_HEAD_BYTES` gets a 431, one whose head
+  takes longer than `HEAD_TIMEOUT_S` a 408, and the connection is closed.
 - A handshake the `websockets` parser refuses (a header line over 8 kB, over 128 headers) is never
   answered: uvicorn leaves the connection open until the client gives up. Here it gets a 400.
 - Its own errors are plain text; here they are in OpenAI's shape, like every error of the app.
@@ -28,10 +29,14 @@ MAX_HEAD_BYTES = 64 * 1024
 """A request line and its headers together: far above what any client or proxy sends (nginx allows
 32 kB), far below what would matter for memory."""
 
+HEAD_TIMEOUT_S = 30.0
+"""How long a request's line and headers may take to arrive once its first byte has (nginx allows
+60 s); between requests, uvicorn's keep-alive timeout applies."""
+
 ABORT_AFTER_S = 5.0
 """How long after the close handshake's own timeout a WebSocket whose client does not read is dropped."""
 
-REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 def _peer(client: tuple[str, int] | None) -> str:
@@ -50,11 +55,16 @@ def error_response(error: APIError) -> bytes:
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a bound on each request's head."""
+    """uvicorn's httptools protocol with bounds on each request's head: its size and its time."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_bytes: int | None = 0  # bytes received since the request began; None once its head is in
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
@@ -62,20 +72,39 @@ class HttpProtocol(HttpToolsProtocol):
         if self._head_bytes is not None:
             self._head_bytes += len(data)
         super().data_received(data)
-        if self._head_bytes is not None and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-            log.warning("refusing a request from %s: its head passed %d bytes", _peer(self.client), MAX_HEAD_BYTES)
+        if self._head_bytes is not None and self._head_bytes > MAX_HEAD_BYTES:
             message = f"The request line and headers are larger than {MAX_HEAD_BYTES} bytes."
-            self.transport.write(error_response(APIError(431, message, code="headers_too_large")))
-            self.transport.close()
+            self._refuse(APIError(431, message, code="headers_too_large"))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._head_bytes is None:  # the next request on a kept-alive connection
             self._head_bytes = 0
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
+        self._stop_head_timer()
         super().on_headers_complete()
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._head_bytes is not None:
+            message = f"The request line and headers did not arrive within {HEAD_TIMEOUT_S:g} s."
+            self._refuse(APIError(408, message, code="request_timeout"))
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, error: APIError) -> None:
+        if self.transport.is_closing():
+            return
+        log.warning("refusing a request from %s: %s", _peer(self.client), error.message)
+        self.transport.write(error_response(error))
+        self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         self.transport.write(error_response(APIError(400, msg, code="invalid_http_request")))

@@ -1,6 +1,6 @@
 """What a client sends before the app sees a request is bounded and answered in OpenAI's shape
-(`server.wire_limits`): endless headers, a WebSocket handshake the parser refuses, bytes that are
-not HTTP, and a WebSocket client that stops answering pings.
+(`server.wire_limits`): endless headers, headers that dribble in, a WebSocket handshake the parser
+refuses, bytes that are not HTTP, and a WebSocket client that stops answering pings.
 
 Raw sockets, since no HTTP client library sends such requests.
 """
@@ -16,6 +16,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from server import wire_limits
 from server.wire_limits import MAX_HEAD_BYTES
 from tests.conftest import EdgeServer
 
@@ -58,6 +59,27 @@ def test_a_request_whose_headers_never_end_is_refused_at_the_bound(edge: EdgeSer
     assert status == 431 and headers["connection"] == "close"
     assert_openai_error(body, "headers_too_large")
     assert httpx.get(f"{edge.url}/health", timeout=30).status_code == 200
+
+
+def test_a_request_whose_head_dribbles_in_is_cut_off(edge: EdgeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unbounded before: a client sending its headers slowly (or stopping halfway) held its
+    connection for as long as it liked."""
+    monkeypatch.setattr(wire_limits, "HEAD_TIMEOUT_S", 1.0)
+    with connect(edge) as sock:
+        sock.settimeout(15)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: edge\r\nX-Slow: ")
+        status, _, body = read_response(sock)
+    assert status == 408
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_timeout" and error["type"] == "timeout_error"
+
+
+def test_the_head_timeout_runs_only_while_a_head_arrives(edge: EdgeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wire_limits, "HEAD_TIMEOUT_S", 1.0)
+    with httpx.Client(base_url=edge.url, timeout=30) as client:
+        assert client.get("/openapi.json").status_code == 200
+        time.sleep(2)  # idle on the kept-alive connection (uvicorn's keep-alive timeout is 5 s)
+        assert client.get("/openapi.json").status_code == 200
 
 
 def test_large_headers_under_the_bound_are_served(edge: EdgeServer) -> None:
