@@ -2,9 +2,10 @@
 
 Before the app sees a request, uvicorn's own code answers the client, and there it falls short:
 - httptools has no bound on a request's line and headers: one connection sending headers without
-  end grows the edge's memory without end, and one sending them a byte at a time holds its
-  connection for ever. Here a request whose head passes `MAX_HEAD_BYTES` gets a 431, one whose head
-  takes longer than `HEAD_TIMEOUT_S` a 408, and the connection is closed.
+  end grows the edge's memory without end, and one sending them a byte at a time (or nothing at
+  all after connecting) holds its connection for ever. Here a request whose head passes
+  `MAX_HEAD_BYTES` gets a 431, one whose head takes longer than `HEAD_TIMEOUT_S` a 408, and the
+  connection is closed; a new connection that sends nothing for as long is closed.
 - A handshake the `websockets` parser refuses (a header line over 8 kB, over 128 headers) is never
   answered: uvicorn leaves the connection open until the client gives up. Here it gets a 400.
 - Its own errors are plain text; here they are in OpenAI's shape, like every error of the app.
@@ -29,9 +30,10 @@ MAX_HEAD_BYTES = 64 * 1024
 """A request line and its headers together: far above what any client or proxy sends (nginx allows
 32 kB), far below what would matter for memory."""
 
-HEAD_TIMEOUT_S = 30.0
-"""How long a request's line and headers may take to arrive once its first byte has (nginx allows
-60 s); between requests, uvicorn's keep-alive timeout applies."""
+HEAD_TIMEOUT_S = 60.0
+"""How long a request's line and headers may take to arrive once its first byte has, and a new
+connection may wait before its first request begins (nginx's default too); between requests on a
+kept-alive connection, uvicorn's keep-alive timeout applies."""
 
 ABORT_AFTER_S = 5.0
 """How long after the close handshake's own timeout a WebSocket whose client does not read is dropped."""
@@ -60,7 +62,7 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_bytes: int | None = 0  # bytes received since the request began; None once its head is in
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
@@ -90,7 +92,10 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        if self._head_bytes is not None:
+        if self._head_bytes == 0 and not self.transport.is_closing():  # connected, then sent nothing
+            log.info("closing a connection from %s: no request in %g s", _peer(self.client), HEAD_TIMEOUT_S)
+            self.transport.close()
+        elif self._head_bytes is not None:
             message = f"The request line and headers did not arrive within {HEAD_TIMEOUT_S:g} s."
             self._refuse(APIError(408, message, code="request_timeout"))
 
