@@ -61,8 +61,10 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_bytes: int | None = 0  # bytes received since the request began; None once its head is in
-        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+        # Bytes received since the request began, None once its head is in. A kept-alive connection's
+        # next request is counted from the read after the one it began in: the bound stays within one read.
+        self._head_bytes: int | None = 0
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(HEAD_TIMEOUT_S, self._no_request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
@@ -90,14 +92,17 @@ class HttpProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         super().on_headers_complete()
 
-    def _head_too_slow(self) -> None:
+    def _no_request(self) -> None:
+        """Connected, then no request began: nothing to answer."""
         self._head_timer = None
-        if self._head_bytes == 0 and not self.transport.is_closing():  # connected, then sent nothing
+        if not self.transport.is_closing():
             log.info("closing a connection from %s: no request in %g s", _peer(self.client), HEAD_TIMEOUT_S)
             self.transport.close()
-        elif self._head_bytes is not None:
-            message = f"The request line and headers did not arrive within {HEAD_TIMEOUT_S:g} s."
-            self._refuse(APIError(408, message, code="request_timeout"))
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        message = f"The request line and headers did not arrive within {HEAD_TIMEOUT_S:g} s."
+        self._refuse(APIError(408, message, code="request_timeout"))
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
