@@ -1,8 +1,10 @@
-"""Letting a realtime session in, alike for every transport (WebSocket and raw TCP).
+"""Letting a realtime session in, and its end at the length limit, alike for every transport
+(WebSocket and raw TCP).
 
 A session holds one of its key's `API_KEY_MAX_SESSIONS` and one of the edge's
 `REALTIME_MAX_SESSIONS` for its whole life, and is counted in the sessions gauge and its key's
-session counter; over either limit it is refused with `too_many_sessions`.
+session counter; over either limit it is refused with `too_many_sessions`. At
+`REALTIME_MAX_SESSION_S` it ends with `session_expired`.
 """
 
 from collections.abc import Iterator
@@ -22,6 +24,10 @@ class SessionsFull(APIError):
 
     def __init__(self, message: str) -> None:
         super().__init__(503, message, code="too_many_sessions")
+
+
+def session_expired(limit_s: float) -> APIError:
+    return APIError(400, f"The session reached its maximum length of {limit_s:g} s.", code="session_expired")
 
 
 @contextmanager

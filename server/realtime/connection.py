@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket
 from server import metrics
 from server.auth import Identity
 from server.errors import APIError
-from server.realtime.admission import SessionsFull, admitted
+from server.realtime.admission import SessionsFull, admitted, session_expired
 from server.realtime.config import SessionConfig
 from server.realtime.events import Event
 from server.realtime.queues import Inbox, Outbox
@@ -158,12 +158,7 @@ async def _serve(websocket: WebSocket, protocol: WireProtocol, state: "Services"
                 shed="slow_client",
             )
         return None  # the socket broke: the client is gone
-    limit = settings.realtime_max_session_s
-    return Closing(
-        1000,
-        "Session expired.",
-        APIError(400, f"The session reached its maximum length of {limit:g} s.", code="session_expired"),
-    )
+    return Closing(1000, "Session expired.", session_expired(settings.realtime_max_session_s))
 
 
 async def _read(websocket: WebSocket, inbox: Inbox, settings: Settings) -> Closing | None:

@@ -24,7 +24,7 @@ from server import metrics
 from server.auth import Identity
 from server.errors import APIError
 from server.realtime import events as ev
-from server.realtime.admission import SessionsFull, admitted
+from server.realtime.admission import SessionsFull, admitted, session_expired
 from server.realtime.queues import Outbox
 from server.realtime.session import RealtimeSession
 from server.realtime.simple_protocol import SimpleProtocol
@@ -146,10 +146,7 @@ class TCPStreamServer:
         except SessionsFull as full:
             return "refused: " + full.message, full
         except TimeoutError:
-            limit = settings.realtime_max_session_s
-            return "session expired", APIError(
-                400, f"The session reached its maximum length of {limit:g} s.", code="session_expired"
-            )
+            return "session expired", session_expired(settings.realtime_max_session_s)
 
     async def _identify(self, reader: asyncio.StreamReader) -> Identity | None:
         """Who the client is: with keys required, the API key of its first line (None if missing
