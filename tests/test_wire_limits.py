@@ -9,6 +9,7 @@ import base64
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -72,6 +73,25 @@ def test_a_request_whose_head_dribbles_in_is_cut_off(edge: EdgeServer, monkeypat
     assert status == 408
     error = json.loads(body)["error"]
     assert error["code"] == "request_timeout" and error["type"] == "timeout_error"
+
+
+def test_a_kept_alive_connections_next_head_is_timed_too(edge: EdgeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wire_limits, "HEAD_TIMEOUT_S", 2.0)
+    with connect(edge) as sock:
+        sock.settimeout(15)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: edge\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE)[1])
+        while len(body) < length:
+            body += sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: edge\r\nX-Slow: ")  # the next request stalls
+        status, _, body = read_response(sock)
+    assert status == 408
+    assert json.loads(body)["error"]["code"] == "request_timeout"
 
 
 def test_a_connection_that_sends_nothing_is_closed(edge: EdgeServer, monkeypatch: pytest.MonkeyPatch) -> None:
