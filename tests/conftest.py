@@ -3,7 +3,6 @@ edge servers (real uvicorn on a loopback port) configured per test module.
 """
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
+from benchmarks.processes import free_port
 from server.app import create_app
 from server.devmodel import SERVED_NAME, serve_tiny_model
 from server.launcher import uvicorn_config
@@ -34,12 +34,6 @@ OPENAI_SEGMENT_FIELDS = {
     "compression_ratio",
     "no_speech_prob",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -140,6 +134,15 @@ def edge(make_edge: Callable[..., EdgeServer]) -> EdgeServer:
 def http(edge: EdgeServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=edge.url, timeout=120) as client:
         yield client
+
+
+def assert_still_healthy(edge: EdgeServer, *, transcribes: bool = False) -> None:
+    """The edge still answers `/health` (and, with `transcribes`, still transcribes a file)."""
+    assert httpx.get(f"{edge.url}/health").json() == {"status": "ok"}
+    if transcribes:
+        with open(DATA / "silero_test.mp3", "rb") as f:
+            response = httpx.post(f"{edge.url}/v1/audio/transcriptions", files={"file": f}, timeout=60)
+        assert response.status_code == 200
 
 
 def metric_sum(text: str, name: str, label: str = "") -> float:

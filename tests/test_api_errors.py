@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import DATA, EdgeServer, free_port
+from tests.conftest import DATA, EdgeServer, assert_still_healthy, free_port
 from tests.failure_backends import CrashingBackend, HungBackend
 
 TRANSCRIBE = "/v1/audio/transcriptions"
@@ -26,9 +26,7 @@ def assert_openai_error(r: httpx.Response, status: int, param: str | None = None
 def still_healthy(edge: EdgeServer) -> Iterator[None]:
     """After every test here the edge still answers, and still transcribes."""
     yield
-    assert httpx.get(f"{edge.url}/health").json() == {"status": "ok"}
-    with open(DATA / "silero_test.mp3", "rb") as f:
-        assert httpx.post(f"{edge.url}{TRANSCRIBE}", files={"file": f}, timeout=60).status_code == 200
+    assert_still_healthy(edge, transcribes=True)
 
 
 def post(edge: EdgeServer, data: dict | None = None, files: dict | None = None, **kw: object) -> httpx.Response:

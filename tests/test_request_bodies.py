@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from server.runpod.jobs import Jobs
-from tests.conftest import DATA, EdgeServer, edge_settings
+from tests.conftest import DATA, EdgeServer, assert_still_healthy, edge_settings
 from tests.test_api_errors import assert_openai_error
 
 TRANSCRIBE = "/v1/audio/transcriptions"
@@ -18,7 +18,7 @@ CHAT = "/v1/chat/completions"
 @pytest.fixture(autouse=True)
 def still_healthy(edge: EdgeServer) -> Iterator[None]:
     yield
-    assert httpx.get(f"{edge.url}/health").json() == {"status": "ok"}
+    assert_still_healthy(edge)
 
 
 def nested(depth: int) -> str:

@@ -20,13 +20,15 @@ from ui_helpers import (
     ARTIFACTS,
     DATA,
     DENY_MICROPHONE_SCRIPT,
-    RECORDER_SCRIPT,
+    DESKTOP,
     chromium_with_fake_microphone,
+    events,
     fake_speech_wav,
+    page_opener,
     vad_turns,
 )
 
-VIEWPORTS = {"desktop": {"width": 1280, "height": 860}, "phone": {"width": 390, "height": 844}}
+VIEWPORTS = {"desktop": DESKTOP, "phone": {"width": 390, "height": 844}}
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 PARTIAL = "conversation.item.input_audio_transcription.partial"
 
@@ -55,31 +57,14 @@ def artifacts() -> Path:
 @pytest.fixture
 def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     """Open the UI of an edge in a fresh browser context; no page may raise a script error."""
-    contexts, errors = [], []
-
-    def open_(url: str, viewport: str = "desktop", init_script: str | None = None) -> Page:
-        context = browser.new_context(viewport=VIEWPORTS[viewport], accept_downloads=True)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: errors.append(error))
-        page.add_init_script(RECORDER_SCRIPT)
-        if init_script:
-            page.add_init_script(init_script)
-        page.goto(url)
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    assert not errors, f"script errors in the page: {errors}"
+    with page_opener(browser) as open_:
+        yield lambda url, viewport="desktop", init_script=None: open_(
+            url, viewport=VIEWPORTS[viewport], accept_downloads=True, init_script=init_script
+        )
 
 
 def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def events(page: Page, kind: str) -> list[dict]:
-    return [e for e in page.evaluate("window.__events") if e["type"] == kind]
 
 
 def shown_transcript(transcript: str) -> str:

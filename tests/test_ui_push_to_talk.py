@@ -3,11 +3,10 @@
 release, with turn detection off."""
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
-from ui_helpers import ARTIFACTS, RECORDER_SCRIPT, chromium_with_fake_microphone, fake_speech_wav
+from ui_helpers import ARTIFACTS, chromium_with_fake_microphone, events, fake_speech_wav, page_opener
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 HOLD_MS = 2500
@@ -23,26 +22,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
 
 @pytest.fixture
 def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
-    contexts, errors = [], []
-
-    def open_(url: str, **options: Any) -> Page:
-        options.setdefault("viewport", {"width": 1280, "height": 860})
-        context = browser.new_context(**options)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda error: errors.append(error))
-        page.add_init_script(RECORDER_SCRIPT)
-        page.goto(url)
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    assert not errors, f"script errors in the page: {errors}"
-
-
-def events(page: Page, kind: str) -> list[dict]:
-    return [e for e in page.evaluate("window.__events") if e["type"] == kind]
+    with page_opener(browser) as open_:
+        yield open_
 
 
 def test_push_to_talk_gives_one_turn_per_press(open_page, edge) -> None:

@@ -6,13 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
-from ui_helpers import (
-    ARTIFACTS,
-    RECORDER_SCRIPT,
-    UTTERANCES_S,
-    chromium_with_fake_microphone,
-    fake_speech_wav,
-)
+from ui_helpers import ARTIFACTS, UTTERANCES_S, chromium_with_fake_microphone, events, fake_speech_wav, page_opener
 
 from tests.conftest import EdgeServer
 
@@ -43,20 +37,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser, make_edge: Callable[..., EdgeServer], realtime_vllm_url: str) -> Iterator[Page]:
     edge = make_edge(realtime_vllm_url=realtime_vllm_url, realtime_engine="stream")
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    page = context.new_page()
-    errors: list[object] = []
-    page.on("pageerror", lambda error: errors.append(error))
-    page.add_init_script(RECORDER_SCRIPT)
-    page.add_init_script(STATE_RECORDER_SCRIPT)
-    page.goto(edge.url)
-    yield page
-    context.close()
-    assert not errors, f"script errors in the page: {errors}"
-
-
-def events(page: Page, kind: str) -> list[dict]:
-    return [e for e in page.evaluate("window.__events") if e["type"] == kind]
+    with page_opener(browser, STATE_RECORDER_SCRIPT) as open_:
+        yield open_(edge.url)
 
 
 def test_live_shows_the_streaming_text_while_the_person_speaks(page: Page) -> None:

@@ -1,12 +1,14 @@
 """Helpers for the browser UI tests: the fake microphone recording and Chromium's launch options."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
+from vad_helpers import silence
 
 from server.audio import SAMPLE_RATE, decode_audio, encode_wav
 from vad.streaming import SpeechStarted, SpeechStopped, StreamingDetector, StreamParams
@@ -45,10 +47,6 @@ def vad_turns(path: Path) -> int:
     stops = sum(isinstance(e, SpeechStopped) for e in events)
     assert starts == stops
     return starts
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
 
 
 def chromium_args(fake_audio: Path) -> list[str]:
@@ -99,3 +97,35 @@ def chromium_with_fake_microphone(fake_audio: Path) -> Iterator[Browser]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args(fake_audio))
         yield browser
         browser.close()
+
+
+DESKTOP = {"width": 1280, "height": 860}
+
+
+@contextmanager
+def page_opener(browser: Browser, *init_scripts: str) -> Iterator[Callable[..., Page]]:
+    """Opens the UI at a URL, each page in a fresh browser context (`DESKTOP` unless a `viewport` is
+    given) with `RECORDER_SCRIPT` and `init_scripts` installed; no page may raise a script error."""
+    contexts, errors = [], []
+
+    def open_(url: str, *, init_script: str | None = None, **context_options: Any) -> Page:
+        context_options.setdefault("viewport", DESKTOP)
+        context = browser.new_context(**context_options)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(error))
+        for script in (RECORDER_SCRIPT, *init_scripts, init_script):
+            if script:
+                page.add_init_script(script)
+        page.goto(url)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert not errors, f"script errors in the page: {errors}"
+
+
+def events(page: Page, kind: str) -> list[dict]:
+    """The realtime server events of `kind` the page received (recorded by `RECORDER_SCRIPT`)."""
+    return [e for e in page.evaluate("window.__events") if e["type"] == kind]
