@@ -14,8 +14,8 @@ from starlette.requests import HTTPConnection
 from server.auth import KeyRing
 from server.fetch import SafeFetcher
 from server.model_names import ModelNames
+from server.realtime.engines import EngineSelector
 from server.realtime.shared_count import SessionSlots, SharedCount
-from server.realtime.stream_engine import EngineSelector
 from server.settings import Settings
 from server.transcription import TranscriptionService
 from server.vllm_client import VLLMClient

@@ -5,6 +5,9 @@ metrics, with the request's timings.
 Errors about the audio (undecodable, a refused URL) come from below as `InputError`s, which do
 not know where the audio came from; they are reported here naming the request's field
 (`AudioRequest.source_param`: `file`, `url`, or RunPod's `audio`).
+
+The flow is given its collaborators (the model names, the transcriber, the realtime probe), not the
+app's service container, so the HTTP routes and the RunPod jobs pass what they hold.
 """
 
 import logging
@@ -20,10 +23,10 @@ from server.audio_request import AudioRequest
 from server.errors import APIError
 from server.formats import Segment, Transcript
 from server.input_errors import InputError
-from server.services import Services
-from server.transcription import Timings, TranscriptionOptions
+from server.model_names import ModelNames
+from server.transcription import Timings, TranscriptionOptions, TranscriptionService
 from server.vllm_realtime.errors import RealtimeBackendError
-from server.vllm_realtime.probe import probe_realtime
+from server.vllm_realtime.probe import RealtimeBackend, RealtimeProbe
 from server.vllm_realtime.protocol import SAMPLE_RATE
 from server.vllm_realtime.words import transcribe_with_words
 
@@ -37,7 +40,8 @@ Guard = Callable[[Coroutine[Any, Any, Transcript]], Awaitable[Transcript]]
 class TranscriptionFlow:
     """A request whose model is resolved and whose audio is loaded, ready to be transcribed once."""
 
-    services: Services
+    transcriber: TranscriptionService
+    realtime: RealtimeProbe  # the realtime backend, for word timestamps
     request: AudioRequest
     options: TranscriptionOptions
     audio: np.ndarray
@@ -46,24 +50,33 @@ class TranscriptionFlow:
     started: float
 
     @classmethod
-    async def start(cls, services: Services, request: AudioRequest, *, task: str, label: str) -> "TranscriptionFlow":
+    async def start(
+        cls,
+        request: AudioRequest,
+        *,
+        task: str,
+        label: str,
+        models: ModelNames,
+        transcriber: TranscriptionService,
+        realtime: RealtimeProbe,
+    ) -> "TranscriptionFlow":
         """Resolve the model and load the audio; `label` names the request in logs and metrics."""
         started = time.perf_counter()
         timings = Timings()
-        options = request.options(task, await services.models.resolve(request.model))
+        options = request.options(task, await models.resolve(request.model))
         try:
-            audio = await services.transcriber.load_audio(request.source, timings)
+            audio = await transcriber.load_audio(request.source, timings)
         except InputError as exc:
             raise exc.api_error(request.source_param) from None
         metrics.AUDIO_SECONDS.labels(label).inc(timings.audio_s)
-        return cls(services, request, options, audio, timings, label=label, started=started)
+        return cls(transcriber, realtime, request, options, audio, timings, label=label, started=started)
 
     async def transcript(self, guard: Guard | None = None) -> Transcript:
         """The whole transcript (run through `guard` if given)."""
         if self.request.words:
             work = self._with_words()
         else:
-            work = self.services.transcriber.transcribe(self.audio, self.options, self.timings)
+            work = self.transcriber.transcribe(self.audio, self.options, self.timings)
         try:
             transcript = await (guard(work) if guard else work)
         except APIError as exc:
@@ -75,7 +88,7 @@ class TranscriptionFlow:
     async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """OpenAI's stream events (`transcript.text.delta`..., `transcript.text.done`); closing it cancels the rest."""
         status = "closed"
-        events = self.services.transcriber.stream(self.audio, self.options, self.timings)
+        events = self.transcriber.stream(self.audio, self.options, self.timings)
         try:
             async for event in events:
                 yield event
@@ -89,14 +102,14 @@ class TranscriptionFlow:
 
     async def _with_words(self) -> Transcript:
         """Word times come from a realtime model's 80 ms steps: the file is streamed through its
-        `/v1/realtime` (`vllm_realtime.words`), as one segment."""
-        settings = self.services.settings
+        `/v1/realtime` (`vllm_realtime.words`), as one segment.
+
+        The realtime backend is the one live sessions use (`REALTIME_VLLM_URL`'s, else the main
+        vLLM's), found by the shared `RealtimeProbe`."""
         backend = None
         if self.options.task == "transcribe":
-            backend = await probe_realtime(
-                settings.backend_url, model=self.options.model, api_key=settings.vllm_api_key
-            )
-        if backend is None:
+            backend = await self.realtime.backend()
+        if backend is None or not self._may_use(backend):
             raise APIError(
                 400,
                 "Word timestamps are available only for transcriptions by a realtime model (Voxtral Realtime); "
@@ -114,6 +127,12 @@ class TranscriptionFlow:
         duration = len(self.audio) / SAMPLE_RATE
         text = text.strip()
         return Transcript(text, duration, self.options.language, [Segment(0.0, duration, text)], words)
+
+    def _may_use(self, backend: RealtimeBackend) -> bool:
+        """Whether the request's model may be transcribed by `backend`: it is `backend`'s own, or the
+        request named none or an alias (a name standing for the edge's models). A request naming
+        the served model itself asks for that model, which a separate realtime vLLM does not serve."""
+        return backend.model == self.options.model or self.request.model != self.options.model
 
     def _finish(self, status: str) -> None:
         timings, total = self.timings, time.perf_counter() - self.started

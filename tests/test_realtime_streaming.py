@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from server.devmodel import REALTIME_SERVED_NAME
 from server.vllm_realtime.protocol import STEP_SAMPLES
 from server.vllm_realtime.stream import steps_per_generation
-from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN, EdgeServer, edge_settings, free_port
+from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN, SERVED_MODEL, EdgeServer, edge_settings, free_port
 from tests.test_realtime_tcp import stream as tcp_stream
 from tests.test_stream_engine import CuttableProxy, expected_steps, speech
 
@@ -281,12 +281,13 @@ def test_files_get_word_timestamps_from_the_realtime_model(realtime_only_edge: E
 
 
 def test_word_timestamps_need_a_realtime_model(stream_edge: EdgeServer) -> None:
-    """Files go to the main vLLM, which is not the realtime one (live sessions are)."""
+    """A request naming the main vLLM's model asks for that model's words, which it does not have
+    (an alias gets them from the realtime vLLM, see `test_realtime_words`)."""
     client = openai.OpenAI(base_url=f"{stream_edge.url}/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.BadRequestError, match="realtime model") as refused:
         with open(DATA / "jfk.flac", "rb") as f:
             client.audio.transcriptions.create(
-                model="whisper-1", file=f, response_format="verbose_json", timestamp_granularities=["word"]
+                model=SERVED_MODEL, file=f, response_format="verbose_json", timestamp_granularities=["word"]
             )
     assert refused.value.body["param"] == "timestamp_granularities"  # type: ignore[index]
 

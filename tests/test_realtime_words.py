@@ -1,15 +1,21 @@
-"""Word times from realtime deltas: the step-to-time arithmetic, and a file through the real vLLM."""
+"""Word times from realtime deltas: the step-to-time arithmetic, a file through the real vLLM, and
+the edge's word timestamps from the vLLM for live sessions."""
 
+import asyncio
+from collections.abc import Callable
+
+import httpx
 import openai
 import pytest
 
 from server.audio import decode_audio
 from server.devmodel import REALTIME_SERVED_NAME
-from server.vllm_realtime.probe import RealtimeBackend
+from server.vllm_realtime.probe import RealtimeBackend, RealtimeProbe
 from server.vllm_realtime.protocol import STEP_SAMPLES
 from server.vllm_realtime.stream import StreamDelta, heard_end
 from server.vllm_realtime.words import Word, transcribe_with_words, words_from_deltas
 from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN, EdgeServer, edge_settings
+from tests.tcp_proxy import CountingProxy
 
 STEP_S = STEP_SAMPLES / 16000
 
@@ -71,3 +77,60 @@ def test_the_edge_transcribes_files_with_the_realtime_model(realtime_vllm_url: s
         assert result.text.strip()
     finally:
         edge.stop()
+
+
+async def test_files_get_words_from_the_vllm_for_live_sessions(
+    make_edge: Callable[..., EdgeServer], realtime_vllm_url: str
+) -> None:
+    """Files go to the main vLLM, their word timestamps to `REALTIME_VLLM_URL`'s, the one live
+    sessions stream through; the edge asks that vLLM what it serves once for all of them."""
+    proxy = CountingProxy(realtime_vllm_url)
+    try:
+        edge = make_edge(realtime_vllm_url=proxy.url)
+        client = openai.AsyncOpenAI(
+            base_url=f"{edge.url}/v1", api_key="unused", websocket_base_url=edge.url.replace("http", "ws") + "/v1"
+        )
+        jfk = ("jfk.flac", (DATA / "jfk.flac").read_bytes())
+        for _ in range(2):
+            result = await client.audio.transcriptions.create(
+                model="whisper-1", file=jfk, response_format="verbose_json", timestamp_granularities=["word"]
+            )
+            assert result.text and result.words is not None
+            assert [w.word for w in result.words] == result.text.split()
+            assert all(0 <= w.start <= w.end <= result.duration for w in result.words)
+        async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            assert (await conn.recv()).type == "session.created"
+        assert proxy.count == 1
+    finally:
+        proxy.close()
+
+
+def test_translations_get_no_words_from_the_realtime_vllm(
+    make_edge: Callable[..., EdgeServer], realtime_vllm_url: str
+) -> None:
+    edge = make_edge(realtime_vllm_url=realtime_vllm_url)
+    with open(DATA / "jfk.flac", "rb") as f:
+        response = httpx.post(
+            f"{edge.url}/v1/audio/translations",
+            files={"file": f},
+            data={"response_format": "verbose_json", "timestamp_granularities[]": "word"},
+            timeout=120,
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("timestamp_granularities", "unsupported_value")
+
+
+async def test_the_probe_asks_again_after_its_recheck_time(realtime_vllm_url: str) -> None:
+    proxy = CountingProxy(realtime_vllm_url)
+    try:
+        probe = RealtimeProbe(proxy.url)
+        found = await probe.backend()
+        assert found is not None and await probe.backend() == found
+        assert proxy.count == 1
+        probe.RECHECK_S = 0.0
+        await asyncio.sleep(0.01)
+        assert await probe.backend() == found
+        assert proxy.count == 2
+    finally:
+        proxy.close()

@@ -15,10 +15,11 @@ import pytest
 
 from server.audio import decode_audio
 from server.devmodel import REALTIME_SERVED_NAME
+from server.realtime.engines import EngineKind, EngineSelector
 from server.realtime.events import Event, TranscriptCompleted, TranscriptDelta, TranscriptFailed
-from server.realtime.stream_engine import EngineKind, EngineSelector, StreamEngine, choose_engine
+from server.realtime.stream_engine import StreamEngine
 from server.vllm_realtime.errors import RealtimeBackendError, RealtimeRefused, RealtimeUnavailable
-from server.vllm_realtime.probe import RealtimeBackend, probe_realtime
+from server.vllm_realtime.probe import RealtimeBackend, RealtimeProbe, probe_realtime
 from server.vllm_realtime.protocol import STEP_SAMPLES
 from server.vllm_realtime.stream import (
     RealtimeStream,
@@ -100,11 +101,8 @@ async def test_the_realtime_model_is_detected(realtime_vllm_url: str, vllm_url: 
     assert found is not None
     assert (found.model, found.max_model_len) == (REALTIME_SERVED_NAME, REALTIME_TEST_MAX_MODEL_LEN)
     assert await probe_realtime(vllm_url, model=SERVED_MODEL) is None
-    assert (await choose_engine("auto", realtime_vllm_url, model=None, api_key=None))[0] == EngineKind.STREAM
-    assert await choose_engine("auto", vllm_url, model=SERVED_MODEL, api_key=None) == (EngineKind.TURNS, None)
-    assert await choose_engine("turns", realtime_vllm_url, model=None, api_key=None) == (EngineKind.TURNS, None)
-    with pytest.raises(RuntimeError, match="no realtime-capable model"):
-        await choose_engine("stream", vllm_url, model=SERVED_MODEL, api_key=None)
+    assert await RealtimeProbe(realtime_vllm_url).backend() == found
+    assert await RealtimeProbe(vllm_url, model=SERVED_MODEL).backend() is None
 
 
 async def test_sessions_pick_their_engine_from_the_settings(realtime_vllm_url: str, vllm_url: str) -> None:
@@ -114,6 +112,10 @@ async def test_sessions_pick_their_engine_from_the_settings(realtime_vllm_url: s
     assert await EngineSelector(edge_settings(vllm_url)).select() == (EngineKind.TURNS, None)
     turns = edge_settings(vllm_url, realtime_vllm_url=realtime_vllm_url, realtime_engine="turns")
     assert await EngineSelector(turns).select() == (EngineKind.TURNS, None)
+    same = EngineSelector(edge_settings(realtime_vllm_url, served_model_name=REALTIME_SERVED_NAME))
+    assert (await same.select())[0] == EngineKind.STREAM
+    with pytest.raises(RuntimeError, match="no realtime-capable model"):
+        await EngineSelector(edge_settings(vllm_url, realtime_engine="stream")).select()
 
 
 async def test_deltas_arrive_while_the_audio_streams(realtime_backend: RealtimeBackend) -> None:

@@ -25,10 +25,10 @@ from server.auth import Identity
 from server.errors import APIError
 from server.realtime.admission import SessionsFull, admitted, session_expired
 from server.realtime.config import SessionConfig
+from server.realtime.engines import EngineKind
 from server.realtime.events import Event
 from server.realtime.queues import Inbox, Outbox
 from server.realtime.session import RealtimeSession
-from server.realtime.stream_engine import EngineKind
 from server.settings import Settings
 
 if TYPE_CHECKING:

@@ -21,8 +21,6 @@ Seam for the session (`server/realtime/session.py`):
   `TranscriptFailed` first.
 """
 
-import asyncio
-import enum
 import logging
 import time
 from collections import deque
@@ -32,10 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from server.realtime.events import Event, TranscriptCompleted, TranscriptDelta, TranscriptFailed
-from server.settings import Settings
 from server.usage import StreamUsage
 from server.vllm_realtime.errors import RealtimeBackendError
-from server.vllm_realtime.probe import RealtimeBackend, probe_realtime
+from server.vllm_realtime.probe import RealtimeBackend
 from server.vllm_realtime.protocol import STEP_SAMPLES
 from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta, spoken_span, steps_per_generation
 from server.vllm_realtime.words import words_from_deltas
@@ -44,61 +41,6 @@ SAMPLE_RATE = 16000
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
 LOOKBACK_S = 3.0
 log = logging.getLogger("edge.realtime")
-
-
-class EngineKind(enum.StrEnum):
-    TURNS = "turns"
-    STREAM = "stream"
-
-
-async def choose_engine(
-    setting: str, backend_url: str, *, model: str | None, api_key: str | None
-) -> tuple[EngineKind, RealtimeBackend | None]:
-    """The engine for live sessions from `REALTIME_ENGINE` (`auto`, `turns`, `stream`).
-
-    `auto` streams when the backend serves `/v1/realtime`; `stream` requires it (a `RuntimeError`
-    otherwise); `turns` never asks.
-    """
-    if setting == EngineKind.TURNS:
-        return EngineKind.TURNS, None
-    backend = await probe_realtime(backend_url, model=model, api_key=api_key)
-    if backend is not None:
-        return EngineKind.STREAM, backend
-    if setting == EngineKind.STREAM:
-        raise RuntimeError(f"REALTIME_ENGINE=stream but {backend_url} serves no realtime-capable model")
-    return EngineKind.TURNS, None
-
-
-class EngineSelector:
-    """Picks each new session's engine from the edge's settings, asking vLLM at most every `RECHECK_S`.
-
-    The vLLM for live sessions is `REALTIME_VLLM_URL` (its first model), else the main vLLM. An
-    answer is kept for `RECHECK_S`, so a vLLM started (or swapped) after the edge is found.
-    """
-
-    RECHECK_S = 30.0
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._choice: tuple[EngineKind, RealtimeBackend | None] | None = None
-        self._checked_at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def select(self) -> tuple[EngineKind, RealtimeBackend | None]:
-        """The engine for a new session, and the realtime backend when it is `STREAM`."""
-        async with self._lock:
-            if self._choice is None or time.monotonic() - self._checked_at > self.RECHECK_S:
-                settings = self._settings
-                if settings.realtime_vllm_url:
-                    url, model = settings.realtime_vllm_url, None
-                else:
-                    url, model = settings.backend_url, settings.served_model_name
-                self._choice = await choose_engine(
-                    settings.realtime_engine, url, model=model, api_key=settings.vllm_api_key
-                )
-                self._checked_at = time.monotonic()
-                log.info("live sessions use the %s engine", self._choice[0].value)
-            return self._choice
 
 
 @dataclass(eq=False)

@@ -25,10 +25,10 @@ from server.auth import Identity
 from server.errors import APIError
 from server.realtime import events as ev
 from server.realtime.admission import SessionsFull, admitted, session_expired
+from server.realtime.engines import EngineKind
 from server.realtime.queues import Outbox
 from server.realtime.session import RealtimeSession
 from server.realtime.simple_protocol import SimpleProtocol
-from server.realtime.stream_engine import EngineKind
 
 if TYPE_CHECKING:
     from server.services import Services

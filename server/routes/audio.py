@@ -55,7 +55,15 @@ async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) 
 
 async def _handle(request: Request, task: str) -> Response:
     parsed = parse_audio_request(await read_fields(request), task=task)
-    flow = await TranscriptionFlow.start(services(request), parsed, task=task, label=request.url.path)
+    state = services(request)
+    flow = await TranscriptionFlow.start(
+        parsed,
+        task=task,
+        label=request.url.path,
+        models=state.models,
+        transcriber=state.transcriber,
+        realtime=state.realtime_engines.probe,
+    )
     if not parsed.stream:
         transcript = await flow.transcript(lambda work: _unless_client_leaves(request, work))
         return render(transcript, parsed.response_format, task=task, temperature=parsed.temperature)

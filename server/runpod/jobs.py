@@ -141,7 +141,15 @@ class Jobs:
         self, fields: dict[str, Any], task: str, *, url_param: str, events_as_sse: bool
     ) -> AsyncGenerator[Any, None]:
         parsed = parse_audio_request(fields, task=task, url_param=url_param)
-        flow = await TranscriptionFlow.start(self.services, parsed, task=task, label=f"runpod:{task}")
+        services = self.services
+        flow = await TranscriptionFlow.start(
+            parsed,
+            task=task,
+            label=f"runpod:{task}",
+            models=services.models,
+            transcriber=services.transcriber,
+            realtime=services.realtime_engines.probe,
+        )
         if not parsed.stream:
             transcript = await flow.transcript()
             yield response_body(transcript, parsed.response_format, task=task, temperature=parsed.temperature)

@@ -1,10 +1,14 @@
 """Whether a vLLM serves a realtime-capable model, and how long one generation may run.
 
 vLLM registers `/v1/realtime` only when the model supports its `realtime` task (Voxtral Realtime);
-its `/v1/models` lists each served model's `max_model_len`.
+its `/v1/models` lists each served model's `max_model_len`. `RealtimeProbe` keeps the answer for a
+while, so the edge's users of the realtime backend (live sessions, file word timestamps) share one
+probe instead of asking vLLM per session or request.
 """
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -55,3 +59,29 @@ async def probe_realtime(
     return RealtimeBackend(
         url=base, model=entry["id"], max_model_len=int(entry.get("max_model_len") or 2048), api_key=api_key
     )
+
+
+class RealtimeProbe:
+    """The realtime backend at one vLLM (`probe_realtime`), asked at most every `RECHECK_S`.
+
+    A missing backend is kept as long as a found one, so a vLLM started (or swapped) after the edge
+    is found within `RECHECK_S`, and one that serves no realtime model is not asked per request.
+    """
+
+    RECHECK_S = 30.0
+
+    def __init__(self, backend_url: str, *, model: str | None = None, api_key: str | None = None) -> None:
+        self.backend_url = backend_url
+        self._model = model
+        self._api_key = api_key
+        self._backend: RealtimeBackend | None = None
+        self._checked_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def backend(self) -> RealtimeBackend | None:
+        """The realtime backend, or None if the vLLM serves none (or did not answer)."""
+        async with self._lock:
+            if self._checked_at is None or time.monotonic() - self._checked_at > self.RECHECK_S:
+                self._backend = await probe_realtime(self.backend_url, model=self._model, api_key=self._api_key)
+                self._checked_at = time.monotonic()
+            return self._backend
