@@ -13,8 +13,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from server.vllm_realtime.words import Word
 
-RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
-
 
 @dataclass
 class Segment:

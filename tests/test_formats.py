@@ -1,10 +1,12 @@
 """OpenAI's response formats rendered from a transcript (no vLLM needed)."""
 
 import json
+from typing import get_args
 
 import pytest
 
-from server.formats import RESPONSE_FORMATS, Segment, Transcript, render, response_body, srt, verbose_json, vtt
+from server.formats import Segment, Transcript, render, response_body, srt, verbose_json, vtt
+from server.protocol.audio import ResponseFormat
 from tests.conftest import OPENAI_SEGMENT_FIELDS
 
 TRANSCRIPT = Transcript(
@@ -74,7 +76,7 @@ def test_repetitive_text_compresses_better() -> None:
     ],
 )
 def test_render_gives_each_format_its_body_and_media_type(response_format: str, media_type: str) -> None:
-    assert response_format in RESPONSE_FORMATS
+    assert response_format in get_args(ResponseFormat)
     response = render(TRANSCRIPT, response_format, task="transcribe", temperature=0.0)
     assert response.media_type == media_type
     body = response.body.decode()

@@ -44,11 +44,6 @@ class SharedCount:
                 counts.pop(pid, None)
             _write(file, counts)
 
-    def total(self) -> int:
-        """All processes' count now (dead processes' entries left out)."""
-        with self._locked() as (counts, _file):
-            return sum(counts.values())
-
     @contextmanager
     def _locked(self) -> Iterator[tuple[dict[int, int], IO[str]]]:
         with self.path.open("r+") as file:
