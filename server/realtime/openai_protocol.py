@@ -64,10 +64,12 @@ class OpenAIProtocol:
         default_model: str | None,
         lifetime_s: float,
         initial: SessionConfig | None = None,
+        session_id: str | None = None,
     ) -> None:
-        """`initial`: the config to start with (an ephemeral secret's session), else the defaults."""
+        """`initial`: the config to start with (an ephemeral secret's session), else the defaults;
+        `session_id`: the id to show (the one an ephemeral secret was minted with), else a new one."""
         self.beta = beta
-        self.session_id = new_id("sess")
+        self.session_id = session_id or new_id("sess")
         self.default_model = default_model
         self.expires_at = int(time.time() + lifetime_s)
         self._initial = initial or SessionConfig()

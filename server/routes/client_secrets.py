@@ -63,7 +63,7 @@ async def _session_config(state: Services, flavour: SessionFlavour, session: dic
 
 
 async def _shown(state: Services, flavour: SessionFlavour, config: SessionConfig, session_id: str) -> dict[str, Any]:
-    """The session as its socket will show it in `session.created`."""
+    """The session as its socket will show it in `session.created`, with the same id."""
     try:
         default_model = await state.models.served()
     except APIError:
@@ -85,7 +85,7 @@ async def create_client_secret(
     session = body.session or {}
     config = await _session_config(state, "ga", session)
     session_id = new_id("sess")
-    minted = state.keys.mint(owner, "ga", session, body.expires_after.seconds)
+    minted = state.keys.mint(owner, "ga", session, body.expires_after.seconds, session_id)
     shown = await _shown(state, "ga", config, session_id)
     return {"value": minted.value, "expires_at": minted.expires_at, "session": shown}
 
@@ -98,6 +98,6 @@ async def create_transcription_session(
     session = body.session()
     config = await _session_config(state, "beta", session)
     session_id = new_id("sess")
-    minted = state.keys.mint(owner, "beta", session, body.client_secret.expires_at.seconds)
+    minted = state.keys.mint(owner, "beta", session, body.client_secret.expires_at.seconds, session_id)
     shown = await _shown(state, "beta", config, session_id)
     return {**shown, "client_secret": {"value": minted.value, "expires_at": minted.expires_at}}

@@ -57,6 +57,7 @@ async def openai_realtime(websocket: WebSocket) -> None:
         default_model=default_model,
         lifetime_s=state.settings.realtime_max_session_s,
         initial=initial,
+        session_id=identity.session_id,
     )
     await serve_connection(websocket, protocol, state, identity, "realtime" if "realtime" in offered else None)
 
