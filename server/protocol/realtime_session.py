@@ -44,6 +44,8 @@ GAFormatType = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
 BetaFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
 GA_FORMATS: dict[str, GAFormatType] = {"pcm16": "audio/pcm", "pcmu": "audio/pcmu", "pcma": "audio/pcma"}
 BETA_FORMATS: dict[str, BetaFormat] = {"pcm16": "pcm16", "pcmu": "g711_ulaw", "pcma": "g711_alaw"}
+_GA_ENCODINGS = {name: encoding for encoding, name in GA_FORMATS.items()}
+_BETA_ENCODINGS = {name: encoding for encoding, name in BETA_FORMATS.items()}
 PCM_RATES = (24000, 16000)
 G711_RATE = 8000
 
@@ -55,7 +57,7 @@ def _without_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-def absent(description: str | None = None) -> Any:
+def _absent(description: str | None = None) -> Any:
     """A field that may be left out but is never null (null is refused there)."""
     return Field(None, description=description, json_schema_extra=_without_default)
 
@@ -175,7 +177,7 @@ class AssistantSettings(_Update):
 
 class GAAudioFormat(_Update):
     type: GAFormatType
-    rate: Literal[24000, 16000, 8000] = absent("24000 (default) or 16000 for audio/pcm; 8000 for G.711.")
+    rate: Literal[24000, 16000, 8000] = _absent("24000 (default) or 16000 for audio/pcm; 8000 for G.711.")
 
     @field_validator("rate", mode="before")
     @classmethod
@@ -199,14 +201,13 @@ class GAAudioFormat(_Update):
         return shown
 
     def audio_format(self) -> AudioFormat:
-        encoding = next(encoding for encoding, name in GA_FORMATS.items() if name == self.type)
-        return AudioFormat(encoding, self.rate or _rates(self.type)[0])
+        return AudioFormat(_GA_ENCODINGS[self.type], self.rate or _rates(self.type)[0])
 
     @classmethod
     def of(cls, fmt: AudioFormat) -> "GAAudioFormat":
-        if fmt.encoding == "pcm16":
+        if fmt.encoding == "pcm16":  # validated: the config's rate is a plain int
             return cls.model_validate({"type": GA_FORMATS[fmt.encoding], "rate": fmt.rate})
-        return cls(type=GA_FORMATS[fmt.encoding])
+        return cls(type=GA_FORMATS[fmt.encoding])  # G.711's rate is implied
 
 
 def _rates(ga_type: str) -> tuple[int, ...]:
@@ -214,9 +215,9 @@ def _rates(ga_type: str) -> tuple[int, ...]:
 
 
 class GAAudioInput(_Update):
-    format: GAAudioFormat = absent()
+    format: GAAudioFormat = _absent()
     transcription: TranscriptionSettings = Field(default_factory=TranscriptionSettings)
-    turn_detection: TurnDetection | None = absent("null: turns end with a manual commit.")
+    turn_detection: TurnDetection | None = _absent("null: turns end with a manual commit.")
 
     def applied_to(self, config: SessionConfig) -> SessionConfig:
         config = replace(config, transcription=self.transcription.applied_to(config.transcription))
@@ -252,14 +253,14 @@ class GATranscriptionSession(_Update):
 class BetaTranscriptionSession(_Update):
     """A beta transcription session (`transcription_session.update`'s `session`)."""
 
-    input_audio_format: BetaFormat = absent("pcm16 is 24 kHz.")
+    input_audio_format: BetaFormat = _absent("pcm16 is 24 kHz.")
     input_audio_transcription: TranscriptionSettings = Field(default_factory=TranscriptionSettings)
-    turn_detection: TurnDetection | None = absent("null: turns end with a manual commit.")
+    turn_detection: TurnDetection | None = _absent("null: turns end with a manual commit.")
     assistant: AssistantSettings = Field(default_factory=AssistantSettings)
 
     def applied_to(self, config: SessionConfig) -> SessionConfig:
         if "input_audio_format" in self.model_fields_set:
-            encoding = next(encoding for encoding, name in BETA_FORMATS.items() if name == self.input_audio_format)
+            encoding = _BETA_ENCODINGS[self.input_audio_format]
             config = replace(
                 config, audio_format=AudioFormat(encoding, PCM_RATES[0] if encoding == "pcm16" else G711_RATE)
             )
@@ -269,10 +270,10 @@ class BetaTranscriptionSession(_Update):
         return replace(config, assistant=self.assistant.applied_to(config.assistant))
 
 
-Session = TypeVar("Session", GATranscriptionSession, BetaTranscriptionSession)
+_Session = TypeVar("_Session", GATranscriptionSession, BetaTranscriptionSession)
 
 
-def validated(model: type[Session], value: Any) -> Session:
+def _validated(model: type[_Session], value: Any) -> _Session:
     """`value` (a client's `session`) as `model`; else a 400 naming the first field at fault."""
     try:
         return model.model_validate(value)
@@ -286,23 +287,25 @@ def _api_error(exc: ValidationError) -> APIError:
     kind = first["type"]
     if kind == "unsupported_language":  # HTTP's rule: HTTP's message, which names `language`
         return APIError(400, first["msg"], param=param, code=kind)
-    if kind == "model_type":
-        return APIError(400, f"`{param}` must be an object.", param=param, code="invalid_value")
     # A value outside the choices, or a choice left out (a format's `type`), is unsupported.
     code = "unsupported_value" if kind in ("literal_error", "unsupported_value", "missing") else "invalid_value"
-    if kind == "missing":
-        return APIError(400, f"`{param}` is required.", param=param, code=code)
-    return APIError(400, f"`{param}` {first['msg'].removeprefix('Input ')}.", param=param, code=code)
+    if kind == "model_type":
+        message = f"`{param}` must be an object."
+    elif kind == "missing":
+        message = f"`{param}` is required."
+    else:  # pydantic's "Input should be …"
+        message = f"`{param}` {first['msg'].removeprefix('Input ')}."
+    return APIError(400, message, param=param, code=code)
 
 
 def parse_ga_session(value: Any, current: SessionConfig) -> SessionConfig:
     """`current` with a GA `session` applied (`session.update`, a GA client secret)."""
-    return validated(GATranscriptionSession, value).applied_to(current)
+    return _validated(GATranscriptionSession, value).applied_to(current)
 
 
 def parse_beta_session(value: Any, current: SessionConfig) -> SessionConfig:
     """`current` with a beta `session` applied (`transcription_session.update`, a beta client secret)."""
-    return validated(BetaTranscriptionSession, value).applied_to(current)
+    return _validated(BetaTranscriptionSession, value).applied_to(current)
 
 
 # What the server shows: `session.created`/`updated`, `transcription_session.created`/`updated`
