@@ -6,8 +6,8 @@ configured: the edge is open and every caller is the `anonymous` identity.
 
 Ephemeral secrets (`ek_…`) are minted with a real key for browsers: stateless and signed with
 HMAC-SHA256 (`EPHEMERAL_SECRET_KEY`), so any edge process sharing that secret accepts them. A
-secret carries its expiry, the minting key's name and the realtime session config to start
-with; it opens realtime sessions only, never an HTTP route.
+secret carries its expiry, the minting key's name, and the realtime session config to start
+with and the session id shown at minting; it opens realtime sessions only, never an HTTP route.
 """
 
 import base64
@@ -35,12 +35,14 @@ SessionFlavour = Literal["ga", "beta"]
 
 @dataclass(frozen=True)
 class Identity:
-    """An authenticated caller: the key's name, and for an ephemeral secret the session it grants."""
+    """An authenticated caller: the key's name, and for an ephemeral secret the session it grants
+    and the id that session was shown with when the secret was minted."""
 
     name: str
     ephemeral: bool = False
     flavour: SessionFlavour = "ga"
     session: dict[str, Any] | None = None
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,20 @@ class KeyRing:
                 return identity
         return self.check_bearer(token)
 
-    def mint(self, owner: Identity, flavour: SessionFlavour, session: dict[str, Any] | None, ttl_s: int) -> Minted:
-        """An ephemeral secret for `owner`, valid `ttl_s` seconds, that starts sessions with `session`."""
+    def mint(
+        self, owner: Identity, flavour: SessionFlavour, session: dict[str, Any] | None, ttl_s: int, session_id: str
+    ) -> Minted:
+        """An ephemeral secret for `owner`, valid `ttl_s` seconds, that starts sessions with `session`
+        shown as `session_id`."""
         expires_at = int(time.time()) + ttl_s
-        claims = {"n": owner.name, "e": expires_at, "f": flavour, "s": session, "r": _b64(secrets.token_bytes(9))}
+        claims = {
+            "n": owner.name,
+            "e": expires_at,
+            "f": flavour,
+            "s": session,
+            "i": session_id,
+            "r": _b64(secrets.token_bytes(9)),
+        }
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         return Minted(f"{EPHEMERAL_PREFIX}{payload}.{self._sign(payload)}", expires_at)
 
@@ -191,7 +203,8 @@ class KeyRing:
             return None
         flavour: SessionFlavour = "beta" if claims.get("f") == "beta" else "ga"
         session = claims.get("s") if isinstance(claims.get("s"), dict) else None
-        return Identity(str(claims.get("n")), ephemeral=True, flavour=flavour, session=session)
+        session_id = claims.get("i") if isinstance(claims.get("i"), str) else None
+        return Identity(str(claims.get("n")), ephemeral=True, flavour=flavour, session=session, session_id=session_id)
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._signing_key, payload.encode(), hashlib.sha256).digest())

@@ -1,16 +1,20 @@
-"""Fast tests of pure code: the realtime session parsers (shared by `session.update` and the
+"""Fast tests of pure code: the realtime session models (shared by `session.update` and the
 client-secret routes) and the regrouping of server-sent events. No server, no vLLM."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from server.errors import APIError
-from server.realtime.config import AudioFormat, SessionConfig, TurnDetection
-from server.realtime.openai_protocol import parse_beta_session, parse_ga_session
+from server.protocol.realtime_session import parse_beta_session, parse_ga_session, session_object
+from server.realtime.config import AudioFormat, SessionConfig
+from server.realtime.openai_protocol import OpenAIProtocol
+from server.realtime.session import RealtimeSession
 from server.sse import sse, sse_events
+from vad import StreamParams
 
 
 def ga(audio_input: dict[str, Any], **session: Any) -> SessionConfig:
@@ -36,7 +40,7 @@ def test_a_ga_session_sets_each_field_it_names_and_keeps_the_rest() -> None:
     assert config.audio_format == AudioFormat("pcm16", 16000)
     assert (config.transcription.model, config.transcription.language) == ("m", "fr")
     assert config.transcription.partial_interval_ms == 500
-    assert config.turn_detection == TurnDetection(threshold=0.3)  # the others keep their defaults
+    assert config.turn_detection == StreamParams(threshold=0.3)  # the others keep their defaults
     assert config.assistant.enabled and config.assistant.temperature == 0
     assert parse_ga_session({}, config) == config  # nothing named: nothing changes
 
@@ -45,6 +49,55 @@ def test_turn_detection_null_means_manual_commits_and_g711_is_8_khz() -> None:
     assert ga({"turn_detection": None}).turn_detection is None
     assert ga({"format": {"type": "audio/pcmu"}}).audio_format == AudioFormat("pcmu", 8000)
     assert ga({"format": {"type": "audio/pcm"}}).audio_format == AudioFormat("pcm16", 24000)
+
+
+def test_an_update_changes_only_the_fields_it_names() -> None:
+    slow = ga({"turn_detection": {"silence_duration_ms": 900}, "transcription": {"language": "fr"}})
+    config = parse_ga_session(given(turn_detection={"threshold": 0.7}), slow)
+    assert config.turn_detection == StreamParams(threshold=0.7, silence_duration_ms=900)  # its silence window kept
+    assert config.transcription.language == "fr"
+    manual = parse_ga_session(given(turn_detection=None), config)
+    assert manual.turn_detection is None
+    assert parse_ga_session(given(turn_detection={"threshold": 0.7}), manual).turn_detection == StreamParams(
+        threshold=0.7
+    )  # from manual commits: the fields not named take their defaults
+    beta = parse_beta_session({"turn_detection": {"prefix_padding_ms": 0}}, config)
+    assert beta.turn_detection == StreamParams(threshold=0.7, prefix_padding_ms=0, silence_duration_ms=900)
+
+
+def test_an_invalid_update_changes_nothing() -> None:
+    current = ga({"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": {"threshold": 0.3}})
+    valid_then_invalid = {
+        **given(format={"type": "audio/pcmu"}, transcription={"language": "de"}, turn_detection=None),
+        "assistant": {"enabled": True, "temperature": "hot"},
+    }
+    with pytest.raises(APIError) as error:
+        parse_ga_session(valid_then_invalid, current)
+    assert error.value.param == "session.assistant.temperature"
+    assert current == ga({"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": {"threshold": 0.3}})
+    beta = {"input_audio_format": "g711_alaw", "turn_detection": {"threshold": 0.9, "silence_duration_ms": -1}}
+    assert refused(parse_beta_session, beta).param == "session.turn_detection.silence_duration_ms"
+
+
+class RecordingSession:
+    """The part of a session `session.update` uses: its config, and the updates applied to it."""
+
+    def __init__(self) -> None:
+        self.config = SessionConfig()
+        self.updates: list[SessionConfig] = []
+
+    async def update(self, config: SessionConfig) -> None:
+        self.updates.append(config)
+        self.config = config
+
+
+def test_an_invalid_session_update_answers_an_error_and_leaves_the_session_as_it_was() -> None:
+    session = RecordingSession()
+    protocol = OpenAIProtocol(beta=False, default_model="served", lifetime_s=60)
+    update = {"type": "session.update", "session": {**given(format={"type": "audio/pcmu"}), "assistant": []}}
+    answers = asyncio.run(protocol.handle(json.dumps(update), cast(RealtimeSession, session)))
+    assert [(a["type"], a["error"]["param"]) for a in answers] == [("error", "session.assistant")]
+    assert session.updates == [] and session.config == SessionConfig()
 
 
 def given(**audio_input: Any) -> dict[str, Any]:
@@ -92,6 +145,43 @@ def test_a_beta_session_and_its_errors() -> None:
     assert refused(parse_beta_session, []).param == "session"
     error = refused(parse_beta_session, {"input_audio_transcription": {"prompt": 1}})
     assert error.param == "session.input_audio_transcription.prompt"
+
+
+def test_the_session_object_shows_the_config_in_each_flavour() -> None:
+    config = parse_beta_session({"input_audio_format": "g711_ulaw", "turn_detection": None}, SessionConfig())
+    shown = {"session_id": "sess_1", "expires_at": 99, "default_model": "served"}
+    transcription = {"model": "served", "language": None, "prompt": None, "partial_interval_ms": 0}
+    assistant = {"enabled": False, "instructions": None, "max_output_tokens": None, "temperature": 0.8}
+    assert list(session_object(config, beta=True, **shown).items()) == [
+        ("id", "sess_1"),
+        ("object", "realtime.transcription_session"),
+        ("expires_at", 99),
+        ("modalities", ["text"]),
+        ("input_audio_format", "g711_ulaw"),
+        ("input_audio_transcription", transcription),
+        ("turn_detection", None),
+        ("input_audio_noise_reduction", None),
+        ("include", None),
+        ("assistant", assistant),
+    ]
+    ga_shown = session_object(config, beta=False, **shown)
+    assert list(ga_shown) == ["type", "id", "object", "expires_at", "audio", "include", "assistant"]
+    assert ga_shown["audio"] == {
+        "input": {
+            "format": {"type": "audio/pcmu"},  # G.711's rate is implied
+            "transcription": transcription,
+            "turn_detection": None,
+            "noise_reduction": None,
+        }
+    }
+    vad = session_object(SessionConfig(), beta=False, **shown)["audio"]["input"]
+    assert vad["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert vad["turn_detection"] == {
+        "type": "server_vad",
+        "threshold": 0.5,
+        "prefix_padding_ms": 300,
+        "silence_duration_ms": 500,
+    }
 
 
 async def chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:

@@ -18,22 +18,6 @@ class AudioFormat:
 
 
 @dataclass(frozen=True)
-class TurnDetection:
-    """OpenAI `server_vad` parameters."""
-
-    threshold: float = 0.5
-    prefix_padding_ms: int = 300
-    silence_duration_ms: int = 500
-
-    def stream_params(self) -> StreamParams:
-        return StreamParams(
-            threshold=self.threshold,
-            prefix_padding_ms=self.prefix_padding_ms,
-            silence_duration_ms=self.silence_duration_ms,
-        )
-
-
-@dataclass(frozen=True)
 class Transcription:
     """How turns are transcribed; `prompt` is kept for the client's sake (Voxtral ignores it)."""
 
@@ -55,9 +39,10 @@ class Assistant:
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """`turn_detection` None means the client commits turns itself."""
+    """`turn_detection`: OpenAI's `server_vad` parameters, the VAD's own type; None means the
+    client commits turns itself."""
 
     audio_format: AudioFormat = field(default_factory=AudioFormat)
-    turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
+    turn_detection: StreamParams | None = field(default_factory=StreamParams)
     transcription: Transcription = field(default_factory=Transcription)
     assistant: Assistant = field(default_factory=Assistant)

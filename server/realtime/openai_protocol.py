@@ -11,29 +11,17 @@ all: any invalid field answers an `error` and leaves the session as it was.
 import base64
 import binascii
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 from server import metrics
 from server.errors import APIError
-from server.input_errors import InputError
-from server.languages import language_code
+from server.protocol.realtime_session import parse_beta_session, parse_ga_session, session_object
 from server.realtime import events as ev
 from server.realtime.client_text import echoed_id, parse_json, shown
-from server.realtime.config import (
-    Assistant,
-    AudioFormat,
-    SessionConfig,
-    Transcription,
-    TurnDetection,
-)
+from server.realtime.config import SessionConfig
 from server.realtime.ids import new_id
 from server.realtime.session import RealtimeSession
-
-GA_FORMATS = {"audio/pcm": "pcm16", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}
-BETA_FORMATS = {"pcm16": "pcm16", "g711_ulaw": "pcmu", "g711_alaw": "pcma"}
-PCM_RATES = (24000, 16000)
-G711_RATE = 8000
 
 Message = dict[str, Any]
 
@@ -56,172 +44,6 @@ def error_event(error: APIError, client_event_id: str | None = None) -> Message:
     }
 
 
-def _object(value: Any, param: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise invalid(f"`{param}` must be an object.", param)
-    return value
-
-
-def _number(obj: dict[str, Any], key: str, param: str, default: float, low: float, high: float) -> float:
-    value = obj.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise invalid(f"`{param}.{key}` must be a number from {low:g} to {high:g}.", f"{param}.{key}")
-    return value
-
-
-def _optional_int(obj: dict[str, Any], key: str, param: str, default: int | None, *, low: int = 0) -> int | None:
-    if obj.get(key, default) is None:
-        return None
-    return _int(obj, key, param, default, low=low)
-
-
-def _int(obj: dict[str, Any], key: str, param: str, default: int | None, *, low: int = 0) -> int:
-    value = obj.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise invalid(f"`{param}.{key}` must be an integer of at least {low}.", f"{param}.{key}")
-    return value
-
-
-def _text(obj: dict[str, Any], key: str, param: str, default: str | None) -> str | None:
-    value = obj.get(key, default)
-    if value is not None and not isinstance(value, str):
-        raise invalid(f"`{param}.{key}` must be a string or null.", f"{param}.{key}")
-    return value or None
-
-
-def _language(obj: dict[str, Any], param: str, default: str | None) -> str | None:
-    """The same rule as HTTP's `language` field."""
-    try:
-        return language_code(_text(obj, "language", param, default))
-    except InputError as exc:
-        raise exc.api_error(f"{param}.language") from None
-
-
-def parse_turn_detection(value: Any, current: TurnDetection | None, param: str) -> TurnDetection | None:
-    if value is None:
-        return None
-    obj = _object(value, param)
-    if obj.get("type", "server_vad") != "server_vad":
-        raise invalid(
-            f"`{param}.type` must be `server_vad` (or the whole field null for manual commits).",
-            f"{param}.type",
-            code="unsupported_value",
-        )
-    base = current or TurnDetection()
-    return TurnDetection(
-        threshold=_number(obj, "threshold", param, base.threshold, 0.0, 1.0),
-        prefix_padding_ms=_int(obj, "prefix_padding_ms", param, base.prefix_padding_ms),
-        silence_duration_ms=_int(obj, "silence_duration_ms", param, base.silence_duration_ms),
-    )
-
-
-def parse_transcription(value: Any, current: Transcription, param: str) -> Transcription:
-    obj = _object(value, param)
-    return Transcription(
-        model=_text(obj, "model", param, current.model),
-        language=_language(obj, param, current.language),
-        prompt=_text(obj, "prompt", param, current.prompt),
-        partial_interval_ms=_int(obj, "partial_interval_ms", param, current.partial_interval_ms),
-    )
-
-
-def parse_assistant(value: Any, current: Assistant, param: str) -> Assistant:
-    obj = _object(value, param)
-    enabled = obj.get("enabled", current.enabled)
-    if not isinstance(enabled, bool):
-        raise invalid(f"`{param}.enabled` must be true or false.", f"{param}.enabled")
-    temperature = obj.get("temperature", current.temperature)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
-        raise invalid(f"`{param}.temperature` must be a number from 0 to 2.", f"{param}.temperature")
-    return Assistant(
-        enabled=enabled,
-        instructions=_text(obj, "instructions", param, current.instructions),
-        max_output_tokens=_optional_int(obj, "max_output_tokens", param, current.max_output_tokens, low=1),
-        temperature=float(temperature),
-    )
-
-
-def parse_ga_format(value: Any, param: str) -> AudioFormat:
-    obj = _object(value, param)
-    encoding = GA_FORMATS.get(str(obj.get("type")))
-    if encoding is None:
-        raise invalid(
-            f"`{param}.type` must be one of {', '.join(GA_FORMATS)}.", f"{param}.type", code="unsupported_value"
-        )
-    rates = PCM_RATES if encoding == "pcm16" else (G711_RATE,)
-    rate = obj.get("rate", rates[0])
-    if rate not in rates:
-        raise invalid(
-            f"`{param}.rate` must be {' or '.join(map(str, rates))} for {obj['type']}.",
-            f"{param}.rate",
-            code="unsupported_value",
-        )
-    return AudioFormat(encoding, rate)
-
-
-def parse_ga_session(value: Any, current: SessionConfig) -> SessionConfig:
-    session = _object(value, "session")
-    if session.get("type", "transcription") != "transcription":
-        raise invalid(
-            "Only transcription sessions are served: `session.type` must be `transcription`.",
-            "session.type",
-            code="unsupported_value",
-        )
-    config = current
-    audio_input = _object(_object(session.get("audio", {}), "session.audio").get("input", {}), "session.audio.input")
-    if "format" in audio_input:
-        config = replace(config, audio_format=parse_ga_format(audio_input["format"], "session.audio.input.format"))
-    if "transcription" in audio_input:
-        transcription = parse_transcription(
-            audio_input["transcription"], config.transcription, "session.audio.input.transcription"
-        )
-        config = replace(config, transcription=transcription)
-    if "turn_detection" in audio_input:
-        detection = parse_turn_detection(
-            audio_input["turn_detection"], config.turn_detection, "session.audio.input.turn_detection"
-        )
-        config = replace(config, turn_detection=detection)
-    if "assistant" in session:
-        config = replace(config, assistant=parse_assistant(session["assistant"], config.assistant, "session.assistant"))
-    return config
-
-
-def parse_beta_session(value: Any, current: SessionConfig) -> SessionConfig:
-    session = _object(value, "session")
-    config = current
-    if "input_audio_format" in session:
-        encoding = BETA_FORMATS.get(session["input_audio_format"])
-        if encoding is None:
-            raise invalid(
-                f"`session.input_audio_format` must be one of {', '.join(BETA_FORMATS)}.",
-                "session.input_audio_format",
-                code="unsupported_value",
-            )
-        config = replace(config, audio_format=AudioFormat(encoding, 24000 if encoding == "pcm16" else G711_RATE))
-    if "input_audio_transcription" in session:
-        transcription = parse_transcription(
-            session["input_audio_transcription"], config.transcription, "session.input_audio_transcription"
-        )
-        config = replace(config, transcription=transcription)
-    if "turn_detection" in session:
-        detection = parse_turn_detection(session["turn_detection"], config.turn_detection, "session.turn_detection")
-        config = replace(config, turn_detection=detection)
-    if "assistant" in session:
-        config = replace(config, assistant=parse_assistant(session["assistant"], config.assistant, "session.assistant"))
-    return config
-
-
-def _turn_detection(detection: TurnDetection | None) -> dict[str, Any] | None:
-    if detection is None:
-        return None
-    return {
-        "type": "server_vad",
-        "threshold": detection.threshold,
-        "prefix_padding_ms": detection.prefix_padding_ms,
-        "silence_duration_ms": detection.silence_duration_ms,
-    }
-
-
 def _usage(usage: ev.StreamUsage) -> dict[str, Any]:
     return {
         "type": "tokens",
@@ -236,11 +58,18 @@ class OpenAIProtocol:
     """One connection's view of the protocol: its flavour, session id and the model name to show."""
 
     def __init__(
-        self, *, beta: bool, default_model: str | None, lifetime_s: float, initial: SessionConfig | None = None
+        self,
+        *,
+        beta: bool,
+        default_model: str | None,
+        lifetime_s: float,
+        initial: SessionConfig | None = None,
+        session_id: str | None = None,
     ) -> None:
-        """`initial`: the config to start with (an ephemeral secret's session), else the defaults."""
+        """`initial`: the config to start with (an ephemeral secret's session), else the defaults;
+        `session_id`: the id to show (the one an ephemeral secret was minted with), else a new one."""
         self.beta = beta
-        self.session_id = new_id("sess")
+        self.session_id = session_id or new_id("sess")
         self.default_model = default_model
         self.expires_at = int(time.time() + lifetime_s)
         self._initial = initial or SessionConfig()
@@ -260,49 +89,13 @@ class OpenAIProtocol:
         return [self._event(kind, session=self.session_object(config))]
 
     def session_object(self, config: SessionConfig) -> dict[str, Any]:
-        transcription = {
-            "model": config.transcription.model or self.default_model,
-            "language": config.transcription.language,
-            "prompt": config.transcription.prompt,
-            "partial_interval_ms": config.transcription.partial_interval_ms,
-        }
-        assistant = {
-            "enabled": config.assistant.enabled,
-            "instructions": config.assistant.instructions,
-            "max_output_tokens": config.assistant.max_output_tokens,
-            "temperature": config.assistant.temperature,
-        }
-        common = {"id": self.session_id, "object": "realtime.transcription_session", "expires_at": self.expires_at}
-        fmt = config.audio_format
-        if self.beta:
-            beta_format = {v: k for k, v in BETA_FORMATS.items()}[fmt.encoding]
-            return {
-                **common,
-                "modalities": ["text"],
-                "input_audio_format": beta_format,
-                "input_audio_transcription": transcription,
-                "turn_detection": _turn_detection(config.turn_detection),
-                "input_audio_noise_reduction": None,
-                "include": None,
-                "assistant": assistant,
-            }
-        ga_format: dict[str, Any] = {"type": {v: k for k, v in GA_FORMATS.items()}[fmt.encoding]}
-        if fmt.encoding == "pcm16":
-            ga_format["rate"] = fmt.rate
-        return {
-            "type": "transcription",
-            **common,
-            "audio": {
-                "input": {
-                    "format": ga_format,
-                    "transcription": transcription,
-                    "turn_detection": _turn_detection(config.turn_detection),
-                    "noise_reduction": None,
-                }
-            },
-            "include": None,
-            "assistant": assistant,
-        }
+        return session_object(
+            config,
+            beta=self.beta,
+            session_id=self.session_id,
+            expires_at=self.expires_at,
+            default_model=self.default_model,
+        )
 
     async def handle(self, text: str, session: RealtimeSession) -> list[Message]:
         """Apply one client message; return the direct answers (updates, `cleared`, errors)."""

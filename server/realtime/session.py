@@ -256,7 +256,7 @@ class RealtimeSession:
 
     def _open_vad(self) -> None:
         detection = self.config.turn_detection
-        self._vad = self._engine.open_stream(detection.stream_params()) if detection else None
+        self._vad = self._engine.open_stream(detection) if detection else None
         self._vad_origin = self._buffer.end
 
     def _restart_vad(self) -> None:

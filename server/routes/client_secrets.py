@@ -7,6 +7,7 @@ GA: `POST /v1/realtime/client_secrets` `{"expires_after": {"anchor": "created_at
 The session given is validated now and applied when the secret connects.
 """
 
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -15,9 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.access import require_api_key
 from server.auth import Identity, SessionFlavour
 from server.errors import APIError
-from server.protocol.realtime_session import GASessionObject, beta_session_properties
+from server.protocol.realtime_session import (
+    GASessionBody,
+    beta_session_properties,
+    parse_beta_session,
+    parse_ga_session,
+    session_object,
+)
 from server.realtime.config import SessionConfig
-from server.realtime.openai_protocol import OpenAIProtocol, parse_beta_session, parse_ga_session
+from server.realtime.ids import new_id
 from server.services import Services, services
 
 router = APIRouter()
@@ -30,7 +37,7 @@ class ExpiresAfter(BaseModel):
 
 class ClientSecretRequest(BaseModel):
     expires_after: ExpiresAfter = Field(default_factory=ExpiresAfter)
-    session: GASessionObject | None = Field(None, description="Applied when the secret connects.")
+    session: GASessionBody | None = Field(None, description="Applied when the secret connects.")
 
 
 class BetaClientSecretOptions(BaseModel):
@@ -38,7 +45,7 @@ class BetaClientSecretOptions(BaseModel):
 
 
 class BetaTranscriptionSessionRequest(BaseModel):
-    """Beta session fields (validated by the protocol's parser) plus the secret's lifetime."""
+    """Beta session fields (validated as a `transcription_session.update` is) plus the secret's lifetime."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra=beta_session_properties)
     client_secret: BetaClientSecretOptions = Field(default_factory=BetaClientSecretOptions)
@@ -55,12 +62,19 @@ async def _session_config(state: Services, flavour: SessionFlavour, session: dic
     return config
 
 
-async def _protocol(state: Services, beta: bool) -> OpenAIProtocol:
+async def _shown(state: Services, flavour: SessionFlavour, config: SessionConfig, session_id: str) -> dict[str, Any]:
+    """The session as its socket will show it in `session.created`, with the same id."""
     try:
         default_model = await state.models.served()
     except APIError:
         default_model = None
-    return OpenAIProtocol(beta=beta, default_model=default_model, lifetime_s=state.settings.realtime_max_session_s)
+    return session_object(
+        config,
+        beta=flavour == "beta",
+        session_id=session_id,
+        expires_at=int(time.time() + state.settings.realtime_max_session_s),
+        default_model=default_model,
+    )
 
 
 @router.post("/v1/realtime/client_secrets")
@@ -70,8 +84,9 @@ async def create_client_secret(
     state = services(request)
     session = body.session or {}
     config = await _session_config(state, "ga", session)
-    minted = state.keys.mint(owner, "ga", session, body.expires_after.seconds)
-    shown = (await _protocol(state, beta=False)).session_object(config)
+    session_id = new_id("sess")
+    minted = state.keys.mint(owner, "ga", session, body.expires_after.seconds, session_id)
+    shown = await _shown(state, "ga", config, session_id)
     return {"value": minted.value, "expires_at": minted.expires_at, "session": shown}
 
 
@@ -82,6 +97,7 @@ async def create_transcription_session(
     state = services(request)
     session = body.session()
     config = await _session_config(state, "beta", session)
-    minted = state.keys.mint(owner, "beta", session, body.client_secret.expires_at.seconds)
-    shown = (await _protocol(state, beta=True)).session_object(config)
+    session_id = new_id("sess")
+    minted = state.keys.mint(owner, "beta", session, body.client_secret.expires_at.seconds, session_id)
+    shown = await _shown(state, "beta", config, session_id)
     return {**shown, "client_secret": {"value": minted.value, "expires_at": minted.expires_at}}

@@ -16,9 +16,10 @@ from fastapi import APIRouter, WebSocket
 from server.access import authenticate_socket
 from server.auth import Identity
 from server.errors import APIError
+from server.protocol.realtime_session import parse_beta_session, parse_ga_session
 from server.realtime.config import SessionConfig
 from server.realtime.connection import serve_connection
-from server.realtime.openai_protocol import OpenAIProtocol, parse_beta_session, parse_ga_session
+from server.realtime.openai_protocol import OpenAIProtocol
 from server.realtime.simple_protocol import SimpleProtocol
 from server.services import services
 
@@ -52,7 +53,11 @@ async def openai_realtime(websocket: WebSocket) -> None:
     except APIError:
         default_model = None
     protocol = OpenAIProtocol(
-        beta=beta, default_model=default_model, lifetime_s=state.settings.realtime_max_session_s, initial=initial
+        beta=beta,
+        default_model=default_model,
+        lifetime_s=state.settings.realtime_max_session_s,
+        initial=initial,
+        session_id=identity.session_id,
     )
     await serve_connection(websocket, protocol, state, identity, "realtime" if "realtime" in offered else None)
 
