@@ -226,7 +226,6 @@ async def test_concurrent_jobs_share_one_start_of_the_app(jobs: Jobs, caplog: py
     caplog.set_level(logging.INFO, logger="edge")
     outputs = await asyncio.gather(*(run(jobs, {"openai_route": "/v1/models"}) for _ in range(3)))
     assert all(output["object"] == "list" for [output] in outputs)
-    assert [r.message for r in caplog.records if r.message.startswith("edge ready")] != []
     assert len([r for r in caplog.records if r.message.startswith("edge ready")]) == 1
     assert await jobs.edge.services() is await jobs.edge.services()
 
