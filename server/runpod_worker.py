@@ -2,15 +2,19 @@
 
 It applies RunPod's environment conventions, starts vLLM on localhost with the launcher's
 `VLLMProcess` (or uses `VLLM_URL`), waits until it serves, then takes jobs with the RunPod SDK
-(`server.runpod.jobs` describes the inputs). If vLLM's engine dies the worker exits, so RunPod
-replaces it. The SDK's own flags work too, e.g. `--rp_serve_api --rp_api_port 8080` for a local
-job API (`/run`, `/runsync`, `/stream/{id}`).
+(`server.runpod.jobs` describes the inputs). The jobs go through the edge's own app, whose
+lifespan (its `Services`) runs once in this process: it starts with the first job, on the SDK's
+event loop, and stops when that loop ends at the worker's shutdown (`server.runpod.lifespan`). If
+vLLM's engine dies the worker exits, so RunPod replaces it. The SDK's own flags work too, e.g.
+`--rp_serve_api --rp_api_port 8080` for a local job API (`/run`, `/runsync`, `/stream/{id}`).
 """
 
 import atexit
 import logging
 import os
+import signal
 import sys
+from types import FrameType
 
 import runpod
 
@@ -21,6 +25,16 @@ from server.runpod.jobs import Jobs
 from server.settings import get_settings
 
 log = logging.getLogger("runpod.worker")
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """End the worker through Python's exit, so that the event loop running the jobs ends in order
+    and with it the edge app's lifespan (`server.runpod.lifespan`).
+
+    The SDK's job loop sets a handler of its own; its local API (uvicorn) hands SIGTERM on to the
+    handler it found once it has shut down, and the default one would kill the process there.
+    """
+    raise SystemExit(128 + signum)
 
 
 def main() -> None:
@@ -43,6 +57,7 @@ def main() -> None:
 
     backend.watch(replace_me)
     jobs = Jobs(settings)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     runpod.serverless.start(
         {"handler": jobs.handle, "concurrency_modifier": jobs.concurrency, "return_aggregate_stream": True}
     )

@@ -44,9 +44,8 @@ def stop(process: subprocess.Popen[str]) -> str:
     return process.stdout.read() if process.stdout else ""
 
 
-@pytest.fixture(scope="module")
-def local_api(vllm_url: str) -> Iterator[str]:
-    """The worker's local job API, using the session's vLLM through VLLM_URL."""
+def start_local_api(vllm_url: str) -> tuple[subprocess.Popen[str], str]:
+    """A worker serving the local job API, using the session's vLLM through VLLM_URL; and its URL."""
     port = free_port()
     env = worker_env(
         VLLM_URL=vllm_url,
@@ -62,9 +61,15 @@ def local_api(vllm_url: str) -> Iterator[str]:
             pytest.fail(f"the worker's local API did not start:\n{stop(process)}")
         try:
             httpx.get(f"{url}/docs", timeout=2)
-            break
+            return process, url
         except httpx.TransportError:
             time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def local_api(vllm_url: str) -> Iterator[str]:
+    """The worker's local job API."""
+    process, url = start_local_api(vllm_url)
     yield url
     stop(process)
 
@@ -91,6 +96,18 @@ def test_runsync_bad_input_reports_the_error(local_api: str) -> None:
     result = httpx.post(f"{local_api}/runsync", json={"input": {"audio": "%%%"}}, timeout=60).json()
     [output] = result["output"]
     assert output == {"error": "`audio` is neither a URL (http, https or data:) nor valid base64-encoded audio."}
+
+
+def test_the_edge_app_starts_once_for_the_jobs_and_stops_at_shutdown(vllm_url: str) -> None:
+    process, url = start_local_api(vllm_url)
+    try:
+        for _ in range(2):
+            result = httpx.post(f"{url}/runsync", json={"input": {"openai_route": "/v1/models"}}, timeout=60).json()
+            assert result["status"] == "COMPLETED" and result["output"][0]["object"] == "list"
+    finally:
+        output = stop(process)
+    assert output.count("edge ready;") == 1
+    assert "the edge app stopped" in output.split("edge ready;")[1]
 
 
 class _DyingVLLM(BaseHTTPRequestHandler):

@@ -7,49 +7,53 @@ Two kinds of job input:
   output is the OpenAI response body of that format (a JSON object, or the text of text/srt/vtt);
   with `stream` the job yields `transcript.text.delta` events, then `transcript.text.done`.
 - `{"openai_route": "/v1/...", "openai_input": {...}}`: what RunPod's OpenAI-compatible URL
-  (`https://api.runpod.ai/v2/<endpoint id>/openai/v1`) sends. It carries JSON only, so the audio
-  of a transcription or translation comes as `url`, or as `file` holding a URL or base64. Outputs
-  are the OpenAI response bodies; streams yield server-sent-event text (`data: {...}\\n\\n`), which
-  RunPod relays to the client as it is.
+  (`https://api.runpod.ai/v2/<endpoint id>/openai/v1`) sends. The input goes as the JSON body of a
+  request to the edge's own app (`server.runpod.edge_app`), so every `/v1` HTTP route answers as
+  at the edge. RunPod's proxy carries JSON only, so the audio of a transcription or translation
+  comes as `url`, or as `file` holding a URL or base64 (sent on as `url`). Outputs are the
+  routes' response bodies; streams yield server-sent-event text (`data: {...}\\n\\n`, whole
+  events), which RunPod relays to the client as it is, as the app sends it.
 
 Errors fail the job with `{"error": ...}`: a message for the first kind, OpenAI's error object for
 the second. An error after an OpenAI stream has begun is sent in the stream instead, as the edge
 does.
 """
 
+import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from server.audio_request import parse_audio_request
-from server.chat_audio import parse_chat, prepare_chat
 from server.errors import APIError, bad_request
 from server.formats import response_body
 from server.request_body import bounded_depth
-from server.services import Services
+from server.runpod.asgi_call import InProcessResponse
+from server.runpod.edge_app import EdgeApp
 from server.settings import Settings
 from server.sse import sse, sse_events
 from server.transcription_flow import TranscriptionFlow
 
 log = logging.getLogger("runpod.jobs")
 
-AUDIO_ROUTES = {"/v1/audio/transcriptions": "transcribe", "/v1/audio/translations": "translate"}
-OTHER_ROUTES = ("/v1/chat/completions", "/v1/models")
+# The routes whose audio a job may give as `file` text (a URL or base64): it is sent as `url`.
+AUDIO_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations")
 TASKS = ("transcribe", "translate")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 class Jobs:
-    """The worker's handler and the services it shares between jobs (the edge's own `Services`)."""
+    """The worker's handler, and the edge app its jobs share (one `Services` for all of them)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.services = Services.build(settings)
+        self.edge = EdgeApp(settings)
 
     async def aclose(self) -> None:
-        await self.services.aclose()
+        await self.edge.aclose()
 
     def concurrency(self, current: int) -> int:
         """RunPod's `concurrency_modifier`: how many jobs this worker takes at once."""
@@ -61,15 +65,18 @@ class Jobs:
         openai = isinstance(job_input, dict) and "openai_route" in job_input
         started = False
         try:
-            async for output in self._outputs(job_input):
-                started = True
-                yield output
-        except APIError as exc:
-            log.info("job %s failed: %s %s", job.get("id"), exc.status, exc.message)
-            yield self._error(exc, openai=openai, started=started)
+            # Closed with the job, not when collected: a stream left early ends its request at once.
+            async with aclosing(self._outputs(job_input)) as outputs:
+                async for output in outputs:
+                    started = True
+                    yield output
         except Exception as exc:
-            log.exception("job %s failed", job.get("id"))
-            error = APIError(500, f"Internal error: {type(exc).__name__}: {exc}", code="internal_error")
+            error = _reported(exc)
+            if error is None:
+                log.exception("job %s failed", job.get("id"))
+                error = APIError(500, f"Internal error: {type(exc).__name__}: {exc}", code="internal_error")
+            else:
+                log.info("job %s failed: %s %s", job.get("id"), error.status, error.message)
             yield self._error(error, openai=openai, started=started)
 
     @staticmethod
@@ -78,7 +85,7 @@ class Jobs:
             return {"error": exc.message}
         return sse(exc.body()) if started else exc.body()
 
-    def _outputs(self, job_input: Any) -> AsyncIterator[Any]:
+    def _outputs(self, job_input: Any) -> AsyncGenerator[Any, None]:
         if not isinstance(job_input, dict):
             raise bad_request("The job `input` must be an object.", param="input")
         bounded_depth(job_input)
@@ -95,30 +102,36 @@ class Jobs:
             )
         fields = {k: v for k, v in job_input.items() if k not in ("audio", "task", "file", "url")}
         fields["url"] = self._audio_url(job_input["audio"], "audio")
-        return self._transcribe(fields, task, url_param="audio", events_as_sse=False)
+        return self._transcribe(fields, task)
 
-    def _openai(self, job_input: dict[str, Any]) -> AsyncIterator[Any]:
+    async def _openai(self, job_input: dict[str, Any]) -> AsyncGenerator[Any, None]:
         route = job_input["openai_route"]
         body = job_input.get("openai_input") or {}
         if not isinstance(body, dict):
             raise bad_request("`openai_input` must be an object.", param="openai_input")
-        if route in AUDIO_ROUTES:
-            fields, url_param = dict(body), "url"
-            if fields.get("file") is not None:
-                if fields.get("url") not in (None, ""):
-                    raise bad_request("Send either `file` or `url`, not both.", param="url")
-                fields["url"], url_param = self._audio_url(fields.pop("file"), "file"), "file"
-            return self._transcribe(fields, AUDIO_ROUTES[route], url_param=url_param, events_as_sse=True)
-        if route == "/v1/chat/completions":
-            return self._chat(body)
-        if route == "/v1/models":
-            return self._list_models()
-        raise APIError(
-            404,
-            f"Unknown `openai_route` {route!r}: use one of {', '.join([*AUDIO_ROUTES, *OTHER_ROUTES])}.",
-            param="openai_route",
-            code="unknown_route",
-        )
+        if not isinstance(route, str) or not route.startswith("/v1/"):
+            raise APIError(
+                404,
+                f"Unknown `openai_route` {route!r}: the worker answers the edge's /v1 HTTP routes.",
+                param="openai_route",
+                code="unknown_route",
+            )
+        file_as_url = route.partition("?")[0] in AUDIO_ROUTES and body.get("file") is not None
+        if file_as_url:
+            if body.get("url") not in (None, ""):
+                raise bad_request("Send either `file` or `url`, not both.", param="url")
+            body = {k: v for k, v in body.items() if k != "file"} | {"url": self._audio_url(body["file"], "file")}
+        async with self.edge.request(route, body) as response:
+            if response.status >= 400:
+                raise await _route_error(response, url_param="file" if file_as_url else "url")
+            if response.media_type == "text/event-stream":
+                async with aclosing(sse_events(response.chunks())) as events:
+                    async for event in events:
+                        yield event
+            elif response.media_type == "application/json":
+                yield json.loads(await response.read())
+            else:
+                yield (await response.read()).decode()
 
     @staticmethod
     def _audio_url(value: Any, param: str) -> str:
@@ -137,11 +150,10 @@ class Jobs:
             )
         return "data:application/octet-stream;base64," + payload
 
-    async def _transcribe(
-        self, fields: dict[str, Any], task: str, *, url_param: str, events_as_sse: bool
-    ) -> AsyncGenerator[Any, None]:
-        parsed = parse_audio_request(fields, task=task, url_param=url_param)
-        services = self.services
+    async def _transcribe(self, fields: dict[str, Any], task: str) -> AsyncGenerator[Any, None]:
+        """A job of the first kind: the transcription flow, its outputs the bodies and events themselves."""
+        parsed = parse_audio_request(fields, task=task, url_param="audio")
+        services = await self.edge.services()
         flow = await TranscriptionFlow.start(
             parsed,
             task=task,
@@ -157,24 +169,26 @@ class Jobs:
         events = flow.events()
         try:
             async for event in events:
-                yield sse(event) if events_as_sse else event
+                yield event
         finally:
             await events.aclose()
 
-    async def _chat(self, fields: dict[str, Any]) -> AsyncGenerator[Any, None]:
-        body, services = parse_chat(fields), self.services
-        await prepare_chat(
-            body, models=services.models, fetcher=services.fetcher, max_audio_s=self.settings.max_audio_s
-        )
-        if not body.get("stream"):
-            yield await services.backend.chat(body)
-            return
-        chunks = services.backend.chat_stream(body)
-        try:
-            async for event in sse_events(chunks):
-                yield event
-        finally:
-            await chunks.aclose()
 
-    async def _list_models(self) -> AsyncGenerator[Any, None]:
-        yield await self.services.backend.models()
+async def _route_error(response: InProcessResponse, *, url_param: str) -> APIError:
+    """A route's error answer as an `APIError`; `url_param` is the job's name for the `url` it was sent."""
+    try:
+        error = json.loads(await response.read())["error"]
+        message = str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return APIError(response.status, f"The route answered {response.status}.")
+    param = url_param if error.get("param") == "url" else error.get("param")
+    return APIError(response.status, message, param=param, code=error.get("code"), type=error.get("type"))
+
+
+def _reported(exc: BaseException) -> APIError | None:
+    """The `APIError` to report for `exc`: itself, or the one a route raised after its response began
+    (Starlette then raises its own error, caused by the route's)."""
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, APIError):
+            return candidate
+    return None
