@@ -23,7 +23,11 @@ class TranscriptionEngine(Protocol):
     """Positions are 16 kHz sample counts since the session's first audio."""
 
     def start_item(self, item_id: str, position: int) -> None:
-        """Item `item_id` opens; its audio begins at `position` (prefix padding may put it in the past)."""
+        """Item `item_id` opens; its audio begins at `position` (prefix padding may put it in the past).
+
+        The session ends or discards the item before; the engines end (`StreamEngine`) or drop
+        (`TurnEngine`) one left open, without reporting it.
+        """
 
     def append(self, samples: np.ndarray) -> None:
         """The session's next decoded samples, every one of them, in order."""
