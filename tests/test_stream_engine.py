@@ -62,6 +62,7 @@ class Recorder:
 
     events: list[Event] = field(default_factory=list)
     errors: list[RealtimeBackendError] = field(default_factory=list)
+    turns_done: list[TranscriptCompleted | TranscriptFailed] = field(default_factory=list)
 
     def of(self, kind: type, item_id: str) -> list:
         return [e for e in self.events if isinstance(e, kind) and e.item_id == item_id]
@@ -76,7 +77,9 @@ class Recorder:
 @contextlib.asynccontextmanager
 async def engine_for(backend: RealtimeBackend) -> AsyncIterator[tuple[StreamEngine, Recorder]]:
     recorder = Recorder()
-    engine = StreamEngine(backend, recorder.events.append, recorder.errors.append)
+    engine = StreamEngine(
+        backend, recorder.events.append, recorder.errors.append, on_turn_done=recorder.turns_done.append
+    )
     try:
         yield engine, recorder
     finally:
@@ -154,6 +157,7 @@ async def test_item_boundaries_split_the_audio_without_loss(realtime_backend: Re
         await wait_for(lambda: recorder.final("item_c") is not None)
     finals = [e for e in recorder.events if isinstance(e, (TranscriptCompleted, TranscriptFailed))]
     assert [e.item_id for e in finals] == ["item_a", "item_b", "item_c"]
+    assert recorder.turns_done == finals  # every item ended by `end_item` is a finished turn
     spans = {"item_a": (0, 3000), "item_b": (3000, 5000), "item_c": (7000, 10000)}
     for event in finals:
         assert isinstance(event, TranscriptCompleted)
@@ -308,6 +312,7 @@ async def test_vllm_going_away_fails_the_open_item_cleanly(realtime_vllm_url: st
     failed = recorder.final("item_a")
     assert isinstance(failed, TranscriptFailed)
     assert failed.code == "backend_unavailable"
+    assert not recorder.turns_done  # the item was never committed
 
 
 async def test_a_model_vllm_does_not_serve_is_a_typed_error(realtime_vllm_url: str) -> None:
@@ -340,3 +345,4 @@ async def test_a_discarded_item_says_nothing_and_the_next_one_goes_on(realtime_b
     completed = recorder.final("item_b")
     assert isinstance(completed, TranscriptCompleted)
     assert completed.usage.output_tokens == expected_steps(2 * SECOND)
+    assert recorder.turns_done == [completed]

@@ -10,9 +10,10 @@ Audio outside items is kept for `LOOKBACK_S` only, so an item may start a little
 streamed if that is later (VAD stops after some silence that has been sent by then); the next
 item starts no earlier, so no audio is sent twice and none between items is lost.
 
-Seam for the session (`server/realtime/session.py`):
-- the app keeps one `EngineSelector(settings)`; a new session calls `await selector.select()` and,
-  for `EngineKind.STREAM`, creates one `StreamEngine(backend, emit, on_error)`;
+Seam for the session (`server/realtime/session.py`), the `TranscriptionEngine` interface:
+- the app keeps one `EngineSelector(settings)` (`engines.py`); a new session calls
+  `await selector.select()` and, for `EngineKind.STREAM`, creates one
+  `StreamEngine(backend, emit, on_error, on_turn_done=...)`;
 - `append(samples)` with every decoded sample, in order (the engine counts positions itself);
 - `start_item(item_id, position)` at speech start (with prefix padding), or at session start and
   after each manual commit when turn detection is off;
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from server.realtime.events import Event, TranscriptCompleted, TranscriptDelta, TranscriptFailed
+from server.realtime.transcription_engine import TurnDone
 from server.usage import StreamUsage
 from server.vllm_realtime.errors import RealtimeBackendError
 from server.vllm_realtime.probe import RealtimeBackend
@@ -53,16 +55,23 @@ class _Item:
 
 
 class StreamEngine:
-    """Per-item streaming transcripts of one session's audio; see the module docstring."""
+    """Per-item streaming transcripts of one session's audio; see the module docstring.
+
+    An item ended by `end_item` is committed: its final event goes to `on_turn_done` too (an item
+    that `start_item` ends, or a discarded one, is not).
+    """
 
     def __init__(
         self,
         backend: RealtimeBackend,
         emit: Callable[[Event], None],
         on_error: Callable[[RealtimeBackendError], None],
+        *,
+        on_turn_done: TurnDone,
     ) -> None:
         self._emit = emit
         self._on_error = on_error
+        self._on_turn_done = on_turn_done
         self._stream = RealtimeStream(
             backend.url,
             backend.model,
@@ -79,6 +88,7 @@ class StreamEngine:
         self._open: _Item | None = None
         self._items: dict[str, _Item] = {}
         self._discarded: set[str] = set()
+        self._committed: set[str] = set()
 
     @property
     def position(self) -> int:
@@ -99,7 +109,7 @@ class StreamEngine:
 
     def start_item(self, item_id: str, position: int) -> None:
         """Item `item_id`'s audio begins at `position` (in the past by at most `LOOKBACK_S`)."""
-        self.end_item(self._end)
+        self._end_open(self._end)
         start = max(position, self._streamed_to)
         item = _Item(item_id, start, time.perf_counter())
         self._open = item
@@ -112,22 +122,27 @@ class StreamEngine:
         self._streamed_to = self._end
 
     def end_item(self, position: int) -> None:
-        """The open item's audio ends at `position` (or where it has been streamed to, if later)."""
+        """Commit the open item: its audio ends at `position` (or where it has been streamed to, if later)."""
+        if self._open is not None:
+            self._committed.add(self._open.item_id)
+            self._end_open(position)
+
+    def discard_item(self) -> None:
+        """Drop the open item: its text is never emitted."""
+        if self._open is not None:
+            self._discarded.add(self._open.item_id)
+            self._end_open(self._end)
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+    def _end_open(self, position: int) -> None:
         item = self._open
         if item is None:
             return
         self._open = None
         item.end = max(position, self._streamed_to)
         self._stream.end_segment()
-
-    def discard_item(self) -> None:
-        """Drop the open item: its text is never emitted."""
-        if self._open is not None:
-            self._discarded.add(self._open.item_id)
-            self.end_item(self._end)
-
-    async def close(self) -> None:
-        await self._stream.close()
 
     def _delta(self, delta: StreamDelta) -> None:
         item = self._items.get(delta.key)
@@ -148,11 +163,11 @@ class StreamEngine:
         end = item.end if item.end is not None else done.end
         usage = StreamUsage(input_tokens=done.steps, output_tokens=done.steps)
         words = tuple(words_from_deltas(item.deltas, audio_end=end))
-        self._emit(
-            TranscriptCompleted(
-                item.item_id, done.text, usage, item.start // SAMPLES_PER_MS, end // SAMPLES_PER_MS, words
-            )
+        completed = TranscriptCompleted(
+            item.item_id, done.text, usage, item.start // SAMPLES_PER_MS, end // SAMPLES_PER_MS, words
         )
+        self._emit(completed)
+        self._report(completed)
         log.info(
             "realtime item %s streamed: audio %.2f s in %d generation(s), %d steps, open→done %.3f s",
             item.item_id,
@@ -165,7 +180,14 @@ class StreamEngine:
     def _failed(self, exc: RealtimeBackendError) -> None:
         for item_id in list(self._items):
             if item_id not in self._discarded:
-                self._emit(TranscriptFailed(item_id, exc.code, str(exc)))
+                failed = TranscriptFailed(item_id, exc.code, str(exc))
+                self._emit(failed)
+                self._report(failed)
         self._items.clear()
         self._open = None
         self._on_error(exc)
+
+    def _report(self, event: TranscriptCompleted | TranscriptFailed) -> None:
+        if event.item_id in self._committed:
+            self._committed.discard(event.item_id)
+            self._on_turn_done(event)

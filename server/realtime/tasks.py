@@ -1,0 +1,36 @@
+"""The background tasks of a realtime session."""
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+log = logging.getLogger("edge.realtime")
+
+
+class TaskSet:
+    """Tasks that live as long as their owner: a failure is logged, `close()` cancels them all."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
+        task = asyncio.create_task(coroutine, name=f"realtime-{name}")
+        self.track(task)
+        return task
+
+    def track(self, task: asyncio.Task) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    async def close(self) -> None:
+        """Cancel every task still running and wait for them to end (in-flight vLLM requests abort)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("realtime task %s failed", task.get_name(), exc_info=task.exception())
