@@ -1,6 +1,8 @@
-"""The turn engine on its own, with a scripted stand-in for vLLM: item order, partials, discards,
-failures and close. The sessions built on it are tested against the real vLLM elsewhere
-(`test_realtime_*`)."""
+"""The turn engine on its own, with a scripted stand-in for vLLM's client, named as such: it makes
+what a real vLLM cannot be made to do on demand (a later turn answered before an earlier one, a
+transcription that fails, one still running when the session closes), to check item order,
+partials, discards, failures and close. The sessions built on it are tested against the real vLLM
+elsewhere (`test_realtime_*`)."""
 
 import asyncio
 import logging
