@@ -54,7 +54,7 @@ async def openai_realtime(websocket: WebSocket) -> None:
     protocol = OpenAIProtocol(
         beta=beta, default_model=default_model, lifetime_s=state.settings.realtime_max_session_s, initial=initial
     )
-    await serve_connection(websocket, protocol, state, identity, "realtime" if "realtime" in offered else None)
+    await serve_connection(websocket, protocol, state.realtime, identity, "realtime" if "realtime" in offered else None)
 
 
 @router.websocket("/ws")
@@ -64,4 +64,6 @@ async def simple_realtime(websocket: WebSocket) -> None:
         return
     offered = websocket.scope.get("subprotocols") or []
     state = services(websocket)
-    await serve_connection(websocket, SimpleProtocol(), state, identity, "realtime" if "realtime" in offered else None)
+    await serve_connection(
+        websocket, SimpleProtocol(), state.realtime, identity, "realtime" if "realtime" in offered else None
+    )
