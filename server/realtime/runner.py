@@ -1,9 +1,9 @@
 """Run one realtime session over any transport (WebSocket, raw TCP; WebRTC next): the engine, the
 `RealtimeSession`, its outbox, the tasks that serve it, the limits and shedding, and the shutdown.
 
-The transport implements `Transport`, the runner's seam: how to send a server message, and how the
-client's input reaches the session (`read_messages` or `read_audio` do the reading, through the
-transport's receive). `run_session` then runs two tasks: the sender drains the outbox to the
+The transport implements `SessionTransport`, the runner's seam: how to send a server message, and
+how the client's input reaches the session (`read_messages` or `read_audio` do the reading, through
+the transport's receive). `run_session` then runs two tasks: the sender drains the outbox to the
 client; the input side feeds the session. Whichever of them ends first ends the session (or a
 backend failure does, or the session's maximum length); then both are cancelled and the session is
 closed, which drops the audio still waiting, cancels its transcription tasks and so aborts their
@@ -43,41 +43,6 @@ MB = 1_048_576
 T = TypeVar("T")
 
 
-class WireProtocol(Protocol):
-    """What a protocol adapter provides (see `openai_protocol` and `simple_protocol`)."""
-
-    def initial_config(self) -> SessionConfig: ...
-    def streams_with(self, model: str) -> None: ...
-    def opening(self, config: SessionConfig) -> list[Message]: ...
-    def error(self, exc: APIError) -> Message: ...
-    async def handle(self, text: str, session: RealtimeSession) -> list[Message]: ...
-    def render(self, event: Event) -> list[Message]: ...
-
-
-@dataclass(frozen=True)
-class Live:
-    """A running session, as the transport's input side sees it."""
-
-    session: RealtimeSession
-    protocol: WireProtocol
-    outbox: Outbox
-    settings: Settings
-
-
-class Transport(Protocol):
-    """The runner's seam: what one client connection provides to `run_session`."""
-
-    async def send_text(self, text: str) -> None:
-        """Send one server message (JSON); raise if the connection is broken."""
-
-    async def serve_input(self, live: Live) -> "Outcome":
-        """Feed the client's input to the session until it ends (with `read_messages` or
-        `read_audio`, and whatever the transport does at the end); the outcome says how it ended."""
-
-    def on_event(self, event: Event) -> None:
-        """Each event the session emits, before it is rendered (and must not block)."""
-
-
 class End(enum.Enum):
     """Why a session ended; the value says it in a log line."""
 
@@ -103,7 +68,42 @@ class Outcome:
     exc: BaseException | None = None
 
 
-async def run_session(transport: Transport, protocol: WireProtocol, services: RealtimeServices) -> Outcome:
+class WireProtocol(Protocol):
+    """What a protocol adapter provides (see `openai_protocol` and `simple_protocol`)."""
+
+    def initial_config(self) -> SessionConfig: ...
+    def streams_with(self, model: str) -> None: ...
+    def opening(self, config: SessionConfig) -> list[Message]: ...
+    def error(self, exc: APIError) -> Message: ...
+    async def handle(self, text: str, session: RealtimeSession) -> list[Message]: ...
+    def render(self, event: Event) -> list[Message]: ...
+
+
+@dataclass(frozen=True)
+class Live:
+    """A running session, as the transport's input side sees it."""
+
+    session: RealtimeSession
+    protocol: WireProtocol
+    outbox: Outbox
+    settings: Settings
+
+
+class SessionTransport(Protocol):
+    """The runner's seam: what one client connection provides to `run_session`."""
+
+    async def send_text(self, text: str) -> None:
+        """Send one server message (JSON); raise if the connection is broken."""
+
+    async def serve_input(self, live: Live) -> Outcome:
+        """Feed the client's input to the session until it ends (with `read_messages` or
+        `read_audio`, and whatever the transport does at the end); the outcome says how it ended."""
+
+    def on_event(self, event: Event) -> None:
+        """Each event the session emits, before it is rendered (and must not block)."""
+
+
+async def run_session(transport: SessionTransport, protocol: WireProtocol, services: RealtimeServices) -> Outcome:
     """Serve one session until it ends; the caller holds its admission."""
     settings = services.settings
     try:
