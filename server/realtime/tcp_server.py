@@ -55,6 +55,48 @@ class PendingTurns:
         await self._none.wait()
 
 
+class _Stream:
+    """One TCP connection, the raw stream's side of the runner's seam: audio bytes in, JSON lines
+    out. Nothing is lost at the end of the client's audio: the turn in progress is committed and
+    every transcript still due is sent before the session ends."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self._writer = writer
+        self.protocol = SimpleProtocol()
+        self.pending = PendingTurns()
+
+    async def send_text(self, text: str) -> None:
+        self._writer.write(text.encode() + b"\n")
+        await self._writer.drain()
+
+    async def serve_input(self, live: Live) -> Outcome:
+        ended = await read_audio(live, self._receive)
+        with suppress(APIError):  # no turn in progress
+            live.session.commit()
+        await self.pending.settled()
+        await live.outbox.sent()
+        return ended
+
+    def on_event(self, event: ev.Event) -> None:
+        self.pending.see(event)
+
+    async def _receive(self) -> bytes | None:
+        return await self.reader.read(READ_BYTES) or None
+
+    async def send_final(self, error: APIError) -> None:
+        """The closing error line. Audio the client is still sending is read and dropped until it
+        ends, since closing with unread data would reset the connection and could lose the line;
+        a client that is gone or stuck is not waited for."""
+        with suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                self._writer.write(json.dumps(self.protocol.error(error)).encode() + b"\n")
+                await self._writer.drain()
+                self._writer.write_eof()
+                while await self.reader.read(READ_BYTES):
+                    pass
+
+
 class TCPStreamServer:
     """Serves raw PCM16 streams on one TCP port with the app's realtime services.
 
@@ -113,7 +155,7 @@ class TCPStreamServer:
                 stream.pending.turns,
             )
 
-    async def _admit_and_run(self, stream: "_Stream") -> tuple[str, APIError | None]:
+    async def _admit_and_run(self, stream: _Stream) -> tuple[str, APIError | None]:
         """Why the session ended, and the error line to send last (if any). A broken connection,
         or a bug, raises."""
         identity = await self._identify(stream.reader)
@@ -147,45 +189,3 @@ class TCPStreamServer:
         except (TimeoutError, ValueError):  # no line in time, a line too long, or not UTF-8
             return None
         return keys.check_bearer(key)
-
-
-class _Stream:
-    """One TCP connection, the raw stream's side of the runner's seam: audio bytes in, JSON lines
-    out. Nothing is lost at the end of the client's audio: the turn in progress is committed and
-    every transcript still due is sent before the session ends."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self._writer = writer
-        self.protocol = SimpleProtocol()
-        self.pending = PendingTurns()
-
-    async def send_text(self, text: str) -> None:
-        self._writer.write(text.encode() + b"\n")
-        await self._writer.drain()
-
-    async def serve_input(self, live: Live) -> Outcome:
-        ended = await read_audio(live, self._receive)
-        with suppress(APIError):  # no turn in progress
-            live.session.commit()
-        await self.pending.settled()
-        await live.outbox.sent()
-        return ended
-
-    def on_event(self, event: ev.Event) -> None:
-        self.pending.see(event)
-
-    async def _receive(self) -> bytes | None:
-        return await self.reader.read(READ_BYTES) or None
-
-    async def send_final(self, error: APIError) -> None:
-        """The closing error line. Audio the client is still sending is read and dropped until it
-        ends, since closing with unread data would reset the connection and could lose the line;
-        a client that is gone or stuck is not waited for."""
-        with suppress(Exception):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                self._writer.write(json.dumps(self.protocol.error(error)).encode() + b"\n")
-                await self._writer.drain()
-                self._writer.write_eof()
-                while await self.reader.read(READ_BYTES):
-                    pass
