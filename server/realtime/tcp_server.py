@@ -119,7 +119,7 @@ class TCPStreamServer:
         """Stop listening and end every open connection (their sessions are closed)."""
         if self._server is not None:
             self._server.close()
-        await cancel_and_wait(list(self._clients))
+        await cancel_and_wait(self._clients)
         if self._server is not None:
             await self._server.wait_closed()
 
