@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             async with AsyncExitStack() as ports:
                 if settings.tcp_port is not None:
-                    tcp = TCPStreamServer(built)
+                    tcp = TCPStreamServer(built.realtime)
                     await tcp.start(settings.host, settings.tcp_port, reuse_port=several_workers)
                     ports.push_async_callback(tcp.aclose)
                 if settings.health_port is not None:

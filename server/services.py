@@ -15,6 +15,7 @@ from server.auth import KeyRing
 from server.fetch import SafeFetcher
 from server.model_names import ModelNames
 from server.realtime.engines import EngineSelector
+from server.realtime.services import RealtimeServices
 from server.realtime.shared_count import SessionSlots, SharedCount
 from server.settings import Settings
 from server.transcription import TranscriptionService
@@ -57,6 +58,20 @@ class Services:
             realtime_slots=SessionSlots(settings.realtime_max_sessions, _shared_session_count(settings)),
             keys=KeyRing.from_settings(settings),
             realtime_engines=EngineSelector(settings),
+        )
+
+    @property
+    def realtime(self) -> RealtimeServices:
+        """What realtime sessions use, taken from these services at each call (so an engine a test
+        swaps in reaches the sessions opened afterwards)."""
+        return RealtimeServices(
+            settings=self.settings,
+            backend=self.backend,
+            models=self.models,
+            vad_engine=self.vad_engine,
+            engines=self.realtime_engines,
+            slots=self.realtime_slots,
+            keys=self.keys,
         )
 
     async def start(self) -> None:

@@ -9,14 +9,11 @@ session counter; over either limit it is refused with `too_many_sessions`. At
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 from server import metrics
-from server.auth import Identity
+from server.auth import Identity, KeySessions
 from server.errors import APIError
-
-if TYPE_CHECKING:
-    from server.services import Services
+from server.realtime.shared_count import SessionSlots
 
 
 class SessionsFull(APIError):
@@ -31,14 +28,12 @@ def session_expired(limit_s: float) -> APIError:
 
 
 @contextmanager
-def admitted(state: "Services", identity: Identity) -> Iterator[None]:
-    """Hold the key's session and an edge slot while the block runs; raise `SessionsFull` if either
-    is taken."""
-    key_sessions = state.keys.sessions
+def admitted(slots: SessionSlots, key_sessions: KeySessions, identity: Identity) -> Iterator[None]:
+    """Hold the key's session (of `key_sessions`) and one of the edge's `slots` while the block runs;
+    raise `SessionsFull` if either is taken."""
     if not key_sessions.try_acquire(identity.name):
         raise SessionsFull(f"Too many realtime sessions for this key (at most {key_sessions.limit}); try again later.")
     try:
-        slots = state.realtime_slots
         if not slots.try_acquire():
             raise SessionsFull(f"Too many realtime sessions (at most {slots.limit}); try again later.")
         metrics.KEY_REALTIME_SESSIONS.labels(identity.name).inc()

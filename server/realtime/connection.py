@@ -1,54 +1,28 @@
-"""Run one realtime WebSocket: session limits, the bounded queues, shedding, and clean shutdown.
+"""Serve one realtime WebSocket: admission, the session (`runner`), and how it ends on the wire.
 
-Three tasks serve a connection: the reader takes client messages off the socket into the inbox
-as they come (so pings and pongs are never stuck behind audio), the processor applies them to the
-session in order, the sender drains the outbox to the socket. Whichever of them ends first ends
-the connection (or the session's maximum length does); then all are cancelled and the session is
-closed, which drops the audio still waiting, cancels its transcription tasks and so aborts their
-vLLM requests. The session's slot is free at once.
-
-When processing falls behind (the oldest waiting message waited longer than `REALTIME_MAX_LAG_S`,
-or more than `REALTIME_MAX_BACKLOG_MB` wait), the session is shed on purpose: an `error` with
-code `session_lagging`, close code 1013, a metric and a log line.
+The WebSocket's own part: its messages are text (JSON events) or binary frames (refused), a client
+that leaves sends a disconnect, and the server ends a session with a close code and, when there is
+one, an `error` event first. A session shed on purpose (`session_lagging`: close 1013; a client too
+slow to read: close 1008) is counted in a metric; every session the server ends logs one line.
 """
 
 import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.websockets import WebSocket
 
 from server import metrics
 from server.auth import Identity
 from server.errors import APIError
-from server.realtime.admission import SessionsFull, admitted, session_expired
-from server.realtime.config import SessionConfig
-from server.realtime.engines import EngineKind
+from server.realtime.admission import SessionsFull, admitted
 from server.realtime.events import Event
-from server.realtime.queues import Inbox, Outbox
-from server.realtime.session import RealtimeSession
+from server.realtime.runner import CLOSE_TIMEOUT_S, End, Frame, Live, Outcome, WireProtocol, read_messages, run_session
+from server.realtime.services import RealtimeServices
 from server.settings import Settings
 
-if TYPE_CHECKING:
-    from server.services import Services
-
-Message = dict[str, Any]
-CLOSE_TIMEOUT_S = 5.0
-MB = 1_048_576
 log = logging.getLogger("edge.realtime")
-
-
-class WireProtocol(Protocol):
-    """What a protocol adapter provides (see `openai_protocol` and `simple_protocol`)."""
-
-    def initial_config(self) -> SessionConfig: ...
-    def streams_with(self, model: str) -> None: ...
-    def opening(self, config: SessionConfig) -> list[Message]: ...
-    def error(self, exc: APIError) -> Message: ...
-    async def handle(self, text: str, session: RealtimeSession) -> list[Message]: ...
-    def render(self, event: Event) -> list[Message]: ...
 
 
 @dataclass(frozen=True)
@@ -62,14 +36,19 @@ class Closing:
 
 
 async def serve_connection(
-    websocket: WebSocket, protocol: WireProtocol, state: "Services", identity: Identity, subprotocol: str | None
+    websocket: WebSocket,
+    protocol: WireProtocol,
+    services: RealtimeServices,
+    identity: Identity,
+    subprotocol: str | None,
 ) -> None:
     """Accept the WebSocket and serve it, or close it with 1013 when the key's sessions or the
     edge's are all taken."""
     await websocket.accept(subprotocol=subprotocol)
     try:
-        with admitted(state, identity):
-            closing = await _serve(websocket, protocol, state)
+        with admitted(services.slots, services.keys.sessions, identity):
+            outcome = await run_session(_Socket(websocket), protocol, services)
+            closing = _closing(websocket, outcome, services.settings)
     except SessionsFull as full:
         log.warning("refusing a realtime session from %s (key %s): %s", _peer(websocket), identity.name, full.message)
         closing = Closing(1013, full.message)
@@ -78,6 +57,67 @@ async def serve_connection(
             return
         _report(websocket, closing)
     await _close(websocket, protocol, closing)
+
+
+class _Socket:
+    """The WebSocket's side of the runner's seam."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+
+    async def send_text(self, text: str) -> None:
+        await self._websocket.send_text(text)
+
+    async def serve_input(self, live: Live) -> Outcome:
+        return await read_messages(live, self._receive)
+
+    def on_event(self, event: Event) -> None:
+        pass  # the session's events reach the client through the protocol only
+
+    async def _receive(self) -> Frame | None:
+        message = await self._websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            # The client left, or the connection died (uvicorn's keepalive: no pong in time).
+            log.info(
+                "realtime session from %s ended by the connection (close %s %s)",
+                _peer(self._websocket),
+                message.get("code"),
+                message.get("reason") or "",
+            )
+            return None
+        frame: Frame | None = message.get("text")
+        if frame is None:
+            frame = message.get("bytes") or b""
+        return frame
+
+
+def _closing(websocket: WebSocket, outcome: Outcome, settings: Settings) -> Closing | None:
+    """How the WebSocket ends after `outcome`; None when the client is gone already."""
+    match outcome.end:
+        case End.NO_ENGINE:
+            return Closing(1013, "No realtime model.", outcome.error)
+        case End.BACKEND_FAILED:
+            return Closing(1013, "Transcription backend failed.", outcome.error)
+        case End.CRASHED:
+            log.error("realtime session from %s failed", _peer(websocket), exc_info=outcome.exc)
+            return Closing(1011, "Internal error.")
+        case End.SLOW_CLIENT:
+            return Closing(
+                1008,
+                f"Client too slow: more than {settings.realtime_send_queue} events "
+                f"or {settings.realtime_send_queue_mb:g} MB waiting.",
+                shed="slow_client",
+            )
+        case End.LAGGING:
+            return Closing(1013, "Server overloaded: session lagging.", outcome.error, shed="lagging")
+        case End.TOO_LARGE:
+            return Closing(1009, "Message too big.", outcome.error)
+        case End.IDLE:
+            return Closing(1000, "Idle timeout.", outcome.error)
+        case End.EXPIRED:
+            return Closing(1000, "Session expired.", outcome.error)
+        case End.CLIENT_GONE | End.INPUT_ENDED:
+            return None
 
 
 def _peer(websocket: WebSocket) -> str:
@@ -93,137 +133,6 @@ def _report(websocket: WebSocket, closing: Closing) -> None:
         log.warning("shedding realtime session from %s (%s, close %d): %s", _peer(websocket), code, closing.code, why)
     else:
         log.info("closing realtime session from %s (%s, close %d): %s", _peer(websocket), code, closing.code, why)
-
-
-async def _serve(websocket: WebSocket, protocol: WireProtocol, state: "Services") -> Closing | None:
-    settings = state.settings
-    try:
-        kind, stream = await state.realtime_engines.select()
-    except RuntimeError as exc:
-        return Closing(1013, "No realtime model.", APIError(503, str(exc), code="backend_unavailable"))
-    if kind == EngineKind.STREAM and stream is not None:
-        protocol.streams_with(stream.model)
-    outbox = Outbox(settings.realtime_send_queue, int(settings.realtime_send_queue_mb * MB))
-    inbox = Inbox()
-    config = protocol.initial_config()
-    failed: asyncio.Future[APIError] = asyncio.get_running_loop().create_future()
-
-    def on_failure(error: APIError) -> None:
-        if not failed.done():
-            failed.set_result(error)
-
-    session = RealtimeSession(
-        config,
-        backend=state.backend,
-        models=state.models,
-        vad_engine=state.vad_engine,
-        emit=lambda event: outbox.put_all(protocol.render(event)),
-        default_max_tokens=settings.max_output_tokens,
-        max_commit_bytes=int(settings.realtime_max_commit_mb * MB),
-        stream=stream if kind == EngineKind.STREAM else None,
-        on_failure=on_failure,
-    )
-    outbox.put_all(protocol.opening(config))
-    sender = asyncio.create_task(outbox.run(websocket.send_text), name="realtime-sender")
-    reader = asyncio.create_task(_read(websocket, inbox, settings), name="realtime-reader")
-    processor = asyncio.create_task(_process(inbox, protocol, session, outbox), name="realtime-processor")
-    tasks = (sender, reader, processor)
-    try:
-        waiting: set[asyncio.Future[Any]] = {*tasks, failed}
-        done, _ = await asyncio.wait(
-            waiting, timeout=settings.realtime_max_session_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        if failed in done:
-            # The events already emitted (the items' `.failed`) go out before the closing error.
-            await outbox.flush(CLOSE_TIMEOUT_S)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await session.close()
-    if failed in done:
-        return Closing(1013, "Transcription backend failed.", failed.result())
-    for task in (reader, processor):
-        if task in done and task.exception() is not None:
-            log.error("realtime session from %s failed", _peer(websocket), exc_info=task.exception())
-            return Closing(1011, "Internal error.")
-    if reader in done:
-        return reader.result()
-    if sender in done:
-        if outbox.overflowed:
-            return Closing(
-                1008,
-                f"Client too slow: more than {settings.realtime_send_queue} events "
-                f"or {settings.realtime_send_queue_mb:g} MB waiting.",
-                shed="slow_client",
-            )
-        return None  # the socket broke: the client is gone
-    return Closing(1000, "Session expired.", session_expired(settings.realtime_max_session_s))
-
-
-async def _read(websocket: WebSocket, inbox: Inbox, settings: Settings) -> Closing | None:
-    """Take client messages off the socket as they come; end the session when it must end."""
-    max_bytes = int(settings.realtime_max_message_mb * MB)
-    max_backlog = int(settings.realtime_max_backlog_mb * MB)
-    idle_s = settings.realtime_idle_timeout_s
-    while True:
-        try:  # not wait_for: in Python 3.11 it returns a message that arrives as the task is cancelled
-            async with asyncio.timeout(idle_s):  # and swallows the cancellation; this reader then never ends
-                message = await websocket.receive()
-        except TimeoutError:
-            return Closing(
-                1000,
-                "Idle timeout.",
-                APIError(408, f"No client event for {idle_s:g} s; closing the session.", code="idle_timeout"),
-            )
-        if message["type"] == "websocket.disconnect":
-            # The client left, or the connection died (uvicorn's keepalive: no pong in time).
-            log.info(
-                "realtime session from %s ended by the connection (close %s %s)",
-                _peer(websocket),
-                message.get("code"),
-                message.get("reason") or "",
-            )
-            return None
-        frame = message.get("text")
-        if frame is None:
-            frame = message.get("bytes") or b""
-        if len(frame) > max_bytes:
-            return Closing(
-                1009,
-                "Message too big.",
-                APIError(
-                    413, f"A message is larger than {settings.realtime_max_message_mb:g} MB.", code="message_too_large"
-                ),
-            )
-        inbox.put(frame)
-        lag_s = inbox.lag_s()
-        if lag_s > settings.realtime_max_lag_s or inbox.bytes > max_backlog:
-            return _lagging(lag_s, inbox, settings)
-
-
-def _lagging(lag_s: float, inbox: Inbox, settings: Settings) -> Closing:
-    message = (
-        f"The server fell behind this session: its oldest waiting message waited {lag_s:.1f} s "
-        f"(at most {settings.realtime_max_lag_s:g} s), {len(inbox)} messages "
-        f"({inbox.bytes / MB:.1f} MB, at most {settings.realtime_max_backlog_mb:g} MB) wait. "
-        "The session is closed; try again later."
-    )
-    return Closing(
-        1013, "Server overloaded: session lagging.", APIError(503, message, code="session_lagging"), shed="lagging"
-    )
-
-
-async def _process(inbox: Inbox, protocol: WireProtocol, session: RealtimeSession, outbox: Outbox) -> None:
-    """Apply the client's messages to the session one by one, in the order they came."""
-    while True:
-        frame = await inbox.next()
-        if isinstance(frame, bytes):
-            error = APIError(400, "Binary frames are not supported; send JSON text.", code="invalid_json")
-            outbox.put_all([protocol.error(error)])
-        else:
-            outbox.put_all(await protocol.handle(frame, session))
-        inbox.done()
 
 
 async def _close(websocket: WebSocket, protocol: WireProtocol, closing: Closing) -> None:

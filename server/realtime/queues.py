@@ -2,7 +2,7 @@
 
 `Inbox`: client messages read from the socket, waiting for the session to apply them in order.
 Reading never waits for processing (so WebSocket pings and pongs keep flowing); instead the inbox
-tells how far behind processing is, and the connection sheds a session that lags too far.
+tells how far behind processing is, and the runner sheds a session that lags too far.
 
 `Outbox`: server events waiting to be sent, serialized, bounded in count and in bytes; beyond
 either bound the client is too slow and the connection is closed. It sends through a function, so
@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
+
+from server.tasks import cancel_and_wait
 
 Message = dict[str, Any]
 Send = Callable[[str], Awaitable[None]]
@@ -95,9 +97,7 @@ class Outbox:
         try:
             await asyncio.wait((sending, overflow), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sending, overflow):
-                task.cancel()
-            await asyncio.gather(sending, overflow, return_exceptions=True)
+            await cancel_and_wait((sending, overflow))
         if sending.done() and not sending.cancelled() and (error := sending.exception()) is not None:
             raise error  # the socket broke
 

@@ -2,9 +2,9 @@
 `sox … -t raw - | nc -N HOST PORT`: the client sends PCM16 16 kHz mono bytes, and gets one JSON
 line per turn, the `/ws` transcription message (`simple_protocol`), or an error line.
 
-When API keys are required (`authenticate` given), the client's first line is its key. Each
-connection runs a `RealtimeSession` with the app's shared VAD engine and takes one of the app's
-realtime session slots; the realtime limits apply (idle time, session length, waiting lines).
+When API keys are required, the client's first line is its key. Each connection runs a
+`RealtimeSession` (`runner`) with the app's shared VAD engine and takes one of the app's realtime
+session slots; the realtime limits apply (idle time, session length, waiting lines).
 
 Nothing is lost at the end of the stream: when the client stops sending (end of file, or idle
 time), the turn in progress is committed and every pending transcript is sent before the server
@@ -17,32 +17,19 @@ import json
 import logging
 import time
 from contextlib import suppress
-from enum import Enum
-from typing import TYPE_CHECKING, Any
 
 from server import metrics
 from server.auth import Identity
 from server.errors import APIError
 from server.realtime import events as ev
-from server.realtime.admission import SessionsFull, admitted, session_expired
-from server.realtime.engines import EngineKind
-from server.realtime.queues import Outbox
-from server.realtime.session import RealtimeSession
+from server.realtime.admission import SessionsFull, admitted
+from server.realtime.runner import CLOSE_TIMEOUT_S, End, Live, Outcome, read_audio, run_session
+from server.realtime.services import RealtimeServices
 from server.realtime.simple_protocol import SimpleProtocol
-
-if TYPE_CHECKING:
-    from server.services import Services
+from server.tasks import cancel_and_wait
 
 READ_BYTES = 65536
-CLOSE_TIMEOUT_S = 5.0
 log = logging.getLogger("edge.realtime")
-
-
-class StreamEnd(Enum):
-    """Why the client's audio ended."""
-
-    EOF = "end of stream"
-    IDLE = "idle timeout"
 
 
 class PendingTurns:
@@ -68,17 +55,58 @@ class PendingTurns:
         await self._none.wait()
 
 
+class _Stream:
+    """One TCP connection, the raw stream's side of the runner's seam: audio bytes in, JSON lines
+    out. Nothing is lost at the end of the client's audio: the turn in progress is committed and
+    every transcript still due is sent before the session ends."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self._writer = writer
+        self.protocol = SimpleProtocol()
+        self.pending = PendingTurns()
+
+    async def send_text(self, text: str) -> None:
+        self._writer.write(text.encode() + b"\n")
+        await self._writer.drain()
+
+    async def serve_input(self, live: Live) -> Outcome:
+        ended = await read_audio(live, self._receive)
+        with suppress(APIError):  # no turn in progress
+            live.session.commit()
+        await self.pending.settled()
+        await live.outbox.sent()
+        return ended
+
+    def on_event(self, event: ev.Event) -> None:
+        self.pending.see(event)
+
+    async def _receive(self) -> bytes | None:
+        return await self.reader.read(READ_BYTES) or None
+
+    async def send_final(self, error: APIError) -> None:
+        """The closing error line. Audio the client is still sending is read and dropped until it
+        ends, since closing with unread data would reset the connection and could lose the line;
+        a client that is gone or stuck is not waited for."""
+        with suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                self._writer.write(json.dumps(self.protocol.error(error)).encode() + b"\n")
+                await self._writer.drain()
+                self._writer.write_eof()
+                while await self.reader.read(READ_BYTES):
+                    pass
+
+
 class TCPStreamServer:
-    """Serves raw PCM16 streams on one TCP port with the app's services.
+    """Serves raw PCM16 streams on one TCP port with the app's realtime services.
 
     When the app's keys are required, the client's first line is its API key (an ephemeral secret
     is not accepted: it is for browsers); the key's name gets the usage metrics and its
     `API_KEY_MAX_SESSIONS` applies, as on the WebSocket routes.
     """
 
-    def __init__(self, state: "Services") -> None:
-        self._state = state
-        self._protocol = SimpleProtocol()
+    def __init__(self, services: RealtimeServices) -> None:
+        self._services = services
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task] = set()
 
@@ -91,10 +119,7 @@ class TCPStreamServer:
         """Stop listening and end every open connection (their sessions are closed)."""
         if self._server is not None:
             self._server.close()
-        clients = list(self._clients)
-        for task in clients:
-            task.cancel()
-        await asyncio.gather(*clients, return_exceptions=True)
+        await cancel_and_wait(self._clients)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -106,12 +131,12 @@ class TCPStreamServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         started = time.perf_counter()
-        pending = PendingTurns()
+        stream = _Stream(reader, writer)
         why = "server stopping"
         try:
-            why, closing = await self._admit_and_run(reader, writer, pending)
+            why, closing = await self._admit_and_run(stream)
             if closing is not None:
-                await self._send_final(reader, writer, closing)
+                await stream.send_final(closing)
         except (ConnectionError, asyncio.IncompleteReadError):
             why = "client disconnected"
         except Exception:
@@ -127,140 +152,40 @@ class TCPStreamServer:
                 peer,
                 why,
                 time.perf_counter() - started,
-                pending.turns,
+                stream.pending.turns,
             )
 
-    async def _admit_and_run(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: PendingTurns
-    ) -> tuple[str, APIError | None]:
-        settings = self._state.settings
-        identity = await self._identify(reader)
+    async def _admit_and_run(self, stream: _Stream) -> tuple[str, APIError | None]:
+        """Why the session ended, and the error line to send last (if any). A broken connection,
+        or a bug, raises."""
+        identity = await self._identify(stream.reader)
         if identity is None:
             refusal = APIError(401, "The first line must be a valid API key.", code="invalid_api_key")
             return "refused: " + refusal.message, refusal
+        services = self._services
         try:
-            with admitted(self._state, identity):
+            with admitted(services.slots, services.keys.sessions, identity):
                 metrics.usage_key.set(identity.name)
-                async with asyncio.timeout(settings.realtime_max_session_s):
-                    return await self._run(reader, writer, pending)
+                outcome = await run_session(stream, stream.protocol, services)
         except SessionsFull as full:
             return "refused: " + full.message, full
-        except TimeoutError:
-            return "session expired", session_expired(settings.realtime_max_session_s)
+        if outcome.exc is not None:
+            raise outcome.exc  # a reset connection or a bug: `_serve` tells them apart
+        if outcome.end is End.SLOW_CLIENT:
+            metrics.REALTIME_SHED.labels("slow_client").inc()
+            log.warning("shedding a tcp stream: its client reads too slowly")
+        return outcome.end.value, outcome.error
 
     async def _identify(self, reader: asyncio.StreamReader) -> Identity | None:
         """Who the client is: with keys required, the API key of its first line (None if missing
         or wrong); without, everyone is let in."""
-        keys = self._state.keys
+        keys = self._services.keys
         if not keys.required:
             return keys.check_bearer(None)
         try:
-            async with asyncio.timeout(self._state.settings.realtime_idle_timeout_s):
+            async with asyncio.timeout(self._services.settings.realtime_idle_timeout_s):
                 line = await reader.readline()
             key = line.decode("utf-8").strip()
         except (TimeoutError, ValueError):  # no line in time, a line too long, or not UTF-8
             return None
         return keys.check_bearer(key)
-
-    async def _run(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: PendingTurns
-    ) -> tuple[str, APIError | None]:
-        settings = self._state.settings
-        try:
-            kind, stream = await self._state.realtime_engines.select()
-        except RuntimeError as exc:
-            return "refused: no realtime model", APIError(503, str(exc), code="backend_unavailable")
-        failed: asyncio.Future[APIError] = asyncio.get_running_loop().create_future()
-
-        def on_failure(error: APIError) -> None:
-            if not failed.done():
-                failed.set_result(error)
-
-        outbox = Outbox(settings.realtime_send_queue, int(settings.realtime_send_queue_mb * 1_048_576))
-
-        async def send_line(text: str) -> None:
-            writer.write(text.encode() + b"\n")
-            await writer.drain()
-
-        def emit(event: ev.Event) -> None:
-            pending.see(event)
-            outbox.put_all(self._protocol.render(event))
-
-        session = RealtimeSession(
-            self._protocol.initial_config(),
-            backend=self._state.backend,
-            models=self._state.models,
-            vad_engine=self._state.vad_engine,
-            emit=emit,
-            default_max_tokens=settings.max_output_tokens,
-            max_commit_bytes=int(settings.realtime_max_commit_mb * 1_048_576),
-            stream=stream if kind == EngineKind.STREAM else None,
-            on_failure=on_failure,
-        )
-        sender = asyncio.create_task(outbox.run(send_line), name="realtime-tcp-sender")
-        receiver = asyncio.create_task(self._receive(reader, session), name="realtime-tcp-receiver")
-        finisher: asyncio.Task | None = None
-        try:
-            waiting: set[asyncio.Future[Any]] = {sender, receiver, failed}
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if receiver in done:
-                end = receiver.result()  # a reset connection raises here
-                finisher = asyncio.create_task(self._finish(session, pending, outbox), name="realtime-tcp-finisher")
-                waiting = {sender, finisher, failed}
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                if finisher in done:
-                    if end is StreamEnd.IDLE:
-                        idle_s = settings.realtime_idle_timeout_s
-                        return end.value, APIError(
-                            408, f"No audio for {idle_s:g} s; closing the session.", code="idle_timeout"
-                        )
-                    return end.value, None
-            if failed in done:
-                with suppress(TimeoutError):  # the items' error lines go out before the closing one
-                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                        await outbox.sent()
-                return "transcription backend failed", failed.result()
-            if outbox.overflowed:
-                metrics.REALTIME_SHED.labels("slow_client").inc()
-                log.warning("shedding a tcp stream: its client reads too slowly")
-                return "client too slow", None
-            sender.result()  # a broken connection raises here
-            return "client disconnected", None
-        finally:
-            tasks = [t for t in (sender, receiver, finisher) if t is not None]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await session.close()
-
-    async def _receive(self, reader: asyncio.StreamReader, session: RealtimeSession) -> StreamEnd:
-        idle_s = self._state.settings.realtime_idle_timeout_s
-        while True:
-            try:  # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
-                async with asyncio.timeout(idle_s):
-                    data = await reader.read(READ_BYTES)
-            except TimeoutError:
-                return StreamEnd.IDLE
-            if not data:
-                return StreamEnd.EOF
-            metrics.count_key_audio(session.config.audio_format.seconds(len(data)))
-            await session.append(data)
-
-    async def _finish(self, session: RealtimeSession, pending: PendingTurns, outbox: Outbox) -> None:
-        """The audio ended: commit the turn in progress, then send every transcript still due."""
-        with suppress(APIError):  # no turn in progress
-            session.commit()
-        await pending.settled()
-        await outbox.sent()
-
-    async def _send_final(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, error: APIError) -> None:
-        """The closing error line. Audio the client is still sending is read and dropped until it
-        ends, since closing with unread data would reset the connection and could lose the line;
-        a client that is gone or stuck is not waited for."""
-        with suppress(Exception):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                writer.write(json.dumps(self._protocol.error(error)).encode() + b"\n")
-                await writer.drain()
-                writer.write_eof()
-                while await reader.read(READ_BYTES):
-                    pass

@@ -59,7 +59,7 @@ async def openai_realtime(websocket: WebSocket) -> None:
         initial=initial,
         session_id=identity.session_id,
     )
-    await serve_connection(websocket, protocol, state, identity, "realtime" if "realtime" in offered else None)
+    await serve_connection(websocket, protocol, state.realtime, identity, "realtime" if "realtime" in offered else None)
 
 
 @router.websocket("/ws")
@@ -69,4 +69,6 @@ async def simple_realtime(websocket: WebSocket) -> None:
         return
     offered = websocket.scope.get("subprotocols") or []
     state = services(websocket)
-    await serve_connection(websocket, SimpleProtocol(), state, identity, "realtime" if "realtime" in offered else None)
+    await serve_connection(
+        websocket, SimpleProtocol(), state.realtime, identity, "realtime" if "realtime" in offered else None
+    )

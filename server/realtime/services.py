@@ -1,0 +1,23 @@
+"""What a realtime session needs from the edge, whatever its transport: built by the app's
+`Services` (`Services.realtime`) and passed to the WebSocket routes and the raw TCP stream."""
+
+from dataclasses import dataclass
+
+from server.auth import KeyRing
+from server.model_names import ModelNames
+from server.realtime.engines import EngineSelector
+from server.realtime.shared_count import SessionSlots
+from server.settings import Settings
+from server.vllm_client import VLLMClient
+from vad import BatchedVADEngine
+
+
+@dataclass(frozen=True)
+class RealtimeServices:
+    settings: Settings
+    backend: VLLMClient
+    models: ModelNames
+    vad_engine: BatchedVADEngine
+    engines: EngineSelector
+    slots: SessionSlots  # the edge's `REALTIME_MAX_SESSIONS`
+    keys: KeyRing  # who may connect (the raw TCP stream checks its first line), and each key's sessions
