@@ -25,7 +25,6 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import anyio
 import numpy as np
 
 from server.audio import SAMPLE_RATE, decode_audio, encode_wav
@@ -33,6 +32,7 @@ from server.fetch import SafeFetcher
 from server.file_scheduler import FileBackendBudget
 from server.formats import Segment, Transcript
 from server.settings import Settings
+from server.tasks import cancel_and_wait
 from server.usage import StreamUsage
 from server.vllm_client import VLLMClient
 from vad import VADParams, speech_segments
@@ -114,14 +114,6 @@ def pack_regions(regions: list[tuple[int, int]], max_samples: int) -> list[Chunk
         else:
             chunks.append(Chunk(start, end))
     return chunks
-
-
-async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
-    """Cancel `tasks` and wait for them to finish cleaning up, even if the caller is cancelled."""
-    for task in tasks:
-        task.cancel()
-    with anyio.CancelScope(shield=True):
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def fixed_windows(n_samples: int, max_samples: int) -> list[Chunk]:
@@ -221,7 +213,7 @@ class TranscriptionService:
         try:
             texts = await asyncio.gather(*tasks)
         finally:
-            await cancel_all(tasks)
+            await cancel_and_wait(tasks, shielded=True)
         timings.backend_s = time.perf_counter() - started
         joiner = TextJoiner()
         segments = []
@@ -278,4 +270,4 @@ class TranscriptionService:
                 "usage": usage.openai_usage(),
             }
         finally:
-            await cancel_all(tasks)
+            await cancel_and_wait(tasks, shielded=True)

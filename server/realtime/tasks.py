@@ -5,6 +5,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from server.tasks import cancel_and_wait
+
 log = logging.getLogger("edge.realtime")
 
 
@@ -25,10 +27,7 @@ class TaskSet:
 
     async def close(self) -> None:
         """Cancel every task still running and wait for them to end (in-flight vLLM requests abort)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
 
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)

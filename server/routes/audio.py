@@ -17,7 +17,7 @@ from server.protocol.schema import request_body
 from server.request_body import read_fields
 from server.services import services
 from server.sse import sse
-from server.transcription import cancel_all
+from server.tasks import cancel_and_wait
 from server.transcription_flow import TranscriptionFlow
 
 router = APIRouter()
@@ -47,7 +47,7 @@ async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) 
     try:
         await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        await cancel_all([watcher] if job.done() else [watcher, job])
+        await cancel_and_wait([watcher] if job.done() else [watcher, job], shielded=True)
     if job.cancelled():
         raise APIError(499, "The client closed the request.", code="client_closed_request")
     return job.result()
