@@ -10,13 +10,13 @@ import pytest
 
 from server.auth import KeyRing
 from server.errors import APIError
+from server.realtime.engines import EngineKind
 from server.realtime.events import Event
 from server.realtime.runner import End, Frame, Live, Outcome, read_audio, read_messages, run_session
 from server.realtime.services import RealtimeServices
 from server.realtime.session import RealtimeSession
 from server.realtime.shared_count import SessionSlots
 from server.realtime.simple_protocol import SimpleProtocol
-from server.realtime.stream_engine import EngineKind
 from server.settings import Settings
 from server.tasks import cancel_and_wait
 
