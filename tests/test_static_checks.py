@@ -1,7 +1,9 @@
-"""ruff (lint and format) and mypy over the project's code: findings fail the suite."""
+"""ruff (lint and format), mypy and the layer contract (import-linter, `[tool.importlinter]` in
+pyproject.toml) over the project's code: findings fail the suite."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ CHECKS = {
     "ruff lint": [sys.executable, "-m", "ruff", "check", "server", "vad", "benchmarks", "tests"],
     "ruff format": [sys.executable, "-m", "ruff", "format", "--check", "server", "vad", "benchmarks", "tests"],
     "mypy": [sys.executable, "-m", "mypy"],
+    "layer contract": [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
 }
 
 
