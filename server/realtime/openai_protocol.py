@@ -426,7 +426,7 @@ class OpenAIProtocol:
 
     def _event(self, kind: str, **fields: Any) -> Message:
         """The message for the server event of type `kind`, its fields checked by its model."""
-        return self._sent(SERVER_EVENTS[kind](**fields))
+        return self._sent(_SESSION_EVENTS[kind](**fields))
 
     def _sent(self, event: rt.ServerEvent) -> Message:
         return rt.sent(event, "beta" if self.beta else "ga")
@@ -440,6 +440,7 @@ class _Route(Generic[E]):
     handler: Callable[[OpenAIProtocol, E, RealtimeSession], Awaitable[list[Message]]]
 
 
+# Each flavour's client events, in the order the `unknown_event` error lists them.
 _BUFFER_ROUTES: dict[str, _Route[Any]] = {
     "input_audio_buffer.append": _Route(rt.InputAudioBufferAppend, OpenAIProtocol._append),
     "input_audio_buffer.commit": _Route(rt.InputAudioBufferCommit, OpenAIProtocol._commit),
@@ -447,8 +448,8 @@ _BUFFER_ROUTES: dict[str, _Route[Any]] = {
 }
 _GA_ROUTES = {"session.update": _Route(rt.SessionUpdate, OpenAIProtocol._update), **_BUFFER_ROUTES}
 _BETA_ROUTES = {"transcription_session.update": _Route(rt.SessionUpdate, OpenAIProtocol._update), **_BUFFER_ROUTES}
-# The events `_event` builds by type name.
-SERVER_EVENTS: dict[str, type[rt.ServerEvent]] = {
+# The session events `_event` builds by type name, as `opening` names them.
+_SESSION_EVENTS: dict[str, type[rt.ServerEvent]] = {
     model.model_fields["type"].default: model
     for model in (rt.SessionCreated, rt.SessionUpdated, rt.TranscriptionSessionCreated, rt.TranscriptionSessionUpdated)
 }
