@@ -18,6 +18,8 @@ from server.devmodel import SERVED_NAME, serve_tiny_model
 from server.launcher import uvicorn_config
 from server.settings import Settings
 
+pytest_plugins = ["tests.event_validation"]  # every OpenAI server event sent must validate against the SDK's types
+
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
 SERVED_MODEL = SERVED_NAME

@@ -2,9 +2,13 @@
 before it is repeated in an error (a client must not make the server echo megabytes)."""
 
 import json
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from server.errors import APIError
+
+M = TypeVar("M", bound=BaseModel)
 
 SHOWN_CHARS = 64
 MAX_ECHOED_ID_CHARS = 128
@@ -29,3 +33,14 @@ def shown(value: Any) -> str:
 def echoed_id(value: Any) -> str | None:
     """A client's `event_id` to repeat in an error: a string of sensible length, else none."""
     return value if isinstance(value, str) and len(value) <= MAX_ECHOED_ID_CHARS else None
+
+
+def validated(model: type[M], message: dict[str, Any]) -> M:
+    """`message` parsed by `model`; its first error is a 400 whose code is the error's type and
+    whose message is the error's (the model's validators write them for the client)."""
+    try:
+        return model.model_validate(message)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        param = ".".join(str(part) for part in error["loc"])
+        raise APIError(400, error["msg"], param=param, code=error["type"]) from None

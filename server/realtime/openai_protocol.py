@@ -8,22 +8,23 @@ events. GA configures with `session.update` (`session.type = "transcription"`, f
 all: any invalid field answers an `error` and leaves the session as it was.
 """
 
-import base64
-import binascii
 import time
-from dataclasses import asdict
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Generic, TypeVar, cast
 
 from server import metrics
 from server.errors import APIError
+from server.protocol import realtime_events as rt
 from server.protocol.realtime_session import parse_beta_session, parse_ga_session, session_object
 from server.realtime import events as ev
-from server.realtime.client_text import echoed_id, parse_json, shown
+from server.realtime.client_text import echoed_id, parse_json, shown, validated
 from server.realtime.config import SessionConfig
 from server.realtime.ids import new_id
 from server.realtime.session import RealtimeSession
 
 Message = dict[str, Any]
+E = TypeVar("E", bound=rt.ClientEvent)
 
 
 def invalid(message: str, param: str, code: str = "invalid_value") -> APIError:
@@ -31,27 +32,19 @@ def invalid(message: str, param: str, code: str = "invalid_value") -> APIError:
 
 
 def error_event(error: APIError, client_event_id: str | None = None) -> Message:
-    return {
-        "type": "error",
-        "event_id": new_id("event"),
-        "error": {
-            "type": error.type,
-            "code": error.code,
-            "message": error.message,
-            "param": error.param,
-            "event_id": client_event_id,
-        },
-    }
+    detail = rt.ErrorDetail(
+        type=error.type, code=error.code, message=error.message, param=error.param, event_id=client_event_id
+    )
+    return rt.sent(rt.ErrorEvent(error=detail), None)  # the same in both flavours
 
 
-def _usage(usage: ev.StreamUsage) -> dict[str, Any]:
-    return {
-        "type": "tokens",
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "total_tokens": usage.input_tokens + usage.output_tokens,
-        "input_token_details": {"text_tokens": 0, "audio_tokens": usage.input_tokens},
-    }
+def _usage(usage: ev.StreamUsage) -> rt.TranscriptionUsage:
+    return rt.TranscriptionUsage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.input_tokens + usage.output_tokens,
+        input_token_details=rt.InputTokenDetails(text_tokens=0, audio_tokens=usage.input_tokens),
+    )
 
 
 class OpenAIProtocol:
@@ -112,165 +105,144 @@ class OpenAIProtocol:
             return [error_event(exc, client_event_id)]
 
     async def _dispatch(self, message: dict[str, Any], session: RealtimeSession) -> list[Message]:
+        routes = _BETA_ROUTES if self.beta else _GA_ROUTES
         kind = message.get("type")
-        update_kind = "transcription_session.update" if self.beta else "session.update"
-        if kind == update_kind:
-            parse = parse_beta_session if self.beta else parse_ga_session
-            try:
-                await session.update(parse(message.get("session"), session.config))
-            except APIError as exc:
-                if exc.param == "model":  # the session checks the model as HTTP does; name it where it was sent
-                    field = "input_audio_transcription" if self.beta else "audio.input.transcription"
-                    exc.param = f"session.{field}.model"
-                raise
-            updated = "transcription_session.updated" if self.beta else "session.updated"
-            return [self._event(updated, session=self.session_object(session.config))]
-        if kind == "input_audio_buffer.append":
-            audio = message.get("audio")
-            if not isinstance(audio, str):
-                raise invalid("`audio` must be a base64 string.", "audio")
-            try:
-                payload = base64.b64decode(audio, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise invalid("`audio` is not valid base64.", "audio") from exc
-            await session.append(payload)
-            metrics.count_key_audio(session.config.audio_format.seconds(len(payload)))
-            return []
-        if kind == "input_audio_buffer.commit":
-            session.commit()
-            return []
-        if kind == "input_audio_buffer.clear":
-            session.clear()
-            return [self._event("input_audio_buffer.cleared")]
-        supported = ", ".join(
-            (update_kind, "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear")
-        )
-        raise invalid(f"Unsupported event type `{shown(kind)}`. Supported: {supported}.", "type", code="unknown_event")
+        route = routes.get(kind) if isinstance(kind, str) else None
+        if route is None:
+            supported = ", ".join(routes)
+            raise invalid(
+                f"Unsupported event type `{shown(kind)}`. Supported: {supported}.", "type", code="unknown_event"
+            )
+        return await route.handler(self, validated(route.model, message), session)
+
+    async def _update(self, event: rt.SessionUpdate, session: RealtimeSession) -> list[Message]:
+        parse = parse_beta_session if self.beta else parse_ga_session
+        try:
+            await session.update(parse(event.session, session.config))
+        except APIError as exc:
+            if exc.param == "model":  # the session checks the model as HTTP does; name it where it was sent
+                field = "input_audio_transcription" if self.beta else "audio.input.transcription"
+                exc.param = f"session.{field}.model"
+            raise
+        updated = "transcription_session.updated" if self.beta else "session.updated"
+        return [self._event(updated, session=self.session_object(session.config))]
+
+    async def _append(self, event: rt.InputAudioBufferAppend, session: RealtimeSession) -> list[Message]:
+        await session.append(event.audio)
+        metrics.count_key_audio(session.config.audio_format.seconds(len(event.audio)))
+        return []
+
+    async def _commit(self, event: rt.InputAudioBufferCommit, session: RealtimeSession) -> list[Message]:
+        session.commit()
+        return []
+
+    async def _clear(self, event: rt.InputAudioBufferClear, session: RealtimeSession) -> list[Message]:
+        session.clear()
+        return [self._sent(rt.Cleared())]
 
     def render(self, event: ev.Event) -> list[Message]:
         """Server events for one core event."""
+        return [self._sent(server_event) for server_event in self._server_events(event)]
+
+    def _server_events(self, event: ev.Event) -> list[rt.ServerEvent]:
         match event:
             case ev.SpeechStarted():
-                return [
-                    self._event(
-                        "input_audio_buffer.speech_started", item_id=event.item_id, audio_start_ms=event.audio_start_ms
-                    )
-                ]
+                return [rt.SpeechStarted(item_id=event.item_id, audio_start_ms=event.audio_start_ms)]
             case ev.SpeechStopped():
-                return [
-                    self._event(
-                        "input_audio_buffer.speech_stopped", item_id=event.item_id, audio_end_ms=event.audio_end_ms
-                    )
-                ]
+                return [rt.SpeechStopped(item_id=event.item_id, audio_end_ms=event.audio_end_ms)]
             case ev.Committed():
                 return self._committed(event)
             case ev.TranscriptDelta():
-                spoken = {} if event.audio_end_ms is None else {"audio_end_ms": event.audio_end_ms}
-                return [self._transcription("delta", event.item_id, delta=event.delta, **spoken)]
-            case ev.TranscriptPartial():
-                return [self._transcription("partial", event.item_id, transcript=event.transcript)]
-            case ev.TranscriptCompleted():
-                words = {} if event.words is None else {"words": [asdict(w) for w in event.words]}
                 return [
-                    self._transcription(
-                        "completed", event.item_id, transcript=event.transcript, usage=_usage(event.usage), **words
+                    rt.TranscriptionDelta(item_id=event.item_id, delta=event.delta, audio_end_ms=event.audio_end_ms)
+                ]
+            case ev.TranscriptPartial():
+                return [rt.TranscriptionPartial(item_id=event.item_id, transcript=event.transcript)]
+            case ev.TranscriptCompleted():
+                words = None if event.words is None else [rt.Word(**asdict(w)) for w in event.words]
+                return [
+                    rt.TranscriptionCompleted(
+                        item_id=event.item_id, transcript=event.transcript, usage=_usage(event.usage), words=words
                     )
                 ]
             case ev.TranscriptFailed():
-                error = {"type": "transcription_error", "code": event.code, "message": event.message, "param": None}
-                return [self._transcription("failed", event.item_id, error=error)]
+                error = rt.TranscriptionError(code=event.code, message=event.message)
+                return [rt.TranscriptionFailed(item_id=event.item_id, error=error)]
             case ev.ResponseCreated():
-                response: dict[str, Any] = {
-                    "id": event.response_id,
-                    "object": "realtime.response",
-                    "status": "in_progress",
-                    "output": [],
-                    "usage": None,
-                }
-                return [self._event("response.created", response=response)]
+                return [rt.ResponseCreated(response=rt.StartedResponse(id=event.response_id))]
             case ev.ResponseDelta():
-                return [
-                    self._event(
-                        "response.output_text.delta",
-                        response_id=event.response_id,
-                        item_id=event.item_id,
-                        output_index=0,
-                        content_index=0,
-                        delta=event.delta,
-                    )
-                ]
+                delta = rt.TextDelta if self.beta else rt.OutputTextDelta
+                return [delta(response_id=event.response_id, item_id=event.item_id, delta=event.delta)]
             case ev.ResponseDone():
                 return self._response_done(event)
         raise TypeError(f"no rendering for {event!r}")
 
-    def _committed(self, event: ev.Committed) -> list[Message]:
-        committed = self._event(
-            "input_audio_buffer.committed", item_id=event.item_id, previous_item_id=event.previous_item_id
-        )
-        item = {
-            "id": event.item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
-        }
+    def _committed(self, event: ev.Committed) -> list[rt.ServerEvent]:
+        committed = rt.Committed(item_id=event.item_id, previous_item_id=event.previous_item_id)
+        item = rt.UserAudioItem(id=event.item_id)
         if self.beta:
-            return [
-                committed,
-                self._event("conversation.item.created", previous_item_id=event.previous_item_id, item=item),
-            ]
+            return [committed, rt.ConversationItemCreated(previous_item_id=event.previous_item_id, item=item)]
         return [
             committed,
-            self._event("conversation.item.added", previous_item_id=event.previous_item_id, item=item),
-            self._event("conversation.item.done", previous_item_id=event.previous_item_id, item=item),
+            rt.ConversationItemAdded(previous_item_id=event.previous_item_id, item=item),
+            rt.ConversationItemDone(previous_item_id=event.previous_item_id, item=item),
         ]
 
-    def _response_done(self, event: ev.ResponseDone) -> list[Message]:
-        item = {
-            "id": event.item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "role": "assistant",
-            "status": "completed" if event.status == "completed" else "incomplete",
-            "content": [{"type": "output_text", "text": event.text}],
-        }
-        details: dict[str, Any] | None = None
+    def _response_done(self, event: ev.ResponseDone) -> list[rt.ServerEvent]:
+        item = rt.AssistantItem(
+            id=event.item_id,
+            status="completed" if event.status == "completed" else "incomplete",
+            content=[rt.ReplyText(type="text" if self.beta else "output_text", text=event.text)],
+        )
+        details: rt.Cancelled | rt.Failed | None = None
         if event.status == "cancelled":
-            details = {"type": "cancelled", "reason": "turn_detected"}
+            details = rt.Cancelled()
         elif event.status == "failed":
-            details = {"type": "failed", "error": {"type": "backend_error", "message": event.error}}
+            details = rt.Failed(error=rt.BackendError(message=event.error))
         usage = event.usage
-        response = {
-            "id": event.response_id,
-            "object": "realtime.response",
-            "status": event.status,
-            "status_details": details,
-            "output": [item],
-            "usage": {
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "total_tokens": usage.input_tokens + usage.output_tokens,
-            },
-        }
-        done = self._event("response.done", response=response)
+        response = rt.FinishedResponse(
+            id=event.response_id,
+            status=cast(rt.ResponseStatus, event.status),  # checked by the model
+            status_details=details,
+            output=[item],
+            usage=rt.ResponseUsage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                total_tokens=usage.input_tokens + usage.output_tokens,
+            ),
+        )
+        done = rt.ResponseDone(response=response)
         if event.status != "completed":
             return [done]
-        text_done = self._event(
-            "response.output_text.done",
-            response_id=event.response_id,
-            item_id=event.item_id,
-            output_index=0,
-            content_index=0,
-            text=event.text,
-        )
-        return [text_done, done]
+        text_done = rt.TextDone if self.beta else rt.OutputTextDone
+        return [text_done(response_id=event.response_id, item_id=event.item_id, text=event.text), done]
 
-    def _transcription(self, stage: str, item_id: str, **fields: Any) -> Message:
-        return self._event(
-            f"conversation.item.input_audio_transcription.{stage}", item_id=item_id, content_index=0, **fields
-        )
+    def _event(self, kind: str, **fields: Any) -> Message:
+        """The message for the server event of type `kind`, its fields checked by its model."""
+        return self._sent(_SESSION_EVENTS[kind](**fields))
 
-    @staticmethod
-    def _event(kind: str, **fields: Any) -> Message:
-        return {"type": kind, "event_id": new_id("event"), **fields}
+    def _sent(self, event: rt.ServerEvent) -> Message:
+        return rt.sent(event, "beta" if self.beta else "ga")
+
+
+@dataclass(frozen=True)
+class _Route(Generic[E]):
+    """How a client event type is handled: the model its event is parsed by, then the handler."""
+
+    model: type[E]
+    handler: Callable[[OpenAIProtocol, E, RealtimeSession], Awaitable[list[Message]]]
+
+
+# Each flavour's client events, in the order the `unknown_event` error lists them.
+_BUFFER_ROUTES: dict[str, _Route[Any]] = {
+    "input_audio_buffer.append": _Route(rt.InputAudioBufferAppend, OpenAIProtocol._append),
+    "input_audio_buffer.commit": _Route(rt.InputAudioBufferCommit, OpenAIProtocol._commit),
+    "input_audio_buffer.clear": _Route(rt.InputAudioBufferClear, OpenAIProtocol._clear),
+}
+_GA_ROUTES = {"session.update": _Route(rt.SessionUpdate, OpenAIProtocol._update), **_BUFFER_ROUTES}
+_BETA_ROUTES = {"transcription_session.update": _Route(rt.SessionUpdate, OpenAIProtocol._update), **_BUFFER_ROUTES}
+# The session events `_event` builds by type name, as `opening` names them.
+_SESSION_EVENTS: dict[str, type[rt.ServerEvent]] = {
+    model.model_fields["type"].default: model
+    for model in (rt.SessionCreated, rt.SessionUpdated, rt.TranscriptionSessionCreated, rt.TranscriptionSessionUpdated)
+}

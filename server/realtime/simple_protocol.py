@@ -13,7 +13,9 @@ lines.
 import base64
 import binascii
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from server import metrics
 from server.errors import APIError
@@ -23,6 +25,20 @@ from server.realtime.config import AudioFormat, SessionConfig
 from server.realtime.session import RealtimeSession
 
 Message = dict[str, Any]
+
+
+class TranscriptionMessage(BaseModel):
+    type: Literal["transcription"] = "transcription"
+    text: str
+    timestamp: str
+    audio_start_ms: int
+    audio_end_ms: int
+
+
+class ErrorMessage(BaseModel):
+    type: Literal["error"] = "error"
+    code: str | None
+    message: str
 
 
 def iso_timestamp(moment: datetime) -> str:
@@ -41,7 +57,7 @@ class SimpleProtocol:
         return []
 
     def error(self, exc: APIError) -> Message:
-        return {"type": "error", "code": exc.code, "message": exc.message}
+        return ErrorMessage(code=exc.code, message=exc.message).model_dump()
 
     async def handle(self, text: str, session: RealtimeSession) -> list[Message]:
         try:
@@ -62,15 +78,13 @@ class SimpleProtocol:
 
     def render(self, event: ev.Event) -> list[Message]:
         if isinstance(event, ev.TranscriptCompleted):
-            return [
-                {
-                    "type": "transcription",
-                    "text": event.transcript,
-                    "timestamp": iso_timestamp(datetime.now(UTC)),
-                    "audio_start_ms": event.audio_start_ms,
-                    "audio_end_ms": event.audio_end_ms,
-                }
-            ]
+            transcription = TranscriptionMessage(
+                text=event.transcript,
+                timestamp=iso_timestamp(datetime.now(UTC)),
+                audio_start_ms=event.audio_start_ms,
+                audio_end_ms=event.audio_end_ms,
+            )
+            return [transcription.model_dump()]
         if isinstance(event, ev.TranscriptFailed):
-            return [{"type": "error", "code": event.code, "message": event.message}]
+            return [ErrorMessage(code=event.code, message=event.message).model_dump()]
         return []

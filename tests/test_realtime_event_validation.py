@@ -1,0 +1,90 @@
+"""The suite-wide check that every OpenAI server event validates against the `openai` SDK's types
+(tests/event_validation.py), and the rendering of every core event in both flavours under it."""
+
+from typing import Literal
+
+import pytest
+
+from server.protocol import realtime_events
+from server.realtime import events as ev
+from server.realtime.config import AudioFormat, SessionConfig
+from server.realtime.openai_protocol import OpenAIProtocol
+from server.usage import StreamUsage
+from server.vllm_realtime.words import Word
+from tests.event_validation import CHECK, problems
+
+
+class _CommittedWithoutItem(realtime_events.ServerEvent):
+    type: Literal["input_audio_buffer.committed"] = "input_audio_buffer.committed"
+
+
+def test_an_invalid_event_sent_is_caught_with_the_test_that_sent_it(request: pytest.FixtureRequest) -> None:
+    message = realtime_events.sent(_CommittedWithoutItem(), "ga")
+    caught = CHECK.take(request.node.nodeid)  # taken, so that this test's own check passes
+    assert [event.message for event in caught] == [message]
+    assert str(caught[0]).startswith("'input_audio_buffer.committed' does not validate")
+    assert "item_id" in str(caught[0]) and "Field required" in str(caught[0])
+
+
+def test_the_check_knows_each_flavour_and_its_exceptions() -> None:
+    delta = {"type": "response.text.delta", "event_id": "e", "response_id": "r", "item_id": "i"}
+    delta |= {"output_index": 0, "content_index": 0, "delta": "x"}
+    assert problems(delta, "beta") == []
+    assert "does not match any of the expected tags" in problems(delta, "ga")[0]
+    partial = {"type": "conversation.item.input_audio_transcription.partial", "event_id": "e"}
+    assert problems(partial, "ga") == problems(partial, "beta") == []
+    created = {"type": "transcription_session.created", "event_id": "e"}  # checked as `.updated`
+    assert "transcription_session.updated.session: Field required" in problems(created, "beta")[0]
+    error = {"type": "error", "event_id": "e", "error": {"type": "invalid_request_error", "message": 3}}
+    assert [found.split(":")[0] for found in problems(error, None)] == ["ga", "beta"]
+
+
+USAGE = StreamUsage(input_tokens=3, output_tokens=4)
+CORE_EVENTS: list[ev.Event] = [
+    ev.SpeechStarted("item_1", 10),
+    ev.SpeechStopped("item_1", 900),
+    ev.Committed("item_1", None),
+    ev.Committed("item_2", "item_1"),
+    ev.TranscriptDelta("item_1", "Hel"),
+    ev.TranscriptDelta("item_1", "lo", audio_end_ms=800),
+    ev.TranscriptPartial("item_1", "Hel"),
+    ev.TranscriptCompleted("item_1", "Hello", USAGE, 10, 900),
+    ev.TranscriptCompleted("item_1", "Hello", USAGE, 10, 900, words=(Word("Hello", 0.01, 0.9),)),
+    ev.TranscriptFailed("item_1", "backend_error", "vLLM failed."),
+    ev.ResponseCreated("resp_1"),
+    ev.ResponseDelta("resp_1", "item_9", "Hi"),
+    ev.ResponseDone("resp_1", "item_9", "completed", "Hi", USAGE),
+    ev.ResponseDone("resp_1", "item_9", "cancelled", "H", USAGE),
+    ev.ResponseDone("resp_1", "item_9", "failed", "", USAGE, error="vLLM failed."),
+]
+
+
+@pytest.mark.parametrize("beta", [False, True], ids=["ga", "beta"])
+def test_every_core_event_renders_to_events_the_sdk_accepts(beta: bool) -> None:
+    """The plugin checks each of them as it is rendered; the ones only a feature rarely sends
+    (failed replies, beta replies) are covered here."""
+    protocol = OpenAIProtocol(beta=beta, default_model="voxtral", lifetime_s=60)
+    flavour: realtime_events.Flavour = "beta" if beta else "ga"
+    messages = protocol.opening(SessionConfig()) + [m for event in CORE_EVENTS for m in protocol.render(event)]
+    assert all(problems(message, flavour) == [] for message in messages)
+
+
+def test_beta_replies_use_the_beta_names() -> None:
+    protocol = OpenAIProtocol(beta=True, default_model="voxtral", lifetime_s=60)
+    text_done, done = protocol.render(ev.ResponseDone("resp_1", "item_9", "completed", "Hi", USAGE))
+    [delta] = protocol.render(ev.ResponseDelta("resp_1", "item_9", "Hi"))
+    assert (delta["type"], text_done["type"]) == ("response.text.delta", "response.text.done")
+    assert done["response"]["output"][0]["content"] == [{"type": "text", "text": "Hi"}]
+
+
+def test_a_deviation_loosens_its_one_field_only() -> None:
+    protocol = OpenAIProtocol(beta=False, default_model="voxtral", lifetime_s=60)
+    [created] = protocol.opening(SessionConfig(audio_format=AudioFormat("pcm16", 16000)))
+    assert created["session"]["audio"]["input"]["format"]["rate"] == 16000 and problems(created, "ga") == []
+    created["session"]["audio"]["input"]["format"]["rate"] = 44100
+    assert "rate" in problems(created, "ga")[0]
+    beta = OpenAIProtocol(beta=True, default_model="voxtral", lifetime_s=60)
+    [created] = beta.opening(SessionConfig())
+    assert "client_secret" not in created["session"] and problems(created, "beta") == []
+    created["session"]["input_audio_transcription"]["model"] = 3
+    assert "input_audio_transcription.model" in problems(created, "beta")[0]
