@@ -98,7 +98,7 @@ run)
         has_gpu || say "CPU inference is slow: fine for trying the service out, not for production traffic."
         export VLLM_PYTHON="${VLLM_PYTHON:-$VLLM_PY}"
     fi
-    exec "$EDGE_PY" -m server.launcher
+    exec "$EDGE_PY" -m server.process.launcher
     ;;
 test)
     shift
@@ -120,7 +120,7 @@ bench)
 devmodel)
     shift
     ensure_edge
-    exec "$EDGE_PY" -m server.devmodel "$@"
+    exec "$EDGE_PY" -m server.process.devmodel "$@"
     ;;
 *)
     echo "usage: ./serve.sh [run|test|bench|devmodel] [args...]" >&2

@@ -1,6 +1,6 @@
-"""The RunPod Hub looks for a handler.py; the worker itself is `server.runpod_worker`."""
+"""The RunPod Hub looks for a handler.py; the worker itself is `server.runpod.worker`."""
 
-from server.runpod_worker import main
+from server.runpod.worker import main
 
 if __name__ == "__main__":
     main()

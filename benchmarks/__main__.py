@@ -113,9 +113,9 @@ def run_capacity(args: argparse.Namespace) -> None:
         config,
         {
             "backend": "zero-cost stand-in (benchmarks/standin.py), own process, same 2 cores",
-            "edge": "python -m uvicorn server.app:create_app --factory (1 process)"
+            "edge": "python -m uvicorn server.api.app:create_app --factory (1 process)"
             if args.workers == 1
-            else f"python -m server.launcher, WORKERS={args.workers}",
+            else f"python -m server.process.launcher, WORKERS={args.workers}",
         },
     )
 

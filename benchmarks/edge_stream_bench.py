@@ -1,8 +1,8 @@
 """Live sessions end to end through the edge: the streaming engine against the turn engine.
 
 `python -m benchmarks.edge_stream_bench --realtime-vllm-url URL --turns-vllm-url URL [--sessions 1,2]
-[--seconds 8]`: the first vLLM serves a realtime model (`python -m server.devmodel DIR --realtime
---serve PORT`), the second the turn engine's Voxtral (`python -m server.devmodel DIR --serve PORT`).
+[--seconds 8]`: the first vLLM serves a realtime model (`python -m server.process.devmodel DIR --realtime
+--serve PORT`), the second the turn engine's Voxtral (`python -m server.process.devmodel DIR --serve PORT`).
 For each engine an edge runs as a child process (`REALTIME_ENGINE=stream` with
 `REALTIME_VLLM_URL`, or `turns`); N clients each open a GA `/v1/realtime` session without turn
 detection, send `--seconds` of speech at 1x in 100 ms pieces and commit it as one item.
@@ -33,8 +33,9 @@ from benchmarks import processes, results
 from benchmarks.procstats import ProcessMeter
 from benchmarks.speech import recording
 from benchmarks.stream_bench import measure as measure_vllm
-from server.vllm_realtime.protocol import SAMPLE_RATE, STEP_SAMPLES
-from server.vllm_realtime.stream import DELAY_STEPS
+from server.backend.vllm_realtime.protocol import STEP_SAMPLES
+from server.backend.vllm_realtime.stream import DELAY_STEPS
+from server.core.audio import SAMPLE_RATE
 
 CHUNK = SAMPLE_RATE // 10
 LOOK_AHEAD = 40

@@ -23,7 +23,7 @@ from benchmarks import processes, results
 from benchmarks.background_file import BackgroundFile
 from benchmarks.mixed_bench import NO_BUDGET
 from benchmarks.speech import long_recording
-from server.audio import encode_wav
+from server.core.audio import encode_wav
 
 CLIP_S = 10.0
 GOAL_RATIO = 2.0

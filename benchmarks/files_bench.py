@@ -31,8 +31,8 @@ from tqdm import tqdm
 from benchmarks import processes, results
 from benchmarks.speech import DATA, long_file
 from benchmarks.stats import counter_delta, scrape
-from server.audio import SAMPLE_RATE, decode_audio
-from server.settings import Settings
+from server.core.audio import SAMPLE_RATE, decode_audio
+from server.core.settings import Settings
 from vad import SileroModel, SileroSequenceModel, VADParams, speech_segments
 from vad.model import ProbabilityModel
 

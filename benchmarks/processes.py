@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from server.devmodel import SERVED_NAME, serve_tiny_model
-from server.devmodel import TINY_VLLM_ARGS as DEVMODEL_VLLM_ARGS
+from server.process.devmodel import SERVED_NAME, serve_tiny_model
+from server.process.devmodel import TINY_VLLM_ARGS as DEVMODEL_VLLM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(__file__).resolve().parent / ".work"
@@ -99,8 +99,8 @@ def standin(model: str = SERVED_MODEL) -> Iterator[Child]:
 
 @contextmanager
 def edge(backend_url: str, **settings: object) -> Iterator[Child]:
-    """The edge as `python -m uvicorn server.app:create_app --factory`, configured by environment;
-    with several `workers` (`WORKERS`), through the launcher (`python -m server.launcher`), whose
+    """The edge as `python -m uvicorn server.api.app:create_app --factory`, configured by environment;
+    with several `workers` (`WORKERS`), through the launcher (`python -m server.process.launcher`), whose
     children are the workers (a `ProcessMeter` on it counts them all)."""
     workers = int(str(settings.get("workers", 1)))
     port = free_port()
@@ -116,13 +116,13 @@ def edge(backend_url: str, **settings: object) -> Iterator[Child]:
     if workers > 1:
         env.update(HOST="127.0.0.1", PORT=str(port))
     command = (
-        [sys.executable, "-m", "server.launcher"]
+        [sys.executable, "-m", "server.process.launcher"]
         if workers > 1
         else [
             sys.executable,
             "-m",
             "uvicorn",
-            "server.app:create_app",
+            "server.api.app:create_app",
             "--factory",
             "--host",
             "127.0.0.1",

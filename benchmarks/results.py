@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 
-from server.settings import Settings
+from server.core.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Where `write` puts files; `python -m benchmarks --results-dir` changes it (the smoke test does).
 directory = RESULTS
-TINY_MODEL = "tiny random-weight Voxtral (server/devmodel.py, --load-format dummy)"
+TINY_MODEL = "tiny random-weight Voxtral (server/process/devmodel.py, --load-format dummy)"
 
 
 # Run in vLLM's own environment: which installed distribution provides the `vllm` package.

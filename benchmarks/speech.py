@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from server.audio import SAMPLE_RATE, decode_audio, encode_wav
+from server.core.audio import SAMPLE_RATE, decode_audio, encode_wav
 from vad import SpeechStopped as VADStopped
 from vad import StreamingDetector, StreamParams, speech_segments
 

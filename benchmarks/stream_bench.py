@@ -1,7 +1,7 @@
 """Streaming engine (Voxtral Realtime through vLLM's `/v1/realtime`): step lag, deltas, capacity.
 
 `python -m benchmarks.stream_bench --vllm-url URL [--sessions 1,2,4] [--seconds 10]` against a vLLM
-serving a realtime model (`python -m server.devmodel --realtime DIR --serve PORT` for the tiny one).
+serving a realtime model (`python -m server.process.devmodel --realtime DIR --serve PORT` for the tiny one).
 N sessions each stream `--seconds` of speech at 1x in 100 ms pieces through `StreamEngine`, all in
 this process, as one item each. Per step, the lag is the time from the moment the audio that step
 needs had been fed (`heard_end` plus vLLM's 2.5 ms look-ahead) to its delta arriving: vLLM's share
@@ -25,12 +25,11 @@ import psutil
 
 from benchmarks import results
 from benchmarks.speech import recording
-from server.audio import encode_wav
-from server.settings import Settings
-from server.vllm_client import VLLMClient
-from server.vllm_realtime.probe import probe_realtime
-from server.vllm_realtime.protocol import SAMPLE_RATE
-from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta, heard_end
+from server.backend.vllm_client import VLLMClient
+from server.backend.vllm_realtime.probe import probe_realtime
+from server.backend.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta, heard_end
+from server.core.audio import SAMPLE_RATE, encode_wav
+from server.core.settings import Settings
 
 CHUNK = SAMPLE_RATE // 10
 LOOK_AHEAD = 40

@@ -22,10 +22,10 @@ fi
 
 case "$mode" in
 runpod)
-    exec "$EDGE_PYTHON" -m server.runpod_worker "$@"
+    exec "$EDGE_PYTHON" -m server.runpod.worker "$@"
     ;;
 serve)
-    exec "$EDGE_PYTHON" -m server.runpod.environment "$EDGE_PYTHON" -m server.launcher
+    exec "$EDGE_PYTHON" -m server.runpod.environment "$EDGE_PYTHON" -m server.process.launcher
     ;;
 *)
     echo "entrypoint: MODE must be runpod or serve, not '$mode'." >&2

@@ -13,10 +13,10 @@ import pytest
 import uvicorn
 
 from benchmarks.processes import free_port
-from server.app import create_app
-from server.devmodel import SERVED_NAME, serve_tiny_model
-from server.launcher import uvicorn_config
-from server.settings import Settings
+from server.api.app import create_app
+from server.core.settings import Settings
+from server.process.devmodel import SERVED_NAME, serve_tiny_model
+from server.process.launcher import uvicorn_config
 
 pytest_plugins = ["tests.event_validation"]  # every OpenAI server event sent must validate against the SDK's types
 
@@ -42,7 +42,7 @@ OPENAI_SEGMENT_FIELDS = {
 def vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real vLLM serving the tiny model with random weights, for the whole session.
 
-    `TEST_VLLM_URL` names one already serving it (`python -m server.devmodel --serve PORT`), to
+    `TEST_VLLM_URL` names one already serving it (`python -m server.process.devmodel --serve PORT`), to
     iterate on a few tests without a start each time; the full suite always starts its own.
     """
     if url := os.environ.get("TEST_VLLM_URL"):
@@ -62,7 +62,7 @@ def realtime_vllm_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     """A second real vLLM, serving the tiny realtime model (`/v1/realtime`), started on first use.
 
     `TEST_REALTIME_VLLM_URL` names one already serving it
-    (`python -m server.devmodel --realtime DIR --max-model-len 256 --serve PORT`).
+    (`python -m server.process.devmodel --realtime DIR --max-model-len 256 --serve PORT`).
     """
     if url := os.environ.get("TEST_REALTIME_VLLM_URL"):
         yield url
@@ -175,7 +175,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     import numpy as np
 
-    from server.audio import SAMPLE_RATE, decode_audio, encode_wav
+    from server.core.audio import SAMPLE_RATE, decode_audio, encode_wav
 
     folder = tmp_path_factory.mktemp("media")
     for item in DATA.iterdir():

@@ -3,7 +3,7 @@ against the `openai` SDK's own types, since clients built on them (the OpenAI Ag
 silently drop an event that does not.
 
 The edges under test run in this process, so the plugin observes the product's one seam,
-`server.protocol.realtime_events.observers`, for the whole session: each message is validated (the
+`server.realtime.protocols.openai_events.observers`, for the whole session: each message is validated (the
 SDK's server-event union as a pydantic discriminated union, never its lenient `construct`) against
 `openai.types.realtime` for a GA session, `openai.types.beta.realtime` for a beta one, both for an
 `error` (the same in both). The exceptions are explicit: `UNKNOWN_TO_THE_SDK` (types not checked),
@@ -27,8 +27,8 @@ import openai.types.realtime as ga_types
 import pytest
 from pydantic import Field, TypeAdapter, ValidationError
 
-from server.protocol import realtime_events
-from server.protocol.realtime_events import Flavour, Message
+from server.realtime.protocols import openai_events
+from server.realtime.protocols.openai_events import Flavour, Message
 
 # Event types the SDK does not know, which are therefore not checked, and why each is sent.
 UNKNOWN_TO_THE_SDK: dict[Flavour, dict[str, str]] = {
@@ -176,11 +176,11 @@ CHECK = EventCheck()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    realtime_events.observers.append(CHECK.observe)
+    openai_events.observers.append(CHECK.observe)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    realtime_events.observers.remove(CHECK.observe)
+    openai_events.observers.remove(CHECK.observe)
 
 
 @pytest.hookimpl(tryfirst=True)

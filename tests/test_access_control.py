@@ -28,9 +28,9 @@ from realtime_helpers import (
     ws_url,
 )
 
-from server.auth import KeySessions
-from server.services import Services
-from server.settings import Settings
+from server.api.services import Services
+from server.core.auth import KeySessions
+from server.core.settings import Settings
 from tests.conftest import DATA, SERVED_MODEL, EdgeServer
 
 ALICE = "sk-alice-0123456789abcdefghijkl"
@@ -183,7 +183,7 @@ def test_bearer_scheme_is_case_insensitive(keyed: EdgeServer) -> None:
 def test_an_empty_key_in_the_settings_is_refused_at_start(tmp_path: Any) -> None:
     keys_file = tmp_path / "keys.txt"
     keys_file.write_text("carol:\n")
-    from server.auth import parse_keys
+    from server.core.auth import parse_keys
 
     with pytest.raises(ValueError, match="empty"):
         parse_keys(Settings(_env_file=None, api_keys_file=str(keys_file)))  # type: ignore[call-arg]

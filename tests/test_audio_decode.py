@@ -9,9 +9,9 @@ import av
 import numpy as np
 import pytest
 
-import server.audio
-from server.audio import SAMPLE_RATE, decode_audio, encode_wav
-from server.input_errors import InputError
+import server.core.audio
+from server.core.audio import SAMPLE_RATE, decode_audio, encode_wav
+from server.core.errors import InputError
 from tests.media_helpers import encode_media, tone
 
 DATA = Path(__file__).parent / "data"
@@ -123,7 +123,7 @@ def test_too_long_audio_is_refused_from_the_container_duration_without_decoding(
     def never(*args, **kwargs):
         raise AssertionError("decoded a file whose stated duration is already over the limit")
 
-    monkeypatch.setattr(server.audio, "_decode_stream", never)
+    monkeypatch.setattr(server.core.audio, "_decode_stream", never)
     assert_error(DATA / "silero_test.wav", 413, "audio_too_long", max_duration_s=10.0)
 
 
@@ -165,10 +165,10 @@ def test_plain_16k_mono_wav_skips_pyav_and_matches_it(monkeypatch: pytest.Monkey
     wav = encode_wav(decode_audio(DATA / "jfk.flac", max_duration_s=60)[:48000])
     fast = decode_audio(wav, max_duration_s=60)
     opened: list[object] = []
-    monkeypatch.setattr(server.audio.av, "open", lambda *a, **k: opened.append(a) or pytest.fail("PyAV used"))
+    monkeypatch.setattr(server.core.audio.av, "open", lambda *a, **k: opened.append(a) or pytest.fail("PyAV used"))
     assert np.array_equal(decode_audio(io.BytesIO(wav), max_duration_s=60), fast)
     monkeypatch.undo()
-    monkeypatch.setattr(server.audio, "_plain_wav", lambda *args: None)
+    monkeypatch.setattr(server.core.audio, "_plain_wav", lambda *args: None)
     assert np.array_equal(decode_audio(wav, max_duration_s=60), fast)
     assert not opened
 

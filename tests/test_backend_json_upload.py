@@ -9,7 +9,7 @@ import logging
 import openai
 import pytest
 
-from server.settings import Settings
+from server.core.settings import Settings
 from tests.conftest import DATA, SERVED_MODEL, EdgeServer
 
 

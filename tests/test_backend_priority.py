@@ -13,10 +13,10 @@ from backend_proxy import RecordingProxy
 from realtime_helpers import JFK_1, build_recording, collect, count, openai_client, pcm16, send_paced
 from test_realtime_extensions import session
 
-from server.devmodel import serve_tiny_model
-from server.launcher import vllm_command
-from server.settings import Settings
-from server.vllm_client import BULK_PRIORITY, KEEPALIVE_S, LIVE_PRIORITY, VLLMClient
+from server.backend.vllm_client import BULK_PRIORITY, KEEPALIVE_S, LIVE_PRIORITY, VLLMClient
+from server.core.settings import Settings
+from server.process.devmodel import serve_tiny_model
+from server.process.launcher import vllm_command
 from tests.conftest import SERVED_MODEL, free_port, metric_sum
 from tests.failure_backends import PriorityRefusingBackend
 

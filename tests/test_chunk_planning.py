@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from server.transcription import Chunk, TextJoiner, fixed_windows, pack_regions
+from server.files.transcription import Chunk, TextJoiner, fixed_windows, pack_regions
 
 # --- pack_regions ---------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from server.metrics import REALTIME_SESSIONS
-from server.settings import Settings
+from server.core.metrics import REALTIME_SESSIONS
+from server.core.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
 MANIFESTS = ["vllm.yaml", "edge.yaml"]

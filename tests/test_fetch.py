@@ -28,10 +28,10 @@ import httpx
 import pytest
 import pytest_asyncio
 
-import server.fetch
-from server.fetch import SafeFetcher, is_public_address
-from server.input_errors import InputError
-from server.settings import Settings
+import server.files.fetch
+from server.core.errors import InputError
+from server.core.settings import Settings
+from server.files.fetch import SafeFetcher, is_public_address
 
 DATA = Path(__file__).parent / "data"
 AUDIO = (DATA / "silero_test.opus").read_bytes()
@@ -248,8 +248,8 @@ async def test_connects_to_the_validated_address_and_keeps_the_host_name(
         checked.append(str(address))
         return True
 
-    monkeypatch.setattr(server.fetch, "resolve", fake_resolve)
-    monkeypatch.setattr(server.fetch, "is_public_address", pretend_loopback_is_public)
+    monkeypatch.setattr(server.files.fetch, "resolve", fake_resolve)
+    monkeypatch.setattr(server.files.fetch, "is_public_address", pretend_loopback_is_public)
     fetcher = SafeFetcher(make_settings())
     try:
         port = urlsplit(origin).port
@@ -311,7 +311,7 @@ async def test_names_resolving_to_non_public_addresses_are_refused(
     async def fake_resolve(host: str, port: int) -> list[str]:
         return [address]
 
-    monkeypatch.setattr(server.fetch, "resolve", fake_resolve)
+    monkeypatch.setattr(server.files.fetch, "resolve", fake_resolve)
     await refused(strict_fetcher, "http://rebind.example.test/audio.wav", code="url_not_allowed")
     assert connections == []
 
@@ -322,7 +322,7 @@ async def test_one_non_public_address_among_public_ones_is_refused(
     async def fake_resolve(host: str, port: int) -> list[str]:
         return ["93.184.215.14", "10.0.0.1"]
 
-    monkeypatch.setattr(server.fetch, "resolve", fake_resolve)
+    monkeypatch.setattr(server.files.fetch, "resolve", fake_resolve)
     await refused(strict_fetcher, "http://mixed.example.test/audio.wav", code="url_not_allowed")
     assert connections == []
 
@@ -333,7 +333,7 @@ async def test_unresolvable_host_is_a_client_error(
     async def fail_resolve(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    monkeypatch.setattr(server.fetch, "resolve", fail_resolve)
+    monkeypatch.setattr(server.files.fetch, "resolve", fail_resolve)
     error = await refused(strict_fetcher, "http://nowhere.example.test/audio.wav", code="fetch_failed")
     assert "resolve" in error.message
     assert connections == []
@@ -446,7 +446,7 @@ async def test_invalid_host_names_are_refused_before_resolving(
         resolved.append(host)
         return ["93.184.215.14"]
 
-    monkeypatch.setattr(server.fetch, "resolve", recording_resolve)
+    monkeypatch.setattr(server.files.fetch, "resolve", recording_resolve)
     error = await refused(strict_fetcher, f"http://{host}/audio.wav", code="invalid_value")
     assert "host" in error.message
     assert len(error.message) < 500
@@ -465,7 +465,7 @@ async def test_valid_long_host_name_is_resolved(monkeypatch, strict_fetcher: Saf
         resolved.append(host)
         return ["10.0.0.1"]
 
-    monkeypatch.setattr(server.fetch, "resolve", recording_resolve)
+    monkeypatch.setattr(server.files.fetch, "resolve", recording_resolve)
     host = ("a" * 63 + ".") * 3 + "example"
     await refused(strict_fetcher, f"http://{host}/audio.wav", code="url_not_allowed")
     assert resolved == [host]

@@ -26,7 +26,7 @@ from realtime_helpers import (
     send_paced,
 )
 
-from server.audio import SAMPLE_RATE, decode_audio, encode_wav
+from server.core.audio import SAMPLE_RATE, decode_audio, encode_wav
 from tests.conftest import DATA, EdgeServer
 
 # Short chunks make a one-minute recording some thirty vLLM requests.

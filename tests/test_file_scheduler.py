@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from server.file_scheduler import FileBackendBudget, FileJob
+from server.files.file_scheduler import FileBackendBudget, FileJob
 
 
 class Recorder:

@@ -5,7 +5,7 @@ from typing import get_args
 
 import pytest
 
-from server.formats import Segment, Transcript, render, response_body, srt, verbose_json, vtt
+from server.files.formats import Segment, Transcript, render, response_body, srt, verbose_json, vtt
 from server.protocol.audio import ResponseFormat
 from tests.conftest import OPENAI_SEGMENT_FIELDS
 

@@ -1,4 +1,4 @@
-"""The launcher (`./serve.sh`'s `python -m server.launcher`) with a local vLLM: vLLM gets a random
+"""The launcher (`./serve.sh`'s `python -m server.process.launcher`) with a local vLLM: vLLM gets a random
 API key per start that only the edge knows, so vLLM refuses requests without it; with
 `TLS_CERTFILE`/`TLS_KEYFILE` the edge serves https and the launcher prints https URLs.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 from tls_helpers import self_signed
 
-from server.devmodel import SERVED_NAME, TINY_VLLM_ARGS, write_model
+from server.process.devmodel import SERVED_NAME, TINY_VLLM_ARGS, write_model
 from tests.conftest import ROOT, free_port
 
 
@@ -41,7 +41,7 @@ def test_launcher_vllm_refuses_requests_without_the_edges_key(tmp_path: Path) ->
     log_file = tmp_path / "launcher.log"
     with open(log_file, "wb") as log:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "server.launcher"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "server.process.launcher"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     edge = f"https://127.0.0.1:{edge_port}"
     try:

@@ -2,7 +2,7 @@
 exits and takes vLLM's EngineCore (and any other process vLLM started) with it, and removes the
 socket files vLLM's processes talked over.
 
-Runs the real launcher (`python -m server.launcher`) with a real vLLM serving the tiny model.
+Runs the real launcher (`python -m server.process.launcher`) with a real vLLM serving the tiny model.
 """
 
 import os
@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from server.devmodel import SERVED_NAME, TINY_VLLM_ARGS, write_model
+from server.process.devmodel import SERVED_NAME, TINY_VLLM_ARGS, write_model
 from tests.conftest import ROOT, free_port
 
 
@@ -54,7 +54,7 @@ def test_no_vllm_process_outlives_the_launcher(tmp_path: Path) -> None:
     log = tmp_path / "launcher.log"
     with log.open("wb") as out:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "server.launcher"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "server.process.launcher"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + 600

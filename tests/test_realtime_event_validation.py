@@ -5,21 +5,21 @@ from typing import Literal
 
 import pytest
 
-from server.protocol import realtime_events
+from server.backend.vllm_realtime.words import Word
+from server.core.usage import StreamUsage
 from server.realtime import events as ev
 from server.realtime.config import AudioFormat, SessionConfig
-from server.realtime.openai_protocol import OpenAIProtocol
-from server.usage import StreamUsage
-from server.vllm_realtime.words import Word
+from server.realtime.protocols import openai_events
+from server.realtime.protocols.openai import OpenAIProtocol
 from tests.event_validation import CHECK, problems
 
 
-class _CommittedWithoutItem(realtime_events.ServerEvent):
+class _CommittedWithoutItem(openai_events.ServerEvent):
     type: Literal["input_audio_buffer.committed"] = "input_audio_buffer.committed"
 
 
 def test_an_invalid_event_sent_is_caught_with_the_test_that_sent_it(request: pytest.FixtureRequest) -> None:
-    message = realtime_events.sent(_CommittedWithoutItem(), "ga")
+    message = openai_events.sent(_CommittedWithoutItem(), "ga")
     caught = CHECK.take(request.node.nodeid)  # taken, so that this test's own check passes
     assert [event.message for event in caught] == [message]
     assert str(caught[0]).startswith("'input_audio_buffer.committed' does not validate")
@@ -64,7 +64,7 @@ def test_every_core_event_renders_to_events_the_sdk_accepts(beta: bool) -> None:
     """The plugin checks each of them as it is rendered; the ones only a feature rarely sends
     (failed replies, beta replies) are covered here."""
     protocol = OpenAIProtocol(beta=beta, default_model="voxtral", lifetime_s=60)
-    flavour: realtime_events.Flavour = "beta" if beta else "ga"
+    flavour: openai_events.Flavour = "beta" if beta else "ga"
     messages = protocol.opening(SessionConfig()) + [m for event in CORE_EVENTS for m in protocol.render(event)]
     assert all(problems(message, flavour) == [] for message in messages)
 

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.model_names import ModelNames
+from server.backend.model_names import ModelNames
+from server.backend.vllm_client import VLLMClient
 from server.realtime.events import Event
-from server.realtime.openai_protocol import OpenAIProtocol
+from server.realtime.protocols.openai import OpenAIProtocol
+from server.realtime.protocols.simple import SimpleProtocol
 from server.realtime.session import RealtimeSession
-from server.realtime.simple_protocol import SimpleProtocol
-from server.vllm_client import VLLMClient
 from tests.conftest import edge_settings
 from vad import BatchedVADEngine
 

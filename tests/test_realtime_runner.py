@@ -8,17 +8,17 @@ from typing import Any, cast
 
 import pytest
 
-from server.auth import KeyRing
-from server.errors import APIError
+from server.core.auth import KeyRing
+from server.core.errors import APIError
+from server.core.settings import Settings
+from server.core.shared_count import SessionSlots
+from server.core.tasks import cancel_and_wait
 from server.realtime.engines import EngineKind
 from server.realtime.events import Event
+from server.realtime.protocols.simple import SimpleProtocol
 from server.realtime.runner import End, Frame, Live, Outcome, read_audio, read_messages, run_session
 from server.realtime.services import RealtimeServices
 from server.realtime.session import RealtimeSession
-from server.realtime.shared_count import SessionSlots
-from server.realtime.simple_protocol import SimpleProtocol
-from server.settings import Settings
-from server.tasks import cancel_and_wait
 
 
 class Engines:

@@ -28,9 +28,9 @@ from realtime_helpers import (
 )
 from websockets.exceptions import ConnectionClosed
 
-from server.devmodel import REALTIME_SERVED_NAME
-from server.vllm_realtime.protocol import STEP_SAMPLES
-from server.vllm_realtime.stream import steps_per_generation
+from server.backend.vllm_realtime.protocol import STEP_SAMPLES
+from server.backend.vllm_realtime.stream import steps_per_generation
+from server.process.devmodel import REALTIME_SERVED_NAME
 from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN, SERVED_MODEL, EdgeServer, edge_settings, free_port
 from tests.test_realtime_tcp import stream as tcp_stream
 from tests.test_stream_engine import CuttableProxy, expected_steps, speech

@@ -25,7 +25,7 @@ from realtime_helpers import (
 )
 from test_realtime_ws import seed_client_time
 
-from server.audio import encode_wav
+from server.core.audio import encode_wav
 from tests.conftest import EdgeServer, free_port, metric_sum
 
 TCP_KEY = "sk-tcp-good"

@@ -8,12 +8,13 @@ import httpx
 import openai
 import pytest
 
-from server.audio import decode_audio
-from server.devmodel import REALTIME_SERVED_NAME
-from server.vllm_realtime.probe import RealtimeBackend, RealtimeProbe
-from server.vllm_realtime.protocol import STEP_SAMPLES
-from server.vllm_realtime.stream import StreamDelta, heard_end
-from server.vllm_realtime.words import Word, transcribe_with_words, words_from_deltas
+from server.backend.vllm_realtime.probe import RealtimeBackend, RealtimeProbe
+from server.backend.vllm_realtime.protocol import STEP_SAMPLES
+from server.backend.vllm_realtime.stream import StreamDelta, heard_end
+from server.backend.vllm_realtime.words import transcribe_with_words, words_from_deltas
+from server.core.audio import decode_audio
+from server.core.words import Word
+from server.process.devmodel import REALTIME_SERVED_NAME
 from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN, EdgeServer, edge_settings
 from tests.tcp_proxy import CountingProxy
 

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import FormData
 
-from server.audio_request import AudioRequest, parse_audio_request
-from server.chat_audio import parse_chat
-from server.errors import APIError
-from server.request_body import MAX_JSON_DEPTH, fold_form, json_depth_ok, loads_bounded
+from server.api.chat_audio import parse_chat
+from server.core.errors import APIError
+from server.files.audio_request import AudioRequest, parse_audio_request
+from server.protocol.request_body import MAX_JSON_DEPTH, fold_form, json_depth_ok, loads_bounded
 
 FIELDS = [
     "url",

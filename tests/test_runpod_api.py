@@ -1,4 +1,4 @@
-"""The worker as RunPod runs it: `python -m server.runpod_worker` in its own process, with the
+"""The worker as RunPod runs it: `python -m server.runpod.worker` in its own process, with the
 RunPod SDK's local job API (`--rp_serve_api`); and the worker exiting when vLLM's engine dies."""
 
 import os
@@ -25,7 +25,7 @@ def worker_env(**values: str) -> dict[str, str]:
 
 def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "server.runpod_worker", *args],
+        [sys.executable, "-m", "server.runpod.worker", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from server.app import create_app
-from server.launcher import vllm_command
+from server.api.app import create_app
+from server.core.settings import Settings
+from server.process.launcher import vllm_command
 from server.runpod.environment import VLLM_FLAGS, runpod_environment
-from server.settings import Settings
 from tests.conftest import ROOT
 
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
@@ -78,8 +78,8 @@ def test_entrypoint_selects_the_mode(stub_bin: Path, env: dict[str, str], mode: 
     assert result.returncode == 0, result.stderr
     edge = stub_bin / "edge-python"
     expected = {
-        "runpod": "edge-python -m server.runpod_worker",
-        "serve": f"edge-python -m server.runpod.environment {edge} -m server.launcher",
+        "runpod": "edge-python -m server.runpod.worker",
+        "serve": f"edge-python -m server.runpod.environment {edge} -m server.process.launcher",
     }[mode]
     assert result.stdout.startswith(expected + " |")
     # vLLM runs from the image's system Python.
@@ -88,7 +88,7 @@ def test_entrypoint_selects_the_mode(stub_bin: Path, env: dict[str, str], mode: 
 
 def test_entrypoint_passes_arguments_to_the_worker(stub_bin: Path) -> None:
     result = entrypoint(stub_bin, "--rp_serve_api", "--rp_api_port", "9000", MODE="runpod")
-    assert result.stdout.startswith("edge-python -m server.runpod_worker --rp_serve_api --rp_api_port 9000 |")
+    assert result.stdout.startswith("edge-python -m server.runpod.worker --rp_serve_api --rp_api_port 9000 |")
 
 
 def test_entrypoint_refuses_an_unknown_mode(stub_bin: Path) -> None:

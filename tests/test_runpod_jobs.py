@@ -13,7 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from server import metrics
+from server.core import metrics
 from server.runpod import asgi_call
 from server.runpod.backend import VLLMBackend
 from server.runpod.jobs import Jobs

@@ -8,12 +8,12 @@ from typing import Any, cast
 
 import pytest
 
-from server.errors import APIError
-from server.protocol.realtime_session import parse_beta_session, parse_ga_session, session_object
+from server.api.sse import sse, sse_events
+from server.core.errors import APIError
 from server.realtime.config import AudioFormat, SessionConfig
-from server.realtime.openai_protocol import OpenAIProtocol
+from server.realtime.protocols.openai import OpenAIProtocol
+from server.realtime.protocols.openai_session import parse_beta_session, parse_ga_session, session_object
 from server.realtime.session import RealtimeSession
-from server.sse import sse, sse_events
 from vad import StreamParams
 
 

@@ -2,7 +2,7 @@
 
 import re
 
-from server.settings import Settings
+from server.core.settings import Settings
 from tests.conftest import ROOT
 
 

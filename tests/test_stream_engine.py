@@ -13,15 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from server.audio import decode_audio
-from server.devmodel import REALTIME_SERVED_NAME
-from server.realtime.engines import EngineKind, EngineSelector
-from server.realtime.events import Event, TranscriptCompleted, TranscriptDelta, TranscriptFailed
-from server.realtime.stream_engine import StreamEngine
-from server.vllm_realtime.errors import RealtimeBackendError, RealtimeRefused, RealtimeUnavailable
-from server.vllm_realtime.probe import RealtimeBackend, RealtimeProbe, probe_realtime
-from server.vllm_realtime.protocol import STEP_SAMPLES
-from server.vllm_realtime.stream import (
+from server.backend.vllm_realtime.errors import RealtimeBackendError, RealtimeRefused, RealtimeUnavailable
+from server.backend.vllm_realtime.probe import RealtimeBackend, RealtimeProbe, probe_realtime
+from server.backend.vllm_realtime.protocol import STEP_SAMPLES
+from server.backend.vllm_realtime.stream import (
     RealtimeStream,
     SegmentDone,
     StreamDelta,
@@ -29,6 +24,11 @@ from server.vllm_realtime.stream import (
     spoken_span,
     steps_per_generation,
 )
+from server.core.audio import decode_audio
+from server.process.devmodel import REALTIME_SERVED_NAME
+from server.realtime.engines import EngineKind, EngineSelector
+from server.realtime.events import Event, TranscriptCompleted, TranscriptDelta, TranscriptFailed
+from server.realtime.stream_engine import StreamEngine
 from tests.conftest import DATA, REALTIME_TEST_MAX_MODEL_LEN, SERVED_MODEL, edge_settings
 
 SECOND = 16000

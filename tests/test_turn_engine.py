@@ -12,14 +12,14 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from server.errors import APIError
-from server.model_names import ModelNames
+from server.backend.model_names import ModelNames
+from server.backend.vllm_client import TranscriptionResult, VLLMClient
+from server.core.errors import APIError
+from server.core.usage import StreamUsage
 from server.realtime.audio_buffer import AudioBuffer
 from server.realtime.config import SessionConfig, Transcription
 from server.realtime.events import Event, TranscriptCompleted, TranscriptDelta, TranscriptFailed, TranscriptPartial
 from server.realtime.turn_engine import TurnEngine
-from server.usage import StreamUsage
-from server.vllm_client import TranscriptionResult, VLLMClient
 
 SECOND = 16000
 

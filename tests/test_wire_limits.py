@@ -1,5 +1,5 @@
 """What a client sends before the app sees a request is bounded and answered in OpenAI's shape
-(`server.wire_limits`): endless headers, headers that dribble in, a WebSocket handshake the parser
+(`server.api.wire_limits`): endless headers, headers that dribble in, a WebSocket handshake the parser
 refuses, bytes that are not HTTP, and a WebSocket client that stops answering pings.
 
 Raw sockets, since no HTTP client library sends such requests.
@@ -17,8 +17,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from server import wire_limits
-from server.wire_limits import MAX_HEAD_BYTES
+from server.api import wire_limits
+from server.api.wire_limits import MAX_HEAD_BYTES
 from tests.conftest import EdgeServer
 
 HANDSHAKE = (

@@ -1,4 +1,4 @@
-"""`WORKERS=2` through the real launcher (`python -m server.launcher`) in front of the test vLLM:
+"""`WORKERS=2` through the real launcher (`python -m server.process.launcher`) in front of the test vLLM:
 both workers serve HTTP (the real `openai` SDK) and realtime sessions, `/metrics` merges them,
 `REALTIME_MAX_SESSIONS` holds across them, and SIGTERM stops every process.
 """
@@ -60,7 +60,7 @@ def launched(vllm_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     log = tmp_path_factory.mktemp("workers") / "launcher.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server.launcher"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "server.process.launcher"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     edge = Launched(process, f"http://127.0.0.1:{port}", log)
     try:

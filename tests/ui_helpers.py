@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from vad_helpers import silence
 
-from server.audio import SAMPLE_RATE, decode_audio, encode_wav
+from server.core.audio import SAMPLE_RATE, decode_audio, encode_wav
 from vad.streaming import SpeechStarted, SpeechStopped, StreamingDetector, StreamParams
 
 DATA = Path(__file__).parent / "data"

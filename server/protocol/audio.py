@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import UploadFile
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from server.request_body import loads_bounded
+from server.protocol.request_body import loads_bounded
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
 

@@ -10,10 +10,10 @@ session counter; over either limit it is refused with `too_many_sessions`. At
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from server import metrics
-from server.auth import Identity, KeySessions
-from server.errors import APIError
-from server.realtime.shared_count import SessionSlots
+from server.core import metrics
+from server.core.auth import Identity, KeySessions
+from server.core.errors import APIError
+from server.core.shared_count import SessionSlots
 
 
 class SessionsFull(APIError):

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from server.audio import encode_wav
-from server.errors import APIError
-from server.model_names import ModelNames
+from server.backend.model_names import ModelNames
+from server.backend.vllm_client import LIVE_PRIORITY, VLLMClient
+from server.core.audio import encode_wav
+from server.core.errors import APIError
+from server.core.usage import StreamUsage
 from server.realtime.config import Assistant
 from server.realtime.events import Event, ResponseCreated, ResponseDelta, ResponseDone
 from server.realtime.ids import new_id
-from server.usage import StreamUsage
-from server.vllm_client import LIVE_PRIORITY, VLLMClient
 
 log = logging.getLogger("edge.realtime")
 

@@ -4,8 +4,8 @@
 import enum
 import logging
 
-from server.settings import Settings
-from server.vllm_realtime.probe import RealtimeBackend, RealtimeProbe
+from server.backend.vllm_realtime.probe import RealtimeBackend, RealtimeProbe
+from server.core.settings import Settings
 
 log = logging.getLogger("edge.realtime")
 

@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass
 
-from server.usage import StreamUsage
-from server.vllm_realtime.words import Word
+from server.core.usage import StreamUsage
+from server.core.words import Word
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
-from server.tasks import cancel_and_wait
+from server.core.tasks import cancel_and_wait
 
 Message = dict[str, Any]
 Send = Callable[[str], Awaitable[None]]

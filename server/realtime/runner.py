@@ -24,8 +24,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from server import metrics
-from server.errors import APIError
+from server.core import metrics
+from server.core.errors import APIError
+from server.core.settings import Settings
+from server.core.tasks import cancel_and_wait
 from server.realtime.admission import session_expired
 from server.realtime.config import SessionConfig
 from server.realtime.engines import EngineKind
@@ -33,8 +35,6 @@ from server.realtime.events import Event
 from server.realtime.queues import Inbox, Outbox
 from server.realtime.services import RealtimeServices
 from server.realtime.session import RealtimeSession
-from server.settings import Settings
-from server.tasks import cancel_and_wait
 
 Message = dict[str, Any]
 Frame = str | bytes  # a text message, or a binary one

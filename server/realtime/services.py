@@ -3,12 +3,12 @@
 
 from dataclasses import dataclass
 
-from server.auth import KeyRing
-from server.model_names import ModelNames
+from server.backend.model_names import ModelNames
+from server.backend.vllm_client import VLLMClient
+from server.core.auth import KeyRing
+from server.core.settings import Settings
+from server.core.shared_count import SessionSlots
 from server.realtime.engines import EngineSelector
-from server.realtime.shared_count import SessionSlots
-from server.settings import Settings
-from server.vllm_client import VLLMClient
 from vad import BatchedVADEngine
 
 

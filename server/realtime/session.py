@@ -24,9 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server import metrics
-from server.errors import APIError
-from server.model_names import ModelNames
+from server.backend.model_names import ModelNames
+from server.backend.vllm_client import VLLMClient
+from server.backend.vllm_realtime.errors import RealtimeBackendError
+from server.backend.vllm_realtime.probe import RealtimeBackend
+from server.core import metrics
+from server.core.errors import APIError
 from server.realtime.assistant import Conversation, Reply
 from server.realtime.audio_buffer import MIN_COMMIT_MS, SAMPLES_PER_MS, AudioBuffer, to_ms
 from server.realtime.audio_input import AudioInput
@@ -44,9 +47,6 @@ from server.realtime.stream_engine import StreamEngine
 from server.realtime.tasks import TaskSet
 from server.realtime.transcription_engine import TranscriptionEngine
 from server.realtime.turn_engine import TurnEngine
-from server.vllm_client import VLLMClient
-from server.vllm_realtime.errors import RealtimeBackendError
-from server.vllm_realtime.probe import RealtimeBackend
 from vad import FRAME_SAMPLES, BatchedVADEngine, EngineStream
 from vad import SpeechStarted as VADStarted
 

@@ -30,17 +30,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.backend.vllm_realtime.errors import RealtimeBackendError
+from server.backend.vllm_realtime.probe import RealtimeBackend
+from server.backend.vllm_realtime.protocol import STEP_SAMPLES
+from server.backend.vllm_realtime.stream import (
+    RealtimeStream,
+    SegmentDone,
+    StreamDelta,
+    spoken_span,
+    steps_per_generation,
+)
+from server.backend.vllm_realtime.words import words_from_deltas
+from server.core.audio import SAMPLE_RATE
+from server.core.usage import StreamUsage
+from server.realtime.audio_buffer import SAMPLES_PER_MS
 from server.realtime.events import Event, TranscriptCompleted, TranscriptDelta, TranscriptFailed
 from server.realtime.transcription_engine import TurnDone
-from server.usage import StreamUsage
-from server.vllm_realtime.errors import RealtimeBackendError
-from server.vllm_realtime.probe import RealtimeBackend
-from server.vllm_realtime.protocol import STEP_SAMPLES
-from server.vllm_realtime.stream import RealtimeStream, SegmentDone, StreamDelta, spoken_span, steps_per_generation
-from server.vllm_realtime.words import words_from_deltas
 
-SAMPLE_RATE = 16000
-SAMPLES_PER_MS = SAMPLE_RATE // 1000
 LOOKBACK_S = 3.0
 log = logging.getLogger("edge.realtime")
 

@@ -5,7 +5,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from server.tasks import cancel_and_wait
+from server.core.tasks import cancel_and_wait
 
 log = logging.getLogger("edge.realtime")
 

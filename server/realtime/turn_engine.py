@@ -19,17 +19,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server import metrics
-from server.audio import encode_wav
-from server.errors import APIError
-from server.model_names import ModelNames
+from server.backend.model_names import ModelNames
+from server.backend.vllm_client import VLLMClient
+from server.core import metrics
+from server.core.audio import encode_wav
+from server.core.errors import APIError
+from server.core.usage import StreamUsage
 from server.realtime.audio_buffer import MIN_COMMIT_MS, AudioBuffer, to_ms
 from server.realtime.config import SessionConfig
 from server.realtime.events import Event, TranscriptCompleted, TranscriptDelta, TranscriptFailed, TranscriptPartial
 from server.realtime.tasks import TaskSet
 from server.realtime.transcription_engine import TurnDone
-from server.usage import StreamUsage
-from server.vllm_client import VLLMClient
 from vad import SAMPLE_RATE
 
 log = logging.getLogger("edge.realtime")

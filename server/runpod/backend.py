@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import httpx
 
-from server.launcher import VLLMProcess
-from server.settings import Settings
+from server.core.settings import Settings
+from server.process.launcher import VLLMProcess
 
 log = logging.getLogger("runpod.backend")
 

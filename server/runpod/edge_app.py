@@ -21,14 +21,14 @@ from fastapi import Request
 from starlette.routing import Match
 from starlette.types import Scope
 
-from server.access import Bearer, require_api_key
-from server.app import create_app
-from server.auth import Identity
+from server.api.access import Bearer, require_api_key
+from server.api.app import create_app
+from server.api.services import Services
+from server.core.auth import Identity
+from server.core.settings import Settings
 from server.runpod import asgi_call
 from server.runpod.asgi_call import InProcessResponse
 from server.runpod.lifespan import Lifespan
-from server.services import Services
-from server.settings import Settings
 
 # The scope entry of a request this process sends itself: the caller's name (its identity).
 IN_PROCESS_CALLER = "voxtral.in_process_caller"

@@ -26,15 +26,15 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-from server.audio_request import parse_audio_request
-from server.errors import APIError, bad_request
-from server.formats import response_body
-from server.request_body import bounded_depth
+from server.api.sse import sse, sse_events
+from server.core.errors import APIError, bad_request
+from server.core.settings import Settings
+from server.files.audio_request import parse_audio_request
+from server.files.formats import response_body
+from server.files.transcription_flow import TranscriptionFlow
+from server.protocol.request_body import bounded_depth
 from server.runpod.asgi_call import InProcessResponse
 from server.runpod.edge_app import EdgeApp
-from server.settings import Settings
-from server.sse import sse, sse_events
-from server.transcription_flow import TranscriptionFlow
 
 log = logging.getLogger("runpod.jobs")
 

@@ -1,0 +1,34 @@
+"""The model listing: vLLM's served model plus the aliases that map to it."""
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from server.api.services import services
+
+router = APIRouter()
+
+
+def _alias_entry(alias: str, served: str) -> dict[str, Any]:
+    return {"id": alias, "object": "model", "created": int(time.time()), "owned_by": "voxtral-edge", "root": served}
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    """vLLM's models, plus the aliases that map to the served one."""
+    state = services(request)
+    listing = await state.backend.models()
+    served = await state.models.served()
+    listing["data"] = list(listing.get("data") or []) + [_alias_entry(a, served) for a in sorted(state.models.aliases)]
+    return listing
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    state = services(request)
+    served = await state.models.resolve(model_id)
+    for entry in (await state.backend.models()).get("data") or []:
+        if entry.get("id") == model_id:
+            return entry
+    return _alias_entry(model_id, served)

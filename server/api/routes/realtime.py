@@ -1,0 +1,74 @@
+"""WebSocket routes of realtime sessions: OpenAI's `/v1/realtime` (GA and beta) and the simple `/ws`.
+
+Beta is chosen by the `OpenAI-Beta: realtime=v1` header, or by the `openai-beta.realtime-v1`
+subprotocol that browsers send since they cannot set headers; browsers also offer the `realtime`
+subprotocol, which is accepted (and must be, when they send their key as the subprotocol
+`openai-insecure-api-key.<key>`: a browser fails a handshake that selects none).
+
+The key is checked before the handshake is accepted; a refused key gets HTTP 403 and no session.
+An ephemeral secret starts its session with the config it was minted with.
+"""
+
+import logging
+
+from fastapi import APIRouter, WebSocket
+
+from server.api.access import authenticate_socket
+from server.api.services import services
+from server.core.auth import Identity
+from server.core.errors import APIError
+from server.realtime.config import SessionConfig
+from server.realtime.protocols.openai import OpenAIProtocol
+from server.realtime.protocols.openai_session import parse_beta_session, parse_ga_session
+from server.realtime.protocols.simple import SimpleProtocol
+from server.realtime.transports.websocket import serve_connection
+
+router = APIRouter()
+log = logging.getLogger("edge.auth")
+
+
+def _initial_config(identity: Identity) -> SessionConfig | None:
+    if identity.session is None:
+        return None
+    parse = parse_beta_session if identity.flavour == "beta" else parse_ga_session
+    return parse(identity.session, SessionConfig())
+
+
+@router.websocket("/v1/realtime")
+async def openai_realtime(websocket: WebSocket) -> None:
+    identity = await authenticate_socket(websocket)
+    if identity is None:
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    beta = "realtime=v1" in websocket.headers.get("openai-beta", "") or "openai-beta.realtime-v1" in offered
+    state = services(websocket)
+    try:
+        initial = _initial_config(identity)
+    except APIError as exc:  # minted by an edge that validated differently: refuse rather than guess
+        log.warning("refused a realtime handshake: its ephemeral secret's session is invalid: %s", exc.message)
+        await websocket.close(code=1008)
+        return
+    try:
+        default_model = await state.models.served()
+    except APIError:
+        default_model = None
+    protocol = OpenAIProtocol(
+        beta=beta,
+        default_model=default_model,
+        lifetime_s=state.settings.realtime_max_session_s,
+        initial=initial,
+        session_id=identity.session_id,
+    )
+    await serve_connection(websocket, protocol, state.realtime, identity, "realtime" if "realtime" in offered else None)
+
+
+@router.websocket("/ws")
+async def simple_realtime(websocket: WebSocket) -> None:
+    identity = await authenticate_socket(websocket)
+    if identity is None:
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    state = services(websocket)
+    await serve_connection(
+        websocket, SimpleProtocol(), state.realtime, identity, "realtime" if "realtime" in offered else None
+    )

@@ -1,0 +1,98 @@
+"""The edge's long-lived services, built once per app in its lifespan and reached through typed
+accessors, so routes never read an untyped `app.state`.
+
+The HTTP app and the RunPod worker build the same `Services`; the realtime session slots live here
+too (one set per app: tests run several apps in one process; with several workers, one count
+shared by all of them).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.requests import HTTPConnection
+
+from server.backend.model_names import ModelNames
+from server.backend.vllm_client import VLLMClient
+from server.core.auth import KeyRing
+from server.core.settings import Settings
+from server.core.shared_count import SessionSlots, SharedCount
+from server.files.fetch import SafeFetcher
+from server.files.transcription import TranscriptionService
+from server.realtime.engines import EngineSelector
+from server.realtime.services import RealtimeServices
+from vad import BatchedVADEngine, SileroSequenceModel
+
+
+@dataclass
+class Services:
+    """Everything a route needs besides its request."""
+
+    settings: Settings
+    backend: VLLMClient
+    fetcher: SafeFetcher
+    models: ModelNames
+    transcriber: TranscriptionService
+    vad_engine: BatchedVADEngine
+    realtime_slots: SessionSlots
+    keys: KeyRing
+    realtime_engines: EngineSelector
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Services":
+        """Create the clients and engines; `start()` them on the serving event loop, `aclose()` at the end."""
+        backend = VLLMClient(settings)
+        fetcher = SafeFetcher(settings)
+        return cls(
+            settings=settings,
+            backend=backend,
+            fetcher=fetcher,
+            models=ModelNames(settings, backend),
+            transcriber=TranscriptionService(
+                settings, backend, fetcher, SileroSequenceModel(intra_op_threads=settings.vad_intra_op_threads)
+            ),
+            vad_engine=BatchedVADEngine(
+                max_batch=settings.realtime_vad_max_batch,
+                intra_op_threads=settings.vad_intra_op_threads,
+                batch_window_s=settings.realtime_vad_batch_ms / 1000,
+            ),
+            realtime_slots=SessionSlots(settings.realtime_max_sessions, _shared_session_count(settings)),
+            keys=KeyRing.from_settings(settings),
+            realtime_engines=EngineSelector(settings),
+        )
+
+    @property
+    def realtime(self) -> RealtimeServices:
+        """What realtime sessions use, taken from these services at each call (so an engine a test
+        swaps in reaches the sessions opened afterwards)."""
+        return RealtimeServices(
+            settings=self.settings,
+            backend=self.backend,
+            models=self.models,
+            vad_engine=self.vad_engine,
+            engines=self.realtime_engines,
+            slots=self.realtime_slots,
+            keys=self.keys,
+        )
+
+    async def start(self) -> None:
+        await self.vad_engine.start()
+
+    async def aclose(self) -> None:
+        await self.vad_engine.stop()
+        await self.fetcher.aclose()
+        await self.backend.aclose()
+
+
+def _shared_session_count(settings: Settings) -> SharedCount | None:
+    """With several workers, the open sessions are counted in their shared directory."""
+    if settings.prometheus_multiproc_dir is None:
+        return None
+    return SharedCount(Path(settings.prometheus_multiproc_dir) / "realtime-sessions.json")
+
+
+def services(connection: HTTPConnection) -> Services:
+    """The services of the app serving `connection` (an HTTP request or a WebSocket)."""
+    found = getattr(connection.app.state, "services", None)
+    if not isinstance(found, Services):
+        raise RuntimeError("the app's services are not running (lifespan not started)")
+    return found

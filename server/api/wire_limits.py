@@ -1,0 +1,160 @@
+"""uvicorn's HTTP and WebSocket protocols, with what they lack against hostile or broken clients.
+
+Before the app sees a request, uvicorn's own code answers the client, and there it falls short:
+- httptools has no bound on a request's line and headers: one connection sending headers without
+  end grows the edge's memory without end, and one sending them a byte at a time (or nothing at
+  all after connecting) holds its connection for ever. Here a request whose head passes
+  `MAX_HEAD_BYTES` gets a 431, one whose head takes longer than `HEAD_TIMEOUT_S` a 408, and the
+  connection is closed; a new connection that sends nothing for as long is closed.
+- A handshake the `websockets` parser refuses (a header line over 8 kB, over 128 headers) is never
+  answered: uvicorn leaves the connection open until the client gives up. Here it gets a 400.
+- Its own errors are plain text; here they are in OpenAI's shape, like every error of the app.
+- A WebSocket whose client stops reading stays open after its session ends (the transport waits
+  to deliver what is buffered): one that has not gone some seconds after the session is aborted.
+- A WebSocket its keepalive closes (no pong in `REALTIME_PING_TIMEOUT_S`) ends with close code
+  1005 for the app, like any lost connection; here the reason gets its own log line.
+"""
+
+import asyncio
+import json
+import logging
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from server.core.errors import APIError
+
+log = logging.getLogger("edge.wire")
+
+MAX_HEAD_BYTES = 64 * 1024
+"""A request line and its headers together: far above what any client or proxy sends (nginx allows
+32 kB), far below what would matter for memory."""
+
+HEAD_TIMEOUT_S = 60.0
+"""How long a request's line and headers may take to arrive once its first byte has, and a new
+connection may wait before its first request begins (nginx's default too); between requests on a
+kept-alive connection, uvicorn's keep-alive timeout applies."""
+
+ABORT_AFTER_S = 5.0
+"""How long after the close handshake's own timeout a WebSocket whose client does not read is dropped."""
+
+REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "unknown peer"
+
+
+def error_response(error: APIError) -> bytes:
+    """A complete HTTP/1.1 response carrying `error` in OpenAI's shape, closing the connection."""
+    body = json.dumps(error.body()).encode()
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % (
+        error.status,
+        REASONS[error.status],
+        len(body),
+    )
+    return head + body
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with bounds on each request's head: its size and its time."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # Bytes received since the request began, None once its head is in. A kept-alive connection's
+        # next request is counted from the read after the one it began in: the bound stays within one read.
+        self._head_bytes: int | None = 0
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(HEAD_TIMEOUT_S, self._no_request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._head_bytes is not None and self._head_bytes > MAX_HEAD_BYTES:
+            message = f"The request line and headers are larger than {MAX_HEAD_BYTES} bytes."
+            self._refuse(APIError(431, message, code="headers_too_large"))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_bytes is None:  # the next request on a kept-alive connection
+            self._head_bytes = 0
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def _no_request(self) -> None:
+        """Connected, then no request began: nothing to answer."""
+        self._head_timer = None
+        if not self.transport.is_closing():
+            log.info("closing a connection from %s: no request in %g s", _peer(self.client), HEAD_TIMEOUT_S)
+            self.transport.close()
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        message = f"The request line and headers did not arrive within {HEAD_TIMEOUT_S:g} s."
+        self._refuse(APIError(408, message, code="request_timeout"))
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, error: APIError) -> None:
+        if self.transport.is_closing():
+            return
+        log.warning("refusing a request from %s: %s", _peer(self.client), error.message)
+        self.transport.write(error_response(error))
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        self.transport.write(error_response(APIError(400, msg, code="invalid_http_request")))
+        self.transport.close()
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets protocol that answers a handshake it cannot parse, drops a client that
+    does not read once its session is over, and says when its keepalive ends a connection."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.handshake_exc is not None and not self.handshake_initiated and not self.transport.is_closing():
+            cause = self.conn.handshake_exc.__cause__ or self.conn.handshake_exc
+            log.warning("refusing a WebSocket handshake from %s: %s", _peer(self.client), cause)
+            message = f"Invalid WebSocket handshake: {cause}."
+            self.transport.write(error_response(APIError(400, message, code="invalid_handshake")))
+            self.handshake_initiated = self.handshake_complete = self.close_sent = True
+            self.transport.close()
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        # The connection is closing now (or after the close handshake's timeout), but a transport
+        # only closes once the client has read what is still buffered for it.
+        self.loop.call_later(self.close_timeout + ABORT_AFTER_S, self._abort_if_unread)
+
+    def _abort_if_unread(self) -> None:
+        if not self.disconnected:
+            log.warning(
+                "aborting the WebSocket of %s: its session ended %g s ago and it has not read what was sent to it",
+                _peer(self.client),
+                self.close_timeout + ABORT_AFTER_S,
+            )
+            self.transport.abort()
+
+    def keepalive_timeout(self) -> None:
+        if not (self.close_sent or self.transport.is_closing()):
+            log.warning(
+                "closing the WebSocket from %s: no pong within %g s of a ping (1011 keepalive ping timeout)",
+                _peer(self.client),
+                self.ping_timeout,
+            )
+        super().keepalive_timeout()

@@ -1,0 +1,255 @@
+"""The edge's only door to vLLM: an httpx client for its OpenAI-compatible API.
+
+Failures are translated once, here, into `APIError`s with the status a client should see:
+vLLM unreachable → 503 with `Retry-After`; vLLM timing out → 504; vLLM failing (5xx or a broken
+stream) → 502; vLLM refusing a request (4xx) → the same status with vLLM's own message.
+
+Chat requests carry a vLLM `priority` (lower values are scheduled first, when vLLM runs with
+`--scheduling-policy priority`): live ones (realtime assistant replies) `LIVE_PRIORITY`, the rest
+`BULK_PRIORITY`. vLLM's transcription endpoints take no priority, so transcriptions, live or not,
+get vLLM's default 0, between the two; file work is kept apart by the edge's own budget
+(`server.files.file_scheduler`). vLLM 0.32 without the priority policy ignores priorities; older
+versions refuse non-zero ones with a 400, so the first such refusal makes the client retry
+without and send none from then on: a priority never fails a request.
+"""
+
+import base64
+import json
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+
+from server.core.errors import APIError
+from server.core.settings import Settings
+from server.core.usage import StreamUsage
+
+log = logging.getLogger("edge.backend")
+
+RETRY_AFTER_S = "5"
+LIVE_PRIORITY = -10
+BULK_PRIORITY = 10
+MAX_CLIENT_PRIORITY = 2**31 - 1
+
+
+@dataclass
+class TranscriptionResult:
+    """What vLLM returned for one audio chunk."""
+
+    text: str
+
+
+def _error_from_response(status: int, body: bytes) -> APIError:
+    """Turn a vLLM error response into the error the client sees."""
+    try:
+        err = json.loads(body).get("error", {})
+        message = err.get("message") or body.decode(errors="replace")
+        param = err.get("param")
+    except (ValueError, AttributeError):
+        message, param = body.decode(errors="replace")[:500] or f"HTTP {status}", None
+    if status >= 500:
+        return APIError(502, f"The speech backend failed: {message}", code="backend_error")
+    code = "model_not_found" if status == 404 else "backend_rejected"
+    return APIError(status, message, param=param, code=code)
+
+
+KEEPALIVE_S = 2.0
+
+
+class VLLMClient:
+    """Async client for vLLM's `/v1` API, shared by every request of the app."""
+
+    def __init__(self, settings: Settings) -> None:
+        headers = {"Authorization": f"Bearer {settings.vllm_api_key}"} if settings.vllm_api_key else {}
+        timeout = httpx.Timeout(settings.backend_timeout_s, connect=settings.backend_connect_timeout_s)
+        self.base_url = settings.backend_url
+        self.max_output_tokens = settings.max_output_tokens
+        self.json_audio = settings.json_audio_upload
+        self.accepts_priority = True
+        """False once the backend refused a request priority; none is sent from then on."""
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            # Idle connections are dropped well before vLLM's own keep-alive (5 s) closes them: at
+            # equal timeouts a request sent as the server closes fails ("Server disconnected").
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=KEEPALIVE_S),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        try:
+            response = await self._http.send(request, stream=stream)
+        except httpx.TimeoutException as exc:
+            raise APIError(504, "The speech backend timed out.", code="backend_timeout") from exc
+        except httpx.TransportError as exc:
+            raise APIError(
+                503,
+                f"The speech backend is unreachable ({type(exc).__name__}).",
+                code="backend_unavailable",
+                headers={"Retry-After": RETRY_AFTER_S},
+            ) from exc
+        if response.status_code >= 400:
+            body = await response.aread()
+            await response.aclose()
+            raise _error_from_response(response.status_code, body)
+        return response
+
+    def _audio_request(
+        self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float, stream: bool
+    ) -> httpx.Request:
+        """A transcription request for one WAV chunk: multipart for vLLM, or JSON for a backend
+        behind a JSON-only proxy (RunPod's OpenAI URL), with the audio as a `data:` URL."""
+        fields: dict[str, str] = {"model": model, "response_format": "json", "temperature": str(temperature)}
+        if language:
+            fields["language"] = language
+        if self.max_output_tokens:
+            fields["max_completion_tokens"] = str(self.max_output_tokens)
+        if stream:
+            fields.update(stream="true", stream_include_usage="true")
+        url = f"/audio/{_route(task)}"
+        if self.json_audio:
+            fields["url"] = "data:audio/wav;base64," + base64.b64encode(wav).decode()
+            return self._http.build_request("POST", url, json=fields)
+        return self._http.build_request("POST", url, data=fields, files={"file": ("audio.wav", wav, "audio/wav")})
+
+    async def transcribe(
+        self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float
+    ) -> TranscriptionResult:
+        """Transcribe (or translate) one WAV chunk."""
+        request = self._audio_request(
+            wav, task=task, model=model, language=language, temperature=temperature, stream=False
+        )
+        response = await self._send(request)
+        try:
+            body = response.json()
+            return TranscriptionResult(text=body["text"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise APIError(502, "The speech backend sent an unreadable transcription.", code="backend_error") from exc
+
+    async def transcribe_stream(
+        self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float, usage: StreamUsage
+    ) -> AsyncGenerator[str, None]:
+        """Yield text deltas of one chunk as vLLM streams them; token counts are added to `usage`.
+
+        Closing the iterator early closes the HTTP stream, which makes vLLM abort the request.
+        """
+        request = self._audio_request(
+            wav, task=task, model=model, language=language, temperature=temperature, stream=True
+        )
+        async with aclosing(_text_deltas(await self._send(request, stream=True), usage)) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    async def chat_text_stream(
+        self, body: dict[str, Any], usage: StreamUsage, *, priority: int
+    ) -> AsyncGenerator[str, None]:
+        """Yield the text deltas of a streamed chat completion; token counts are added to `usage`.
+
+        `body` gets `stream` and usage reporting set. Closing the iterator early aborts the request.
+        """
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        response = await self._send_chat(body, priority=priority, stream=True)
+        async with aclosing(_text_deltas(response, usage)) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    async def chat(self, body: dict[str, Any], *, priority: int = BULK_PRIORITY) -> dict[str, Any]:
+        response = await self._send_chat(body, priority=priority, stream=False)
+        return response.json()
+
+    async def chat_stream(self, body: dict[str, Any], *, priority: int = BULK_PRIORITY) -> AsyncGenerator[bytes, None]:
+        """Relay vLLM's chat SSE stream chunk by chunk, as bytes."""
+        response = await self._send_chat(body, priority=priority, stream=True)
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        except httpx.TransportError as exc:
+            raise APIError(502, "The speech backend broke off the stream.", code="backend_error") from exc
+        finally:
+            await close_shielded(response)
+
+    async def _send_chat(self, body: dict[str, Any], *, priority: int, stream: bool) -> httpx.Response:
+        """POST a chat completion with `priority` (a client's own, if it is not ahead of that, is
+        kept); without one if the backend refuses priorities."""
+        if self.accepts_priority:
+            client_priority = body.get("priority")
+            keep = isinstance(client_priority, int) and priority <= client_priority <= MAX_CLIENT_PRIORITY
+            prioritised = {**body, "priority": client_priority if keep else priority}
+            try:
+                return await self._send(
+                    self._http.build_request("POST", "/chat/completions", json=prioritised), stream=stream
+                )
+            except APIError as exc:
+                if exc.status != 400 or "priority" not in exc.message.lower():
+                    raise
+                self.accepts_priority = False
+                log.warning("the backend refuses request priorities (%s); sending none from now on", exc.message)
+        plain = {key: value for key, value in body.items() if key != "priority"}
+        return await self._send(self._http.build_request("POST", "/chat/completions", json=plain), stream=stream)
+
+    async def models(self) -> dict[str, Any]:
+        response = await self._send(self._http.build_request("GET", "/models"))
+        return response.json()
+
+
+async def close_shielded(response: httpx.Response) -> None:
+    """Close a streamed response even while the caller is being cancelled.
+
+    Cancellation (a client that went away) is exactly when the stream must close: vLLM aborts a
+    request when its connection closes, and an unclosed one keeps generating for nobody.
+    """
+    with anyio.CancelScope(shield=True):
+        await response.aclose()
+
+
+def _route(task: str) -> str:
+    return "translations" if task == "translate" else "transcriptions"
+
+
+async def _text_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncGenerator[str, None]:
+    """Text deltas of a streamed completion; closes the response.
+
+    Reads vLLM's chunk format (transcription and chat) and OpenAI's `transcript.text.*` events,
+    which a backend that is itself this edge or its RunPod worker sends.
+    """
+    try:
+        async for event in _sse_events(response):
+            if "error" in event:
+                message = event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
+                raise APIError(502, f"The speech backend failed: {message}", code="backend_error")
+            for choice in event.get("choices") or []:
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    yield delta
+            if event.get("type") == "transcript.text.delta" and event.get("delta"):
+                yield event["delta"]
+            if counts := event.get("usage"):
+                usage.input_tokens += counts.get("prompt_tokens", counts.get("input_tokens", 0))
+                usage.output_tokens += counts.get("completion_tokens", counts.get("output_tokens", 0))
+    except httpx.TimeoutException as exc:
+        raise APIError(504, "The speech backend timed out.", code="backend_timeout") from exc
+    except httpx.TransportError as exc:
+        raise APIError(502, "The speech backend broke off the stream.", code="backend_error") from exc
+    finally:
+        await close_shielded(response)
+
+
+async def _sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:
+    """Parse `data:` lines of a server-sent event stream until `[DONE]`."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            return
+        try:
+            yield json.loads(payload)
+        except ValueError as exc:
+            raise APIError(502, "The speech backend sent an unreadable stream.", code="backend_error") from exc
