@@ -81,7 +81,7 @@ async def run_session(url: str, model: str, max_model_len: int, audio: np.ndarra
     session.fed_all_at = time.perf_counter()
     stream.end_segment()
     await done.wait()
-    await stream.close()
+    await stream.aclose()
     return session
 
 

@@ -134,7 +134,7 @@ class Harness:
 
     def close(self) -> None:
         for _, session in self.sessions.values():
-            self.loop.run_until_complete(session.close())
+            self.loop.run_until_complete(session.aclose())
         self.loop.run_until_complete(self.engine.stop())
         self.loop.run_until_complete(self.backend.aclose())
         self.loop.close()

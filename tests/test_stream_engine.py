@@ -83,7 +83,7 @@ async def engine_for(backend: RealtimeBackend) -> AsyncIterator[tuple[StreamEngi
     try:
         yield engine, recorder
     finally:
-        await engine.close()
+        await engine.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ async def test_a_segment_longer_than_one_generation_loses_no_audio(realtime_vllm
         stream.end_segment()
         await wait_for(lambda: bool(done or errors))
     finally:
-        await stream.close()
+        await stream.aclose()
     assert not errors
     generations = [budget] * (len(audio) // budget) + [len(audio) % budget]
     assert done[0].generations == len(generations) == 3
@@ -223,7 +223,7 @@ async def test_a_generation_vllm_ends_itself_loses_no_audio(realtime_vllm_url: s
         stream.end_segment()
         await wait_for(lambda: bool(done))
     finally:
-        await stream.close()
+        await stream.aclose()
     # vLLM's first generation writes one step per token left after the 39-token prompt; the text
     # of its last step stands for the audio up to `spoken_span`, and the rest is sent again.
     first_steps = REALTIME_TEST_MAX_MODEL_LEN - 39
@@ -260,7 +260,7 @@ async def test_each_step_hears_the_audio_up_to_heard_end(realtime_vllm_url: str)
                 assert len(deltas) == count, f"after {fed} samples"
         assert [d.heard_until for d in deltas] == [heard_end(0, k) for k in range(4)]
     finally:
-        await stream.close()
+        await stream.aclose()
 
 
 class CuttableProxy:

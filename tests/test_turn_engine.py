@@ -115,7 +115,7 @@ async def test_items_are_released_in_order_and_reported_once_emitted(caplog: pyt
         "realtime turn item_a completed",
         "realtime turn item_b completed",
     ]
-    await harness.engine.close()
+    await harness.engine.aclose()
 
 
 async def test_a_failed_transcription_is_a_failed_turn() -> None:
@@ -128,7 +128,7 @@ async def test_a_failed_transcription_is_a_failed_turn() -> None:
     assert isinstance(failed, TranscriptFailed)
     assert (failed.item_id, failed.code, failed.message) == ("item_a", "backend_error", "vLLM broke.")
     assert harness.of(TranscriptDelta) == [TranscriptDelta("item_a", "half ")]
-    await harness.engine.close()
+    await harness.engine.aclose()
 
 
 async def test_partials_run_while_a_vad_turn_is_open_and_stop_at_its_end() -> None:
@@ -145,7 +145,7 @@ async def test_partials_run_while_a_vad_turn_is_open_and_stop_at_its_end() -> No
     await asyncio.sleep(0.1)
     assert len(harness.of(TranscriptPartial)) == said
     assert backend.partial_requests == said  # one request a partial, only while the turn was open
-    await harness.engine.close()
+    await harness.engine.aclose()
 
 
 async def test_a_manual_buffer_gets_no_partials() -> None:
@@ -157,7 +157,7 @@ async def test_a_manual_buffer_gets_no_partials() -> None:
     await asyncio.sleep(0.1)
     assert backend.partial_requests == 0
     assert not harness.events
-    await harness.engine.close()
+    await harness.engine.aclose()
 
 
 async def test_a_discarded_item_says_nothing() -> None:
@@ -171,7 +171,7 @@ async def test_a_discarded_item_says_nothing() -> None:
     harness.engine.end_item(SECOND)  # nothing is open: nothing to commit
     await asyncio.sleep(0.05)
     assert not harness.events and not harness.done
-    await harness.engine.close()
+    await harness.engine.aclose()
 
 
 async def test_close_cancels_the_transcriptions_in_flight() -> None:
@@ -181,6 +181,6 @@ async def test_close_cancels_the_transcriptions_in_flight() -> None:
     harness.hear(1)
     harness.engine.end_item(SECOND)
     await asyncio.sleep(0.05)
-    await harness.engine.close()
+    await harness.engine.aclose()
     assert backend.cancelled == 1
     assert not harness.events and not harness.done

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.websockets import WebSocket
 
-from server.api.services import services
+from server.api.services import services_of
 from server.core import metrics
 from server.core.auth import EPHEMERAL_PREFIX, Identity, masked
 from server.core.errors import APIError
@@ -56,7 +56,7 @@ async def require_api_key(request: Request, credentials: Bearer) -> Identity:
     Async on purpose: the key name set here stays visible to the route (same task and context).
     """
     token = credentials.credentials if credentials else None
-    identity = services(request).keys.check_bearer(token)
+    identity = services_of(request).keys.check_bearer(token)
     if identity is None:
         raise invalid_api_key(token)
     metrics.usage_key.set(identity.name)
@@ -66,7 +66,7 @@ async def require_api_key(request: Request, credentials: Bearer) -> Identity:
 
 async def metrics_access(request: Request, credentials: Bearer) -> None:
     """`/metrics` needs a key only with `METRICS_REQUIRE_KEY`."""
-    if services(request).settings.metrics_require_key:
+    if services_of(request).settings.metrics_require_key:
         await require_api_key(request, credentials)
 
 
@@ -88,7 +88,7 @@ def socket_credentials(websocket: WebSocket) -> tuple[str | None, bool]:
 async def authenticate_socket(websocket: WebSocket) -> Identity | None:
     """The socket's identity; None after refusing the handshake (HTTP 403, no session accepted)."""
     token, _ = socket_credentials(websocket)
-    identity = services(websocket).keys.check_realtime(token)
+    identity = services_of(websocket).keys.check_realtime(token)
     if identity is None:
         client = websocket.client.host if websocket.client else "?"
         log.warning(

@@ -92,10 +92,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def access_summary(built: Services) -> str:
-    if not built.keys.required:
+def access_summary(services: Services) -> str:
+    if not services.keys.required:
         return "open (no API keys)"
-    return f"API keys required ({', '.join(built.keys.names)})"
+    return f"API keys required ({', '.join(services.keys.names)})"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -103,10 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        built = Services.build(settings)
-        await built.start()
-        app.state.services = built
-        if not built.keys.required and not is_loopback(settings.host):
+        services = Services.build(settings)
+        await services.start()
+        app.state.services = services
+        if not services.keys.required and not is_loopback(settings.host):
             log.warning(
                 "the edge listens on %s without API keys: anyone who reaches it can use it (set API_KEYS)",
                 settings.host,
@@ -117,17 +117,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             async with AsyncExitStack() as ports:
                 if settings.tcp_port is not None:
-                    tcp = TCPStreamServer(built.realtime)
+                    tcp = TCPStreamServer(services.realtime)
                     await tcp.start(settings.host, settings.tcp_port, reuse_port=several_workers)
                     ports.push_async_callback(tcp.aclose)
                 if settings.health_port is not None:
-                    health = HealthServer(built)
+                    health = HealthServer(services)
                     await health.start(settings.host, settings.health_port, reuse_port=several_workers)
                     ports.push_async_callback(health.aclose)
-                log.info("edge ready; backend %s; %s", settings.backend_url, access_summary(built))
+                log.info("edge ready; backend %s; %s", settings.backend_url, access_summary(services))
                 yield
         finally:
-            await built.aclose()
+            await services.aclose()
 
     # The API docs (/docs, /redoc) load Swagger UI and ReDoc from the `fastapi-offline` package
     # instead of a CDN, so they work on hosts without internet access.

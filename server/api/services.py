@@ -90,7 +90,7 @@ def _shared_session_count(settings: Settings) -> SharedCount | None:
     return SharedCount(Path(settings.prometheus_multiproc_dir) / "realtime-sessions.json")
 
 
-def services(connection: HTTPConnection) -> Services:
+def services_of(connection: HTTPConnection) -> Services:
     """The services of the app serving `connection` (an HTTP request or a WebSocket)."""
     found = getattr(connection.app.state, "services", None)
     if not isinstance(found, Services):

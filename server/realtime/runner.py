@@ -152,7 +152,7 @@ async def run_session(transport: SessionTransport, protocol: WireProtocol, servi
             await outbox.flush(CLOSE_TIMEOUT_S)
     finally:
         await cancel_and_wait((sender, client))
-        await session.close()
+        await session.aclose()
     if failed in done:
         return Outcome(End.BACKEND_FAILED, failed.result())
     if client in done:

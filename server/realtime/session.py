@@ -60,7 +60,7 @@ class Item:
 
 
 class RealtimeSession:
-    """One live session; create it on the event loop that runs the VAD engine, `close()` it at the end."""
+    """One live session; create it on the event loop that runs the VAD engine, `aclose()` it at the end."""
 
     def __init__(
         self,
@@ -186,10 +186,10 @@ class RealtimeSession:
         if self._vad is not None:
             self._restart_vad()
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop everything: in-flight vLLM requests are aborted as their tasks are cancelled."""
-        await self._transcriber.close()
-        await self._tasks.close()
+        await self._transcriber.aclose()
+        await self._tasks.aclose()
         if self._vad is not None:
             self._vad.close()
             self._vad = None

@@ -18,7 +18,7 @@ Seam for the session (`server/realtime/session.py`), the `TranscriptionEngine` i
 - `start_item(item_id, position)` at speech start (with prefix padding), or at session start and
   after each manual commit when turn detection is off;
 - `end_item(position)` at speech stop or commit; `discard_item()` on `input_audio_buffer.clear`;
-- `await close()` at the end. `on_error` is called once if vLLM fails; open items get a
+- `await aclose()` at the end. `on_error` is called once if vLLM fails; open items get a
   `TranscriptFailed` first.
 """
 
@@ -139,8 +139,8 @@ class StreamEngine:
             self._discarded.add(self._open.item_id)
             self._end_open(self._end)
 
-    async def close(self) -> None:
-        await self._stream.close()
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
     def _end_open(self, position: int) -> None:
         item = self._open

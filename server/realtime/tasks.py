@@ -11,7 +11,7 @@ log = logging.getLogger("edge.realtime")
 
 
 class TaskSet:
-    """Tasks that live as long as their owner: a failure is logged, `close()` cancels them all."""
+    """Tasks that live as long as their owner: a failure is logged, `aclose()` cancels them all."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
@@ -25,7 +25,7 @@ class TaskSet:
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Cancel every task still running and wait for them to end (in-flight vLLM requests abort)."""
         await cancel_and_wait(self._tasks)
 

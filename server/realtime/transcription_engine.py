@@ -38,5 +38,5 @@ class TranscriptionEngine(Protocol):
     def discard_item(self) -> None:
         """Drop the open item: no final event comes for it."""
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop: the engine's work in flight is cancelled and nothing more is emitted."""

@@ -101,8 +101,8 @@ class TurnEngine:
     def discard_item(self) -> None:
         self._end_open()
 
-    async def close(self) -> None:
-        await self._tasks.close()
+    async def aclose(self) -> None:
+        await self._tasks.aclose()
 
     def _end_open(self) -> None:
         self._open = None

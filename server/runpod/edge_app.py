@@ -61,7 +61,7 @@ class EdgeApp:
         return found
 
     async def aclose(self) -> None:
-        await self._lifespan.stop()
+        await self._lifespan.aclose()
 
     def method(self, path: str) -> str:
         """The method to send `path` with: a job names only the route, so POST if a route takes it, else GET."""

@@ -36,7 +36,7 @@ class Lifespan:
         # Shielded: a job cancelled while waiting must not cancel the start the others wait for.
         await asyncio.shield(self._started)
 
-    async def stop(self) -> None:
+    async def aclose(self) -> None:
         """Shut the app down (if it was started) and wait until it has."""
         self._stop.set()
         if self._task is not None:

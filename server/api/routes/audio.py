@@ -9,7 +9,7 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from server.api.services import services
+from server.api.services import services_of
 from server.api.sse import sse
 from server.core.errors import APIError
 from server.core.tasks import cancel_and_wait
@@ -55,14 +55,14 @@ async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) 
 
 async def _handle(request: Request, task: str) -> Response:
     parsed = parse_audio_request(await read_fields(request), task=task)
-    state = services(request)
+    services = services_of(request)
     flow = await TranscriptionFlow.start(
         parsed,
         task=task,
         label=request.url.path,
-        models=state.models,
-        transcriber=state.transcriber,
-        realtime=state.realtime_engines.probe,
+        models=services.models,
+        transcriber=services.transcriber,
+        realtime=services.realtime_engines.probe,
     )
     if not parsed.stream:
         transcript = await flow.transcript(lambda work: _unless_client_leaves(request, work))

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from server.api.chat_audio import parse_chat, prepare_chat
-from server.api.services import services
+from server.api.services import services_of
 from server.protocol.chat import ChatCompletionRequest
 from server.protocol.request_body import read_json_object
 from server.protocol.schema import request_body
@@ -27,11 +27,11 @@ async def chat_completions(request: Request) -> Response:
     """A chat completion from vLLM (OpenAI's API), with audio content parts fetched by the edge."""
     started = time.perf_counter()
     body = parse_chat(await read_json_object(request))
-    state = services(request)
+    services = services_of(request)
     audios = await prepare_chat(
-        body, models=state.models, fetcher=state.fetcher, max_audio_s=state.settings.max_audio_s
+        body, models=services.models, fetcher=services.fetcher, max_audio_s=services.settings.max_audio_s
     )
-    backend = state.backend
+    backend = services.backend
     if not body.get("stream"):
         result = await backend.chat(body)
         log.info("/v1/chat/completions ok audios=%d total=%.1fms", audios, (time.perf_counter() - started) * 1e3)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.access import require_api_key
-from server.api.services import Services, services
+from server.api.services import Services, services_of
 from server.core.auth import Identity, SessionFlavour
 from server.core.errors import APIError
 from server.realtime.config import SessionConfig
@@ -54,25 +54,25 @@ class BetaTranscriptionSessionRequest(BaseModel):
         return dict(self.model_extra or {})
 
 
-async def _session_config(state: Services, flavour: SessionFlavour, session: dict[str, Any]) -> SessionConfig:
+async def _session_config(services: Services, flavour: SessionFlavour, session: dict[str, Any]) -> SessionConfig:
     parse = parse_beta_session if flavour == "beta" else parse_ga_session
     config = parse(session, SessionConfig())
     if config.transcription.model is not None:
-        await state.models.resolve(config.transcription.model)
+        await services.models.resolve(config.transcription.model)
     return config
 
 
-async def _shown(state: Services, flavour: SessionFlavour, config: SessionConfig, session_id: str) -> dict[str, Any]:
+async def _shown(services: Services, flavour: SessionFlavour, config: SessionConfig, session_id: str) -> dict[str, Any]:
     """The session as its socket will show it in `session.created`, with the same id."""
     try:
-        default_model = await state.models.served()
+        default_model = await services.models.served()
     except APIError:
         default_model = None
     return session_object(
         config,
         beta=flavour == "beta",
         session_id=session_id,
-        expires_at=int(time.time() + state.settings.realtime_max_session_s),
+        expires_at=int(time.time() + services.settings.realtime_max_session_s),
         default_model=default_model,
     )
 
@@ -81,12 +81,12 @@ async def _shown(state: Services, flavour: SessionFlavour, config: SessionConfig
 async def create_client_secret(
     body: ClientSecretRequest, request: Request, owner: Annotated[Identity, Depends(require_api_key)]
 ) -> dict[str, Any]:
-    state = services(request)
+    services = services_of(request)
     session = body.session or {}
-    config = await _session_config(state, "ga", session)
+    config = await _session_config(services, "ga", session)
     session_id = new_id("sess")
-    minted = state.keys.mint(owner, "ga", session, body.expires_after.seconds, session_id)
-    shown = await _shown(state, "ga", config, session_id)
+    minted = services.keys.mint(owner, "ga", session, body.expires_after.seconds, session_id)
+    shown = await _shown(services, "ga", config, session_id)
     return {"value": minted.value, "expires_at": minted.expires_at, "session": shown}
 
 
@@ -94,10 +94,10 @@ async def create_client_secret(
 async def create_transcription_session(
     body: BetaTranscriptionSessionRequest, request: Request, owner: Annotated[Identity, Depends(require_api_key)]
 ) -> dict[str, Any]:
-    state = services(request)
+    services = services_of(request)
     session = body.session()
-    config = await _session_config(state, "beta", session)
+    config = await _session_config(services, "beta", session)
     session_id = new_id("sess")
-    minted = state.keys.mint(owner, "beta", session, body.client_secret.expires_at.seconds, session_id)
-    shown = await _shown(state, "beta", config, session_id)
+    minted = services.keys.mint(owner, "beta", session, body.client_secret.expires_at.seconds, session_id)
+    shown = await _shown(services, "beta", config, session_id)
     return {**shown, "client_secret": {"value": minted.value, "expires_at": minted.expires_at}}

@@ -5,7 +5,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from server.api.services import services
+from server.api.services import services_of
 
 router = APIRouter()
 
@@ -17,18 +17,20 @@ def _alias_entry(alias: str, served: str) -> dict[str, Any]:
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     """vLLM's models, plus the aliases that map to the served one."""
-    state = services(request)
-    listing = await state.backend.models()
-    served = await state.models.served()
-    listing["data"] = list(listing.get("data") or []) + [_alias_entry(a, served) for a in sorted(state.models.aliases)]
+    services = services_of(request)
+    listing = await services.backend.models()
+    served = await services.models.served()
+    listing["data"] = list(listing.get("data") or []) + [
+        _alias_entry(a, served) for a in sorted(services.models.aliases)
+    ]
     return listing
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    state = services(request)
-    served = await state.models.resolve(model_id)
-    for entry in (await state.backend.models()).get("data") or []:
+    services = services_of(request)
+    served = await services.models.resolve(model_id)
+    for entry in (await services.backend.models()).get("data") or []:
         if entry.get("id") == model_id:
             return entry
     return _alias_entry(model_id, served)

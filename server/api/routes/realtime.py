@@ -14,7 +14,7 @@ import logging
 from fastapi import APIRouter, WebSocket
 
 from server.api.access import authenticate_socket
-from server.api.services import services
+from server.api.services import services_of
 from server.core.auth import Identity
 from server.core.errors import APIError
 from server.realtime.config import SessionConfig
@@ -41,7 +41,7 @@ async def openai_realtime(websocket: WebSocket) -> None:
         return
     offered = websocket.scope.get("subprotocols") or []
     beta = "realtime=v1" in websocket.headers.get("openai-beta", "") or "openai-beta.realtime-v1" in offered
-    state = services(websocket)
+    services = services_of(websocket)
     try:
         initial = _initial_config(identity)
     except APIError as exc:  # minted by an edge that validated differently: refuse rather than guess
@@ -49,17 +49,19 @@ async def openai_realtime(websocket: WebSocket) -> None:
         await websocket.close(code=1008)
         return
     try:
-        default_model = await state.models.served()
+        default_model = await services.models.served()
     except APIError:
         default_model = None
     protocol = OpenAIProtocol(
         beta=beta,
         default_model=default_model,
-        lifetime_s=state.settings.realtime_max_session_s,
+        lifetime_s=services.settings.realtime_max_session_s,
         initial=initial,
         session_id=identity.session_id,
     )
-    await serve_connection(websocket, protocol, state.realtime, identity, "realtime" if "realtime" in offered else None)
+    await serve_connection(
+        websocket, protocol, services.realtime, identity, "realtime" if "realtime" in offered else None
+    )
 
 
 @router.websocket("/ws")
@@ -68,7 +70,7 @@ async def simple_realtime(websocket: WebSocket) -> None:
     if identity is None:
         return
     offered = websocket.scope.get("subprotocols") or []
-    state = services(websocket)
+    services = services_of(websocket)
     await serve_connection(
-        websocket, SimpleProtocol(), state.realtime, identity, "realtime" if "realtime" in offered else None
+        websocket, SimpleProtocol(), services.realtime, identity, "realtime" if "realtime" in offered else None
     )

@@ -5,7 +5,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.api.access import metrics_access
-from server.api.services import services
+from server.api.services import services_of
 from server.core import metrics
 from server.core.errors import APIError
 
@@ -21,10 +21,10 @@ async def health() -> dict[str, str]:
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
     """200 when vLLM answers and serves the model; 503 (with Retry-After) otherwise."""
-    state = services(request)
+    services = services_of(request)
     try:
-        listing = await state.backend.models()
-        served = await state.models.served()
+        listing = await services.backend.models()
+        served = await services.models.served()
     except APIError as exc:
         return JSONResponse(
             {"status": "unavailable", "reason": exc.message}, status_code=503, headers={"Retry-After": "5"}
@@ -42,5 +42,5 @@ async def ready(request: Request) -> JSONResponse:
 @router.get("/metrics", dependencies=[Depends(metrics_access)])
 async def prometheus_metrics(request: Request) -> Response:
     """The edge's metrics: with several workers, all of them merged into one."""
-    body = metrics.exposition(services(request).settings.prometheus_multiproc_dir)
+    body = metrics.exposition(services_of(request).settings.prometheus_multiproc_dir)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -49,7 +49,7 @@ class RealtimeConnection:
                 raise RealtimeBackendError(f"vLLM's /v1/realtime began with {first.type}, not session.created")
             await connection.send(SessionUpdate(model=model))
         except BaseException:
-            await connection.close()
+            await connection.aclose()
             raise
         return connection
 
@@ -73,7 +73,7 @@ class RealtimeConnection:
             raise RealtimeRefused(event.error, event.code)
         return event
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self._ws.close()
 
     async def __aenter__(self) -> "RealtimeConnection":
@@ -82,4 +82,4 @@ class RealtimeConnection:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.close()
+        await self.aclose()

@@ -55,7 +55,7 @@ async def probe_realtime(
     except RealtimeBackendError as exc:
         log.info("no /v1/realtime at %s: %s", backend_url, exc)
         return None
-    await connection.close()
+    await connection.aclose()
     return RealtimeBackend(
         url=base, model=entry["id"], max_model_len=int(entry.get("max_model_len") or 2048), api_key=api_key
     )

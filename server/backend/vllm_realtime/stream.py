@@ -132,7 +132,7 @@ class RealtimeStream:
 
     Call from the event loop: `start_segment`, `feed`, `end_segment` never block. Results go to
     the callbacks, which must not block either: `on_delta` per step, `on_done` per segment, and
-    `on_error` once if the stream fails (then nothing more is sent; `close()` still must be called).
+    `on_error` once if the stream fails (then nothing more is sent; `aclose()` still must be called).
     """
 
     def __init__(
@@ -178,7 +178,7 @@ class RealtimeStream:
             self._segments[-1].ended = True
             self._wake.set()
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Stop at once: segments in flight get no more events."""
         self._task.cancel()
         try:
@@ -207,7 +207,7 @@ class RealtimeStream:
                 log.error("realtime stream to vLLM crashed", exc_info=failures.exceptions[0])
                 self._fail(RealtimeBackendError(f"realtime stream crashed: {failures.exceptions[0]!r}"))
             finally:
-                await connection.close()
+                await connection.aclose()
 
     def _fail(self, exc: RealtimeBackendError) -> None:
         if self.failed is not None:

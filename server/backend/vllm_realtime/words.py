@@ -84,5 +84,5 @@ async def transcribe_with_words(backend: RealtimeBackend, audio: np.ndarray) -> 
         stream.end_segment()
         done = await result
     finally:
-        await stream.close()
+        await stream.aclose()
     return done.text, words_from_deltas(deltas, audio_end=len(audio))
