@@ -144,10 +144,11 @@ def edge_task_names(edge: EdgeServer) -> list[str]:
     return asyncio.run_coroutine_threadsafe(names(), loop).result(10)
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 15) -> None:
+async def wait_until(condition: Callable[[], bool], timeout: float = 15, poll_s: float = 0.2) -> None:
+    """Wait on the event loop until `condition()` holds; `TimeoutError` after `timeout` seconds."""
     async with asyncio.timeout(timeout):
         while not condition():
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(poll_s)
 
 
 class SlowVADEngine:

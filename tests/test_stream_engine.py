@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from realtime_helpers import wait_until
 
 from server.backend.vllm_realtime.errors import RealtimeBackendError, RealtimeRefused, RealtimeUnavailable
 from server.backend.vllm_realtime.probe import RealtimeBackend, RealtimeProbe, probe_realtime
@@ -50,10 +51,8 @@ def speech(seconds: float) -> np.ndarray:
     return np.resize(decode_audio(DATA / "jfk.flac", max_duration_s=600), int(seconds * SECOND))
 
 
-async def wait_for(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.02)
+async def wait_for(condition: Callable[[], bool]) -> None:
+    await wait_until(condition, WAIT_S, poll_s=0.02)
 
 
 @dataclass
