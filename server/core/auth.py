@@ -39,7 +39,6 @@ class Identity:
     and the id that session was shown with when the secret was minted."""
 
     name: str
-    ephemeral: bool = False
     flavour: SessionFlavour = "ga"
     session: dict[str, Any] | None = None
     session_id: str | None = None
@@ -204,7 +203,7 @@ class KeyRing:
         flavour: SessionFlavour = "beta" if claims.get("f") == "beta" else "ga"
         session = claims.get("s") if isinstance(claims.get("s"), dict) else None
         session_id = claims.get("i") if isinstance(claims.get("i"), str) else None
-        return Identity(str(claims.get("n")), ephemeral=True, flavour=flavour, session=session, session_id=session_id)
+        return Identity(str(claims.get("n")), flavour=flavour, session=session, session_id=session_id)
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._signing_key, payload.encode(), hashlib.sha256).digest())
