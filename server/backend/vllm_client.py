@@ -2,7 +2,9 @@
 
 Failures are translated once, here, into `APIError`s with the status a client should see:
 vLLM unreachable → 503 with `Retry-After`; vLLM timing out → 504; vLLM failing (5xx or a broken
-stream) → 502; vLLM refusing a request (4xx) → the same status with vLLM's own message.
+stream) → 502; vLLM refusing a request (4xx) → the same status with vLLM's own message, except
+vLLM refusing the edge's own key (401/403): that is this server's configuration error, not the
+client's, so it is a 503 `BackendAuthFailed` naming `VLLM_API_KEY` (logged once, not per request).
 
 Chat requests carry a vLLM `priority` (lower values are scheduled first, when vLLM runs with
 `--scheduling-policy priority`): live ones (realtime assistant replies) `LIVE_PRIORITY`, the rest
@@ -57,6 +59,25 @@ def _error_from_response(status: int, body: bytes) -> APIError:
     return APIError(status, message, param=param, code=code)
 
 
+class BackendAuthFailed(APIError):
+    """vLLM refused the key this server sends it (`VLLM_API_KEY`): 401 refused, 403 not allowed.
+
+    Passing vLLM's 401 through would tell a client that its own key is wrong; this 503 names the
+    setting an operator must fix. `backend_status` is vLLM's answer.
+    """
+
+    def __init__(self, url: str, backend_status: int, *, key_sent: bool) -> None:
+        if not key_sent:
+            problem = f"VLLM_API_KEY is not set, and the vLLM at {url} requires a key ({backend_status})"
+        elif backend_status == 403:
+            problem = f"VLLM_API_KEY is not allowed by the vLLM at {url} (403)"
+        else:
+            problem = f"VLLM_API_KEY was refused by the vLLM at {url} ({backend_status})"
+        super().__init__(503, f"{problem}: a configuration error of this server.", code="backend_auth_failed")
+        self.backend_status = backend_status
+
+
+AUTH_REFUSALS = (401, 403)
 KEEPALIVE_S = 2.0
 
 
@@ -71,6 +92,9 @@ class VLLMClient:
         self.json_audio = settings.json_audio_upload
         self.accepts_priority = True
         """False once the backend refused a request priority; none is sent from then on."""
+        self.key_sent = bool(settings.vllm_api_key)
+        self.auth_failure: str | None = None
+        """The last `BackendAuthFailed` message, until vLLM accepts the key again (it is logged once)."""
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
@@ -95,11 +119,26 @@ class VLLMClient:
                 code="backend_unavailable",
                 headers={"Retry-After": RETRY_AFTER_S},
             ) from exc
+        if response.status_code in AUTH_REFUSALS:
+            await response.aclose()
+            raise self._auth_failed(response.status_code)
+        if self.auth_failure is not None:
+            self.auth_failure = None
+            log.info("the vLLM at %s accepts VLLM_API_KEY again", self.base_url)
         if response.status_code >= 400:
             body = await response.aread()
             await response.aclose()
             raise _error_from_response(response.status_code, body)
         return response
+
+    def _auth_failed(self, backend_status: int) -> BackendAuthFailed:
+        """The error for vLLM refusing the key; logged when it is new (a readiness probe polls
+        every few seconds, and every request would meet it too)."""
+        error = BackendAuthFailed(self.base_url, backend_status, key_sent=self.key_sent)
+        if error.message != self.auth_failure:
+            self.auth_failure = error.message
+            log.error("%s", error.message)
+        return error
 
     def _audio_request(
         self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float, stream: bool

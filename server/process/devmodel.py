@@ -10,7 +10,7 @@ encoder with RoPE and a sliding window, time-conditioned norms, and a tokenizer 
 (480 ms delay), so that vLLM picks `VoxtralRealtimeGeneration` and serves `/v1/realtime`.
 
 Usage: `python -m server.process.devmodel [--realtime] DIR` (add `--serve PORT` to serve it with vLLM until
-interrupted)
+interrupted, and `--api-key KEY` to make that vLLM require a key)
 """
 
 import argparse
@@ -149,13 +149,14 @@ def serve_tiny_model(
     realtime: bool = False,
     max_model_len: int = REALTIME_MAX_MODEL_LEN,
     scheduling_policy: str = "priority",
+    api_key: str | None = None,
 ) -> Iterator[str]:
     """Serve the tiny model, written to `directory`, with a real vLLM; yield vLLM's base URL.
 
     The test suite and the benchmarks both start their vLLM this way. `realtime` serves the tiny
     realtime model instead (under `REALTIME_SERVED_NAME`), with `max_model_len`: the length of one
     realtime generation in 80 ms steps. `scheduling_policy` is vLLM's: "priority" (as the launcher
-    starts it) or "fcfs" (vLLM's default).
+    starts it) or "fcfs" (vLLM's default). `api_key` makes vLLM require that key (its `--api-key`).
     """
     args = f"{REALTIME_VLLM_ARGS} --max-model-len {max_model_len}" if realtime else TINY_VLLM_ARGS
     settings = Settings(  # type: ignore[call-arg]  # pydantic-settings takes _env_file
@@ -167,6 +168,8 @@ def serve_tiny_model(
         vllm_args=f"{args} --max-num-seqs {max_num_seqs} --scheduling-policy {scheduling_policy}",
         vllm_cpu_kvcache_gb=1,
     )
+    if api_key:  # without one, VLLM_API_KEY's (if set) as before
+        settings = settings.model_copy(update={"vllm_api_key": api_key})
     process = VLLMProcess(settings, echo=False)
     process.start()
     try:
@@ -184,12 +187,13 @@ def main() -> None:
         "--max-model-len", type=int, default=REALTIME_MAX_MODEL_LEN, help="realtime: steps in one generation"
     )
     parser.add_argument("--serve", type=int, metavar="PORT", help="also serve it with vLLM on PORT until interrupted")
+    parser.add_argument("--api-key", help="with --serve: the key vLLM requires (its --api-key)")
     args = parser.parse_args()
     if args.serve is None:
         print(write_model(args.directory, realtime=args.realtime))
         return
     with serve_tiny_model(
-        args.directory, port=args.serve, realtime=args.realtime, max_model_len=args.max_model_len
+        args.directory, port=args.serve, realtime=args.realtime, max_model_len=args.max_model_len, api_key=args.api_key
     ) as url:
         print(url, flush=True)
         try:

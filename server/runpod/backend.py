@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import httpx
 
+from server.backend.vllm_client import AUTH_REFUSALS, BackendAuthFailed
 from server.core.settings import Settings
 from server.process.launcher import VLLMProcess
 
@@ -31,7 +32,9 @@ class VLLMBackend:
     def start(self) -> None:
         """Start vLLM (or find the external one) and block until it serves; raise if it cannot.
 
-        Raises `VLLMDied` when the local vLLM exits, `TimeoutError` after `VLLM_STARTUP_TIMEOUT_S`.
+        Raises `VLLMDied` when the local vLLM exits, `TimeoutError` after `VLLM_STARTUP_TIMEOUT_S`,
+        and `BackendAuthFailed` at once when the external vLLM refuses `VLLM_API_KEY` (401/403): a
+        configuration error that waiting cannot mend.
         """
         timeout = self.settings.vllm_startup_timeout_s
         if self.process is not None:
@@ -45,6 +48,10 @@ class VLLMBackend:
         while time.monotonic() < deadline:
             try:
                 response = httpx.get(models_url, headers=self._headers, timeout=10)
+                if response.status_code in AUTH_REFUSALS:
+                    raise BackendAuthFailed(
+                        self.settings.backend_url, response.status_code, key_sent=bool(self.settings.vllm_api_key)
+                    )
                 if response.status_code == 200 and response.json().get("data"):
                     return
             except (httpx.TransportError, ValueError):

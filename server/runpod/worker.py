@@ -18,6 +18,7 @@ from types import FrameType
 
 import runpod
 
+from server.backend.vllm_client import BackendAuthFailed
 from server.core.settings import get_settings
 from server.process.launcher import VLLMDied
 from server.runpod import environment
@@ -45,7 +46,7 @@ def main() -> None:
     atexit.register(backend.stop)
     try:
         backend.start()
-    except (VLLMDied, TimeoutError) as exc:
+    except (VLLMDied, TimeoutError, BackendAuthFailed) as exc:
         log.error("%s", exc)
         backend.stop()
         sys.exit(1)

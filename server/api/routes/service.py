@@ -6,6 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.api.access import metrics_access
 from server.api.services import services_of
+from server.backend.vllm_client import BackendAuthFailed
 from server.core import metrics
 from server.core.errors import APIError
 
@@ -20,11 +21,17 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    """200 when vLLM answers and serves the model; 503 (with Retry-After) otherwise."""
+    """200 when vLLM answers and serves the model; 503 (with Retry-After) otherwise.
+
+    vLLM refusing the edge's key is no wait: that 503 carries the error in OpenAI's shape
+    (`backend_auth_failed`) and no Retry-After.
+    """
     services = services_of(request)
     try:
         listing = await services.backend.models()
         served = await services.models.served()
+    except BackendAuthFailed as exc:
+        return JSONResponse({"status": "unavailable", "reason": exc.message, **exc.body()}, status_code=503)
     except APIError as exc:
         return JSONResponse(
             {"status": "unavailable", "reason": exc.message}, status_code=503, headers={"Retry-After": "5"}
