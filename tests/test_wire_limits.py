@@ -1,6 +1,7 @@
 """What a client sends before the app sees a request is bounded and answered in OpenAI's shape
-(`server.api.wire_limits`): endless headers, headers that dribble in, a WebSocket handshake the parser
-refuses, bytes that are not HTTP, and a WebSocket client that stops answering pings.
+(`server.api.wire_limits`): endless headers, headers that dribble in, a body that dribbles in, a
+WebSocket handshake the parser refuses, bytes that are not HTTP, and a WebSocket client that stops
+answering pings.
 
 Raw sockets, since no HTTP client library sends such requests.
 """
@@ -10,16 +11,18 @@ import json
 import logging
 import os
 import re
+import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import repeat
 
 import httpx
 import pytest
 
 from server.api import wire_limits
 from server.api.wire_limits import MAX_HEAD_BYTES
-from tests.conftest import EdgeServer
+from tests.conftest import DATA, EdgeServer, metric_sum
 
 HANDSHAKE = (
     "GET /v1/realtime?intent=transcription HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -44,9 +47,36 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return int(status_line.split()[1]), headers, body
 
 
+def read_kept_alive_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The head and body of one response, the connection left open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE)[1])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
 def assert_openai_error(body: bytes, code: str) -> None:
     error = json.loads(body)["error"]
     assert error["code"] == code and error["type"] == "invalid_request_error" and error["message"]
+
+
+def wire_timeouts(edge: EdgeServer, what: str) -> float:
+    return metric_sum(httpx.get(f"{edge.url}/metrics", timeout=30).text, "edge_wire_timeouts_total", f'what="{what}"')
+
+
+def trickle(sock: socket.socket, pieces: Iterable[bytes], interval_s: float) -> None:
+    """Send `pieces` `interval_s` apart, until they are sent or the edge answers (or closes)."""
+    for piece in pieces:
+        try:
+            sock.sendall(piece)
+        except OSError:  # the edge closed the connection, and the client had not read yet
+            return
+        if select.select([sock], [], [], interval_s)[0]:
+            return
 
 
 def test_a_request_whose_headers_never_end_is_refused_at_the_bound(edge: EdgeServer) -> None:
@@ -66,6 +96,7 @@ def test_a_request_whose_head_dribbles_in_is_cut_off(edge: EdgeServer, monkeypat
     """Unbounded before: a client sending its headers slowly (or stopping halfway) held its
     connection for as long as it liked."""
     monkeypatch.setattr(wire_limits, "HEAD_TIMEOUT_S", 2.0)
+    counted = wire_timeouts(edge, "head")
     with connect(edge) as sock:
         sock.settimeout(15)
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: edge\r\nX-Slow: ")
@@ -73,6 +104,7 @@ def test_a_request_whose_head_dribbles_in_is_cut_off(edge: EdgeServer, monkeypat
     assert status == 408
     error = json.loads(body)["error"]
     assert error["code"] == "request_timeout" and error["type"] == "timeout_error"
+    assert wire_timeouts(edge, "head") == counted + 1
 
 
 def test_a_kept_alive_connections_next_head_is_timed_too(edge: EdgeServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,13 +112,7 @@ def test_a_kept_alive_connections_next_head_is_timed_too(edge: EdgeServer, monke
     with connect(edge) as sock:
         sock.settimeout(15)
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: edge\r\n\r\n")
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += sock.recv(65536)
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE)[1])
-        while len(body) < length:
-            body += sock.recv(65536)
+        head, _ = read_kept_alive_response(sock)
         assert head.startswith(b"HTTP/1.1 200")
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: edge\r\nX-Slow: ")  # the next request stalls
         status, _, body = read_response(sock)
@@ -115,6 +141,101 @@ def test_large_headers_under_the_bound_are_served(edge: EdgeServer) -> None:
     with httpx.Client(base_url=edge.url, timeout=30) as client:
         for _ in range(3):  # one kept-alive connection: the bound counts each request's own head
             assert client.get("/openapi.json", headers={"Cookie": cookie}).status_code == 200
+
+
+BODY_GRACE_S = 1.5
+BODY_MIN_KB_PER_S = 4.0
+TRANSCRIBE_HEAD = (
+    "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: edge\r\nContent-Type: {type}\r\nContent-Length: {length}\r\n\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def slow_body_edge(make_edge: Callable[..., EdgeServer]) -> EdgeServer:
+    """An edge with a short body grace, and bodies above 1 MB refused by their `Content-Length`."""
+    return make_edge(body_grace_s=BODY_GRACE_S, body_min_kb_per_s=BODY_MIN_KB_PER_S, max_upload_mb=1.0)
+
+
+def multipart_upload(path: str, boundary: str = "edge-test-boundary") -> bytes:
+    with open(DATA / path, "rb") as f:
+        audio = f.read()
+    return (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + audio
+        + (
+            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--{boundary}--\r\n'
+        ).encode()
+    )
+
+
+def test_a_body_that_dribbles_in_gets_a_408_and_its_connection_closed(
+    slow_body_edge: EdgeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unbounded before: a body declared at 10 MB, then sent a byte every 5 s, held its connection
+    and its request's task for as long as the client liked (23 days for that body). Here 1 MB, under
+    the edge's `MAX_UPLOAD_MB`."""
+    caplog.set_level(logging.WARNING, logger="edge")
+    edge = slow_body_edge
+    counted = wire_timeouts(edge, "body")
+    with connect(edge) as sock:
+        sock.sendall(TRANSCRIBE_HEAD.format(type="application/json", length=1_000_000).encode())
+        started = time.monotonic()
+        trickle(sock, repeat(b" ", 60), 0.5)
+        status, headers, body = read_response(sock)  # to the end: the connection is closed
+        elapsed = time.monotonic() - started
+    assert status == 408 and headers["connection"] == "close" and headers["content-type"] == "application/json"
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_timeout" and error["type"] == "timeout_error"
+    assert "of 1000000 bytes" in error["message"]
+    assert BODY_GRACE_S - 0.1 < elapsed < BODY_GRACE_S + 5
+    assert wire_timeouts(edge, "body") == counted + 1
+    assert httpx.get(f"{edge.url}/health", timeout=30).status_code == 200
+    # One line says it all; the request's task, told its client has gone, adds none.
+    [logged] = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert "refusing POST /v1/audio/transcriptions from 127.0.0.1:" in logged and "of 1000000 bytes in" in logged
+
+
+def test_a_slow_body_above_the_minimum_rate_is_served(slow_body_edge: EdgeServer) -> None:
+    """24 kB over 3.5 s, past the grace: each piece earns the body more time than it takes."""
+    upload = multipart_upload("silero_test.opus")
+    head = TRANSCRIBE_HEAD.format(type="multipart/form-data; boundary=edge-test-boundary", length=len(upload))
+    piece = int(BODY_MIN_KB_PER_S * 1024 * 0.75)  # 0.5 s apart: 1.5 times the minimum rate
+    pieces = [upload[i : i + piece] for i in range(0, len(upload), piece)]
+    with connect(edge := slow_body_edge) as sock:
+        sock.sendall(head.encode())
+        started = time.monotonic()
+        trickle(sock, pieces, 0.5)
+        assert time.monotonic() - started > BODY_GRACE_S + 1
+        head_in, body = read_kept_alive_response(sock)
+    assert head_in.startswith(b"HTTP/1.1 200"), head_in + body
+    assert json.loads(body)["text"] is not None
+    assert httpx.get(f"{edge.url}/health", timeout=30).status_code == 200
+
+
+def test_a_body_still_dribbling_after_the_app_answered_is_cut_without_a_second_answer(
+    slow_body_edge: EdgeServer,
+) -> None:
+    """An early answer (a 413 for the declared length) is left whole: the connection only closes."""
+    with connect(slow_body_edge) as sock:
+        sock.sendall(TRANSCRIBE_HEAD.format(type="application/json", length=10_000_000).encode())
+        head, body = read_kept_alive_response(sock)
+        assert head.startswith(b"HTTP/1.1 413")
+        assert json.loads(body)["error"]["code"] == "too_large"
+        trickle(sock, repeat(b" ", 60), 0.5)  # the client goes on sending its body
+        assert sock.recv(65536) == b""  # closed, with nothing after the 413
+
+
+def test_the_body_clock_stops_when_the_body_is_in(slow_body_edge: EdgeServer) -> None:
+    """A kept-alive connection idle after a request with a body is not cut, nor is its next request."""
+    body = {"url": "data:audio/wav;base64,bm90IGF1ZGlv"}  # read whole, then refused by the app
+    with httpx.Client(base_url=slow_body_edge.url, timeout=30) as client:
+        assert client.post("/v1/audio/transcriptions", json=body).status_code == 400
+        time.sleep(BODY_GRACE_S + 1)  # within uvicorn's keep-alive timeout (5 s)
+        assert client.post("/v1/audio/transcriptions", json=body).status_code == 400
+        assert client.get("/health").status_code == 200
 
 
 def test_bytes_that_are_not_http_get_an_openai_shaped_400(edge: EdgeServer) -> None:

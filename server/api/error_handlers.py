@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.core.errors import APIError
@@ -44,7 +45,8 @@ class UnexpectedErrors:
     Starlette's own last-resort handler answers and then re-raises, and the server then drops the
     connection without having said so: a client reusing it gets a reset. Here the error is logged
     and answered once, and the client is told to reconnect (the request body may be unread). Once
-    a response has started nothing can be answered, so the error goes on to the server.
+    a response has started nothing can be answered, so the error goes on to the server. A client
+    gone before its body was read (or cut off by `wire_limits`, which says so) is no error of the edge.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -62,6 +64,8 @@ class UnexpectedErrors:
 
         try:
             await self.app(scope, receive, watched_send)
+        except ClientDisconnect:
+            return  # nobody to answer
         except Exception as exc:
             if started:
                 raise

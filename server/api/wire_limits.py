@@ -6,6 +6,10 @@ Before the app sees a request, uvicorn's own code answers the client, and there 
   all after connecting) holds its connection for ever. Here a request whose head passes
   `MAX_HEAD_BYTES` gets a 431, one whose head takes longer than `HEAD_TIMEOUT_S` a 408, and the
   connection is closed; a new connection that sends nothing for as long is closed.
+- Nor is there a bound on a request's body once its head is in: one sent a byte at a time holds
+  its connection and its request's task for as long as the client likes. Here a body must arrive
+  within `BODY_GRACE_S` plus one second per `BODY_MIN_KB_PER_S` kB it brings (a slow but steady
+  upload of any size passes); one later gets a 408 and the connection is closed.
 - A handshake the `websockets` parser refuses (a header line over 8 kB, over 128 headers) is never
   answered: uvicorn leaves the connection open until the client gives up. Here it gets a 400.
 - Its own errors are plain text; here they are in OpenAI's shape, like every error of the app.
@@ -16,13 +20,19 @@ Before the app sees a request, uvicorn's own code answers the client, and there 
 """
 
 import asyncio
+import functools
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from server.core.errors import APIError
+from server.core.metrics import WIRE_TIMEOUTS
+from server.core.settings import Settings
 
 log = logging.getLogger("edge.wire")
 
@@ -41,6 +51,24 @@ ABORT_AFTER_S = 5.0
 REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
+@dataclass(frozen=True)
+class BodyDeadline:
+    """How long a request's body may take: `grace_s`, plus one second for every `min_bytes_per_s`
+    bytes that arrived (Apache's mod_reqtimeout `body=…,MinRate=…`). A client stays within it as long
+    as its average rate since the head stays above `min_bytes_per_s` (or it finishes within the grace)."""
+
+    grace_s: float
+    min_bytes_per_s: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> "BodyDeadline":
+        return cls(settings.body_grace_s, settings.body_min_kb_per_s * 1024)
+
+
+DEFAULT_BODY_DEADLINE = BodyDeadline.of(Settings.model_construct())
+"""The settings' defaults, for a server not configured from settings (the health port)."""
+
+
 def _peer(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "unknown peer"
 
@@ -56,18 +84,41 @@ def error_response(error: APIError) -> bytes:
     return head + body
 
 
+def http_protocol(settings: Settings) -> Callable[..., "HttpProtocol"]:
+    """uvicorn's `http` option: `HttpProtocol` with the body deadline of `settings` (a partial, which
+    pickles: uvicorn sends its config to the worker processes it starts)."""
+    return functools.partial(HttpProtocol, body_deadline=BodyDeadline.of(settings))
+
+
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with bounds on each request's head: its size and its time."""
+    """uvicorn's httptools protocol with bounds on each request's head (its size and its time) and on
+    the time its body takes.
+
+    One timer per connection, moved from deadline to deadline: the head's while a head arrives (or
+    the connection waits for its first request), then the body's. The body's is armed only when a
+    read ends with the body still incomplete and is moved only when it fires, so a read costs an
+    addition, and a request whose body comes with its head costs no timer at all.
+    """
+
+    def __init__(self, *args: Any, body_deadline: BodyDeadline = DEFAULT_BODY_DEADLINE, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._body_deadline = body_deadline
+        # The body arriving now, if any: when its head was in, since when its clock runs, the bytes
+        # that came before that, and all its bytes so far.
+        self._body_began = 0.0
+        self._body_since: float | None = None
+        self._body_base = 0
+        self._body_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # Bytes received since the request began, None once its head is in. A kept-alive connection's
         # next request is counted from the read after the one it began in: the bound stays within one read.
         self._head_bytes: int | None = 0
-        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(HEAD_TIMEOUT_S, self._no_request)
+        self._timer: asyncio.TimerHandle | None = self.loop.call_later(HEAD_TIMEOUT_S, self._no_request)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
+        self._stop_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -79,40 +130,100 @@ class HttpProtocol(HttpToolsProtocol):
         if self._head_bytes is not None and self._head_bytes > MAX_HEAD_BYTES:
             message = f"The request line and headers are larger than {MAX_HEAD_BYTES} bytes."
             self._refuse(APIError(431, message, code="headers_too_large"))
+        elif self._body_since is not None and self._timer is None and not self.transport.is_closing():
+            self._timer = self.loop.call_at(self._body_since + self._body_deadline.grace_s, self._body_due)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._head_bytes is None:  # the next request on a kept-alive connection
             self._head_bytes = 0
-        self._stop_head_timer()
-        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+        self._stop_timer()
+        self._timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
-        self._stop_head_timer()
+        self._stop_timer()
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not previous:  # an HTTP request (a WebSocket upgrade has no cycle): its body is due
+            self._body_began = self._body_since = self.loop.time()
+            self._body_base = self._body_bytes = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._body_since = None  # the app may take as long as it needs from here
+        self._stop_timer()
+        super().on_message_complete()
 
     def _no_request(self) -> None:
         """Connected, then no request began: nothing to answer."""
-        self._head_timer = None
+        self._timer = None
         if not self.transport.is_closing():
+            WIRE_TIMEOUTS.labels("idle").inc()
             log.info("closing a connection from %s: no request in %g s", _peer(self.client), HEAD_TIMEOUT_S)
             self.transport.close()
 
     def _head_too_slow(self) -> None:
-        self._head_timer = None
+        self._timer = None
+        WIRE_TIMEOUTS.labels("head").inc()
         message = f"The request line and headers did not arrive within {HEAD_TIMEOUT_S:g} s."
         self._refuse(APIError(408, message, code="request_timeout"))
 
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _body_due(self) -> None:
+        """The body's deadline as last computed: move it by what arrived since, or end the request."""
+        self._timer = None
+        if self._body_since is None or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        rate = self._body_deadline.min_bytes_per_s
+        if self.flow.read_paused or self.cycle.waiting_for_100_continue:
+            # The edge holds the body back (the app has not taken what came, or not asked for it
+            # yet): the client is not late. It keeps the time it earned and gets a grace from now.
+            self._body_since = max(self._body_since + (self._body_bytes - self._body_base) / rate, now)
+            self._body_base = self._body_bytes
+        due = self._body_since + self._body_deadline.grace_s + (self._body_bytes - self._body_base) / rate
+        if now < due:
+            self._timer = self.loop.call_at(due, self._body_due)
+        else:
+            self._body_too_slow()
 
-    def _refuse(self, error: APIError) -> None:
+    def _body_too_slow(self) -> None:
+        WIRE_TIMEOUTS.labels("body").inc()
+        cycle = self.cycle
+        declared = dict(cycle.scope["headers"]).get(b"content-length")
+        of = f" of {declared.decode('latin-1')}" if declared else ""
+        arrived = f"{self._body_bytes}{of} bytes in {self.loop.time() - self._body_began:.1f} s"
+        rule = f"{self._body_deadline.grace_s:g} s, then at least {self._body_deadline.min_bytes_per_s / 1024:g} kB/s"
+        request = f"{cycle.scope['method']} {cycle.scope['path']}"
+        if cycle.response_started:
+            # An answer (an early 413, say) is on its way: a 408 after it would corrupt it.
+            log.warning(
+                "closing the connection of %s: the body of %s is too slow (%s; allowed: %s) and the app has answered",
+                _peer(self.client),
+                request,
+                arrived,
+                rule,
+            )
+            self.transport.close()
+            return
+        # What the app does from here goes nowhere: its receive() says the client has gone.
+        cycle.disconnected = True
+        cycle.message_event.set()
+        message = f"The request body arrived too slowly: {arrived} (allowed: {rule} on average)."
+        self._refuse(APIError(408, message, code="request_timeout"), request)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _refuse(self, error: APIError, request: str = "a request") -> None:
         if self.transport.is_closing():
             return
-        log.warning("refusing a request from %s: %s", _peer(self.client), error.message)
+        log.warning("refusing %s from %s: %s", request, _peer(self.client), error.message)
         self.transport.write(error_response(error))
         self.transport.close()
 

@@ -52,6 +52,11 @@ STAGE_SECONDS = Histogram(
 REQUEST_SECONDS = Histogram(
     "edge_request_seconds", "Total request latency by route", ["route"], buckets=LATENCY_BUCKETS
 )
+WIRE_TIMEOUTS = Counter(
+    "edge_wire_timeouts_total",
+    "HTTP connections closed for a client too slow: idle (no request), head (line and headers), body",
+    ["what"],
+)
 BACKEND_CHUNKS = Counter("edge_backend_chunks_total", "Audio chunks sent to vLLM", ["task"])
 
 REALTIME_SESSIONS = Gauge("edge_realtime_sessions", "Realtime sessions open now", multiprocess_mode="livesum")

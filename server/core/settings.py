@@ -62,6 +62,10 @@ class Settings(BaseSettings):
 
     # Audio input.
     max_upload_mb: float = 1024.0
+    body_grace_s: float = Field(default=30.0, gt=0, description="Time any request body gets, whatever its size")
+    body_min_kb_per_s: float = Field(
+        default=16.0, gt=0, description="A body gets one second more than BODY_GRACE_S per this many kB it brings"
+    )
     max_audio_s: float = 7200.0
     max_chunk_s: float = 30.0
     media_dir: str | None = None

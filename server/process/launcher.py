@@ -36,7 +36,7 @@ from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
 from server.api.app import create_app
-from server.api.wire_limits import HttpProtocol, WebSocketProtocol
+from server.api.wire_limits import WebSocketProtocol, http_protocol
 from server.core.settings import Settings, get_settings
 
 log = logging.getLogger("launcher")
@@ -220,7 +220,7 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        http=HttpProtocol,
+        http=http_protocol(settings),
         ws=WebSocketProtocol,
         ws_max_size=int((settings.realtime_max_message_mb + 1) * 1_048_576),
         ws_ping_interval=settings.realtime_ping_interval_s,
