@@ -9,16 +9,14 @@ import asyncio
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import cast
 
 import uvicorn
 from fastapi import FastAPI
 
 from server.api.routes import service
-from server.api.wire_limits import HttpProtocol
-
-if TYPE_CHECKING:
-    from server.api.services import Services
+from server.api.services import Services
+from server.api.wire_limits import http_protocol
 
 
 class _SideServer(uvicorn.Server):
@@ -28,24 +26,24 @@ class _SideServer(uvicorn.Server):
         yield
 
 
-def health_app(state: "Services") -> FastAPI:
+def health_app(services: Services) -> FastAPI:
     app = FastAPI(title="Voxtral edge health", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_api_route("/health", service.health, methods=["GET"])
     app.add_api_route("/ready", service.ready, methods=["GET"])
     app.add_api_route("/metrics", service.prometheus_metrics, methods=["GET"])
-    app.state.services = state
+    app.state.services = services
     return app
 
 
 class HealthServer:
-    def __init__(self, state: "Services") -> None:
+    def __init__(self, services: Services) -> None:
         config = uvicorn.Config(
-            health_app(state),
+            health_app(services),
             lifespan="off",
             log_config=None,
-            log_level=state.settings.log_level,
+            log_level=services.settings.log_level,
             access_log=False,
-            http=HttpProtocol,
+            http=cast(type[asyncio.Protocol], http_protocol(services.settings)),  # uvicorn calls it like a class
             ws="none",
         )
         self._server = _SideServer(config)
