@@ -26,7 +26,7 @@ from server.core.errors import too_large
 from server.core.settings import Settings, get_settings
 from server.realtime.transports.tcp import TCPStreamServer
 
-UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+UI_DIR = Path(__file__).resolve().parents[2] / "ui"
 log = logging.getLogger("edge")
 
 
