@@ -69,7 +69,7 @@ class Outcome:
 
 
 class WireProtocol(Protocol):
-    """What a protocol adapter provides (see `openai_protocol` and `simple_protocol`)."""
+    """What a protocol adapter provides (see `protocols/openai.py` and `protocols/simple.py`)."""
 
     def initial_config(self) -> SessionConfig: ...
     def streams_with(self, model: str) -> None: ...

@@ -6,7 +6,7 @@ else is configurable.
 The message is the one the original voice stack's clients parse: `timestamp` is when the
 transcript was ready, in ISO 8601 UTC to the second (`2024-01-01T12:00:00Z`, the very form they
 parse). Its `confidence` is left out: vLLM gives no token probabilities for Voxtral, and an
-invented number would mislead. The raw TCP stream (`tcp_server`) sends the same messages as JSON
+invented number would mislead. The raw TCP stream (`transports/tcp.py`) sends the same messages as JSON
 lines.
 """
 

@@ -1,6 +1,6 @@
 """The raw TCP stream (`TCP_PORT`), for the original voice stack's clients and for
 `sox … -t raw - | nc -N HOST PORT`: the client sends PCM16 16 kHz mono bytes, and gets one JSON
-line per turn, the `/ws` transcription message (`simple_protocol`), or an error line.
+line per turn, the `/ws` transcription message (`protocols/simple.py`), or an error line.
 
 When API keys are required, the client's first line is its key. Each connection runs a
 `RealtimeSession` (`runner`) with the app's shared VAD engine and takes one of the app's realtime
