@@ -225,7 +225,11 @@ def test_a_body_still_dribbling_after_the_app_answered_is_cut_without_a_second_a
         assert head.startswith(b"HTTP/1.1 413")
         assert json.loads(body)["error"]["code"] == "too_large"
         trickle(sock, repeat(b" ", 60), 0.5)  # the client goes on sending its body
-        assert sock.recv(65536) == b""  # closed, with nothing after the 413
+        try:
+            rest = sock.recv(65536)
+        except ConnectionResetError:  # closed with the client's last bytes unread: the kernel resets
+            rest = b""
+        assert rest == b""  # closed, with nothing after the 413
 
 
 def test_the_body_clock_stops_when_the_body_is_in(slow_body_edge: EdgeServer) -> None:
