@@ -7,6 +7,8 @@ import contextlib
 import threading
 from urllib.parse import urlsplit
 
+from server.core.tasks import cancel_and_wait
+
 
 class CountingProxy:
     def __init__(self, target: str, path: str = "/v1/models") -> None:
@@ -14,6 +16,7 @@ class CountingProxy:
         self._target = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._marker = f"GET {path} HTTP/".encode()
         self.count = 0
+        self._connections: set[asyncio.Task] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -22,6 +25,10 @@ class CountingProxy:
         self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     async def _connect(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
         except OSError:
@@ -48,6 +55,12 @@ class CountingProxy:
                 writer.close()
 
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
+        """Stop listening, end the connections still open, and stop the proxy's event loop."""
+        asyncio.run_coroutine_threadsafe(self._end(), self._loop).result(15)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(15)
+        self._loop.close()
+
+    async def _end(self) -> None:
+        self._server.close()
+        await cancel_and_wait(self._connections)
