@@ -1,4 +1,4 @@
-"""vLLM request priorities: live assistant replies ahead, chat passthrough behind, and never a
+"""vLLM request priorities: live conversation replies ahead, chat passthrough behind, and never a
 failed request over them (vLLM's own source: lower values are scheduled first, and only its chat,
 completion and responses endpoints take a `priority`, its transcription endpoints none)."""
 
@@ -59,16 +59,16 @@ def test_chat_passthrough_is_sent_behind_live_work(make_edge, proxy: RecordingPr
     assert edge.app.state.services.backend.accepts_priority
 
 
-async def test_assistant_replies_are_sent_as_live_work(make_edge, proxy: RecordingProxy) -> None:
+async def test_conversation_replies_are_sent_as_live_work(make_edge, proxy: RecordingProxy) -> None:
     edge = make_edge(vllm_url=proxy.url)
-    async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+    async with openai_client(edge).realtime.connect(model=SERVED_MODEL) as conn:
         await conn.recv()
-        await conn.session.update(session=session(assistant={"enabled": True, "max_output_tokens": 3}))
+        await conn.session.update(session={**session(), "type": "realtime", "max_output_tokens": 3})
         await conn.recv()
         audio = pcm16(build_recording([JFK_1]).audio)
         await send_paced(lambda piece: conn.input_audio_buffer.append(audio=piece), audio, 32000)
         events = await collect(conn.recv_bytes, count("response.done", 1))
-    assert events[-1]["response"]["status"] == "completed"
+    assert events[-1]["response"]["status"] == "incomplete"  # its 3 tokens were used up
     assert proxy.paths(CHAT)[-1]["priority"] == LIVE_PRIORITY
     # Transcriptions go without one: vLLM's transcription endpoints take none.
     transcriptions = [raw for path, raw in proxy.raw if path == "/v1/audio/transcriptions"]

@@ -8,7 +8,8 @@ import pytest
 from server.backend.vllm_realtime.words import Word
 from server.core.usage import StreamUsage
 from server.realtime import events as ev
-from server.realtime.config import AudioFormat, SessionConfig
+from server.realtime.config import AudioFormat, Conversation, FunctionTool, SessionConfig
+from server.realtime.conversation import items
 from server.realtime.protocols import openai_events
 from server.realtime.protocols.openai import OpenAIProtocol
 from tests.event_validation import CHECK, problems
@@ -40,6 +41,7 @@ def test_the_check_knows_each_flavour_and_its_exceptions() -> None:
 
 
 USAGE = StreamUsage(input_tokens=3, output_tokens=4)
+WEATHER = FunctionTool("get_weather", "The weather.", {"type": "object", "properties": {"city": {"type": "string"}}})
 CORE_EVENTS: list[ev.Event] = [
     ev.SpeechStarted("item_1", 10),
     ev.SpeechStopped("item_1", 900),
@@ -51,30 +53,68 @@ CORE_EVENTS: list[ev.Event] = [
     ev.TranscriptCompleted("item_1", "Hello", USAGE, 10, 900),
     ev.TranscriptCompleted("item_1", "Hello", USAGE, 10, 900, words=(Word("Hello", 0.01, 0.9),)),
     ev.TranscriptFailed("item_1", "backend_error", "vLLM failed."),
-    ev.ResponseCreated("resp_1"),
-    ev.ResponseDelta("resp_1", "item_9", "Hi"),
-    ev.ResponseDone("resp_1", "item_9", "completed", "Hi", USAGE),
-    ev.ResponseDone("resp_1", "item_9", "cancelled", "H", USAGE),
-    ev.ResponseDone("resp_1", "item_9", "failed", "", USAGE, error="vLLM failed."),
 ]
+
+
+def _conversation_events() -> list[ev.Event]:
+    """A response with text and a function call, then cancelled and failed ones, and client items."""
+    state = items.ResponseState("resp_1", True, {"k": "v"}, 8)
+    message = items.Message("item_9", "assistant", [items.OutputText()], status="in_progress")
+    call = items.FunctionCall("item_10", "call_abcdefghi", "get_weather", status="in_progress")
+    finished = items.ResponseState("resp_1", True, None, None, [message, call], "completed")
+    finished.usage.input_tokens, finished.usage.output_tokens = 3, 4
+    user = items.Message("item_2", "user", [items.InputText("Hi"), items.InputAudio(None, 900, "hello")])
+    return [
+        ev.ResponseStarted(state),
+        ev.OutputItemStarted(state, message, 0, "item_1"),
+        ev.OutputTextDelta("resp_1", "item_9", 0, "Hi"),
+        ev.OutputItemFinished(state, message, 0),
+        ev.OutputItemStarted(state, call, 1, "item_9"),
+        ev.FunctionArgumentsDelta("resp_1", call, 1, "{}"),
+        ev.OutputItemFinished(state, call, 1),
+        ev.ResponseFinished(finished),
+        ev.ResponseFinished(items.ResponseState("resp_2", False, None, None, [], "cancelled", "turn_detected")),
+        ev.ResponseFinished(items.ResponseState("resp_3", True, None, 5, [], "incomplete", "max_output_tokens")),
+        ev.ResponseFinished(
+            items.ResponseState("resp_4", True, None, None, [], "failed", error=("backend_error", "vLLM failed."))
+        ),
+        ev.ItemAdded(user, None),
+        ev.ItemAdded(items.FunctionCallOutput("item_3", "call_abcdefghi", "sunny"), "item_2"),
+        ev.ItemAdded(items.Message("item_4", "system", [items.InputText("Be brief.")]), "item_3"),
+        ev.ItemDeleted("item_2"),
+    ]
 
 
 @pytest.mark.parametrize("beta", [False, True], ids=["ga", "beta"])
 def test_every_core_event_renders_to_events_the_sdk_accepts(beta: bool) -> None:
     """The plugin checks each of them as it is rendered; the ones only a feature rarely sends
-    (failed replies, beta replies) are covered here."""
+    (failed responses, incomplete ones) are covered here. Conversation sessions are GA's only."""
     protocol = OpenAIProtocol(beta=beta, default_model="voxtral", lifetime_s=60)
     flavour: openai_events.Flavour = "beta" if beta else "ga"
-    messages = protocol.opening(SessionConfig()) + [m for event in CORE_EVENTS for m in protocol.render(event)]
-    assert all(problems(message, flavour) == [] for message in messages)
+    core = CORE_EVENTS if beta else CORE_EVENTS + _conversation_events()
+    messages = protocol.opening(SessionConfig()) + [m for event in core for m in protocol.render(event)]
+    if not beta:
+        conversation = SessionConfig(
+            kind="realtime", conversation=Conversation(tools=(WEATHER,), tool_choice="required")
+        )
+        messages += protocol.opening(conversation)
+    assert messages and all(problems(message, flavour) == [] for message in messages)
 
 
-def test_beta_replies_use_the_beta_names() -> None:
-    protocol = OpenAIProtocol(beta=True, default_model="voxtral", lifetime_s=60)
-    text_done, done = protocol.render(ev.ResponseDone("resp_1", "item_9", "completed", "Hi", USAGE))
-    [delta] = protocol.render(ev.ResponseDelta("resp_1", "item_9", "Hi"))
-    assert (delta["type"], text_done["type"]) == ("response.text.delta", "response.text.done")
-    assert done["response"]["output"][0]["content"] == [{"type": "text", "text": "Hi"}]
+def test_a_text_reply_renders_in_openais_order() -> None:
+    protocol = OpenAIProtocol(beta=False, default_model="voxtral", lifetime_s=60)
+    kinds = [m["type"] for event in _conversation_events()[:4] for m in protocol.render(event)]
+    assert kinds == [
+        "response.created",
+        "response.output_item.added",
+        "conversation.item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "conversation.item.done",
+    ]
 
 
 def test_a_deviation_loosens_its_one_field_only() -> None:

@@ -70,7 +70,6 @@ async def test_ga_session_is_configured_and_echoed(edge: EdgeServer) -> None:
                         "turn_detection": {"type": "server_vad", "silence_duration_ms": 700},
                     }
                 },
-                "assistant": {"enabled": True, "instructions": "Be brief."},
             }
         )
         updated = json.loads(await conn.recv_bytes())
@@ -88,12 +87,6 @@ async def test_ga_session_is_configured_and_echoed(edge: EdgeServer) -> None:
         "threshold": 0.5,
         "prefix_padding_ms": 300,
         "silence_duration_ms": 700,
-    }
-    assert updated["session"]["assistant"] == {
-        "enabled": True,
-        "instructions": "Be brief.",
-        "max_output_tokens": None,
-        "temperature": 0.8,
     }
     assert created.session.audio.input.transcription.model == SERVED_MODEL
 
@@ -223,7 +216,8 @@ async def test_clear_drops_the_turn_in_progress(edge: EdgeServer) -> None:
 async def test_bad_events_answer_errors_and_the_session_goes_on(edge: EdgeServer) -> None:
     bad = [
         ("not json", "invalid_json", None),
-        (json.dumps({"type": "response.create", "event_id": "e1"}), "unknown_event", "type"),
+        (json.dumps({"type": "response.shout", "event_id": "e1"}), "unknown_event", "type"),
+        (json.dumps({"type": "response.create", "event_id": "e1"}), "invalid_value", "type"),  # not a conversation
         (json.dumps({"type": "input_audio_buffer.append", "audio": "***", "event_id": "e2"}), "invalid_value", "audio"),
         (
             json.dumps(
@@ -251,7 +245,7 @@ async def test_bad_events_answer_errors_and_the_session_goes_on(edge: EdgeServer
             "session.audio.input.format.rate",
         ),
         (
-            json.dumps({"type": "session.update", "event_id": "e5", "session": {"type": "realtime"}}),
+            json.dumps({"type": "session.update", "event_id": "e5", "session": {"type": "translation"}}),
             "unsupported_value",
             "session.type",
         ),
@@ -288,11 +282,11 @@ async def test_bad_events_answer_errors_and_the_session_goes_on(edge: EdgeServer
                 {
                     "type": "session.update",
                     "event_id": "e8",
-                    "session": {"type": "transcription", "assistant": {"temperature": "hot"}},
+                    "session": {"type": "transcription", "audio": {"input": {"turn_detection": {"eagerness": 3}}}},
                 }
             ),
-            "invalid_value",
-            "session.assistant.temperature",
+            "unsupported_value",
+            "session.audio.input.turn_detection.eagerness",
         ),
     ]
     async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from server.backend.model_names import ModelNames
 from server.backend.vllm_client import VLLMClient
+from server.realtime.config import SessionConfig
 from server.realtime.events import Event
 from server.realtime.protocols.openai import OpenAIProtocol
 from server.realtime.protocols.simple import SimpleProtocol
@@ -27,6 +28,9 @@ from vad import BatchedVADEngine
 
 PROTOCOLS = {
     "ga": lambda: OpenAIProtocol(beta=False, default_model=None, lifetime_s=60),
+    "conversation": lambda: OpenAIProtocol(
+        beta=False, default_model=None, lifetime_s=60, initial=SessionConfig(kind="realtime")
+    ),
     "beta": lambda: OpenAIProtocol(beta=True, default_model=None, lifetime_s=60),
     "simple": SimpleProtocol,
 }
@@ -36,9 +40,17 @@ EVENT_TYPES = [
     "input_audio_buffer.append",
     "input_audio_buffer.commit",
     "input_audio_buffer.clear",
+    "conversation.item.create",
+    "conversation.item.retrieve",
+    "conversation.item.delete",
+    "conversation.item.truncate",
+    "response.create",
+    "response.cancel",
+    "output_audio_buffer.clear",
     "audio",
 ]
 KEYS = ["type", "audio", "data", "event_id", "session", "audio", "input", "format", "rate", "turn_detection"]
+KEYS += ["item", "item_id", "previous_item_id", "response", "response_id", "content_index", "audio_end_ms"]
 SESSION_KEYS = [
     "type",
     "audio",
@@ -54,11 +66,22 @@ SESSION_KEYS = [
     "threshold",
     "prefix_padding_ms",
     "silence_duration_ms",
-    "assistant",
-    "enabled",
     "temperature",
     "max_output_tokens",
     "instructions",
+    "tools",
+    "tool_choice",
+    "name",
+    "parameters",
+    "output_modalities",
+    "eagerness",
+    "create_response",
+    "role",
+    "content",
+    "text",
+    "call_id",
+    "output",
+    "conversation",
     "input_audio_format",
     "input_audio_transcription",
 ]
@@ -69,6 +92,8 @@ scalars = (
     | st.floats(allow_nan=True)
     | st.text(max_size=12)
     | st.sampled_from(["audio/pcm", "audio/pcmu", "pcm16", "g711_ulaw", "server_vad", "en", "zz", "AAAA", "AAE="])
+    | st.sampled_from(["realtime", "transcription", "semantic_vad", "message", "user", "input_text", "function"])
+    | st.sampled_from(["function_call_output", "item_reference", "none", "required", "object", "root"])
 )
 json_values = st.recursive(
     scalars,
@@ -86,6 +111,9 @@ events = st.fixed_dictionaries(
         "data": base64_audio | json_values,
         "event_id": st.text(max_size=300) | json_values,
         "session": json_values,
+        "item": json_values,
+        "response": json_values,
+        "item_id": st.sampled_from(["root", "item_x"]) | json_values,
     },
 )
 texts = (
@@ -123,6 +151,8 @@ class Harness:
                     emit=self.emitted.append,
                     default_max_tokens=2,
                     max_commit_bytes=1_000_000,
+                    conversation_max_bytes=1_000_000,
+                    audio_turns=1,
                 )
 
             self.sessions[name] = (protocol, self.loop.run_until_complete(make()))
@@ -165,14 +195,17 @@ def test_any_client_text_gets_events_back(harness: Harness, name: str, text: str
     check_answers(harness.handle(name, text), name)
 
 
-@pytest.mark.parametrize("name", ["ga", "beta"])
+@pytest.mark.parametrize("name", ["ga", "beta", "conversation"])
 def test_the_session_still_works_after_the_fuzzing(harness: Harness, name: str) -> None:
     """After whatever was thrown at it, a valid update is applied and audio is taken."""
     update_kind = "transcription_session.update" if name == "beta" else "session.update"
     session = (
         {"input_audio_format": "pcm16", "turn_detection": None}
         if name == "beta"
-        else {"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}}}
+        else {
+            "type": "transcription" if name == "ga" else "realtime",
+            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}},
+        }
     )
     answers = harness.handle(name, json.dumps({"type": update_kind, "session": session}))
     assert [a["type"] for a in answers] == [update_kind.replace("update", "updated")], answers

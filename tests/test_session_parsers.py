@@ -35,13 +35,20 @@ def test_a_ga_session_sets_each_field_it_names_and_keeps_the_rest() -> None:
             "transcription": {"model": "m", "language": "fr", "partial_interval_ms": 500},
             "turn_detection": {"type": "server_vad", "threshold": 0.3},
         },
-        assistant={"enabled": True, "temperature": 0},
     )
     assert config.audio_format == AudioFormat("pcm16", 16000)
     assert (config.transcription.model, config.transcription.language) == ("m", "fr")
     assert config.transcription.partial_interval_ms == 500
     assert config.turn_detection == StreamParams(threshold=0.3)  # the others keep their defaults
-    assert config.assistant.enabled and config.assistant.temperature == 0
+    assert config.kind == "transcription"
+    conversation = parse_ga_session(
+        {"type": "realtime", "instructions": "Be brief.", "tools": [{"type": "function", "name": "f"}]}, config
+    )
+    assert conversation.kind == "realtime" and conversation.conversation.instructions == "Be brief."
+    assert [tool.name for tool in conversation.conversation.tools] == ["f"]
+    assert conversation.audio_format == config.audio_format  # the audio settings carry over
+    semantic = parse_ga_session(given(turn_detection={"type": "semantic_vad", "eagerness": "high"}), config)
+    assert semantic.turn.type == "semantic_vad" and semantic.turn_detection.silence_duration_ms == 300
     assert parse_ga_session({}, config) == config  # nothing named: nothing changes
 
 
@@ -69,11 +76,12 @@ def test_an_invalid_update_changes_nothing() -> None:
     current = ga({"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": {"threshold": 0.3}})
     valid_then_invalid = {
         **given(format={"type": "audio/pcmu"}, transcription={"language": "de"}, turn_detection=None),
-        "assistant": {"enabled": True, "temperature": "hot"},
+        "type": "realtime",
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "nonsense"}}],
     }
     with pytest.raises(APIError) as error:
         parse_ga_session(valid_then_invalid, current)
-    assert error.value.param == "session.assistant.temperature"
+    assert error.value.param == "session.tools.0.parameters"
     assert current == ga({"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": {"threshold": 0.3}})
     beta = {"input_audio_format": "g711_alaw", "turn_detection": {"threshold": 0.9, "silence_duration_ms": -1}}
     assert refused(parse_beta_session, beta).param == "session.turn_detection.silence_duration_ms"
@@ -94,9 +102,12 @@ class RecordingSession:
 def test_an_invalid_session_update_answers_an_error_and_leaves_the_session_as_it_was() -> None:
     session = RecordingSession()
     protocol = OpenAIProtocol(beta=False, default_model="served", lifetime_s=60)
-    update = {"type": "session.update", "session": {**given(format={"type": "audio/pcmu"}), "assistant": []}}
+    update = {
+        "type": "session.update",
+        "session": {**given(format={"type": "audio/pcmu"}), "type": "realtime", "tools": {}},
+    }
     answers = asyncio.run(protocol.handle(json.dumps(update), cast(RealtimeSession, session)))
-    assert [(a["type"], a["error"]["param"]) for a in answers] == [("error", "session.assistant")]
+    assert [(a["type"], a["error"]["param"]) for a in answers] == [("error", "session.tools")]
     assert session.updates == [] and session.config == SessionConfig()
 
 
@@ -110,18 +121,21 @@ IN = "session.audio.input"
 @pytest.mark.parametrize(
     ("session", "param", "code"),
     [
-        ({"type": "realtime"}, "session.type", "unsupported_value"),
+        ({"type": "translation"}, "session.type", "unsupported_value"),
         ({"audio": None}, "session.audio", "invalid_value"),
         (given(format={"type": "audio/pcm", "rate": 8000}), f"{IN}.format.rate", "unsupported_value"),
         (given(format={"type": "audio/mp3"}), f"{IN}.format.type", "unsupported_value"),
         (given(transcription={"language": "zz"}), f"{IN}.transcription.language", None),
         (given(transcription={"model": 5}), f"{IN}.transcription.model", "invalid_value"),
-        (given(turn_detection={"type": "semantic_vad"}), f"{IN}.turn_detection.type", "unsupported_value"),
+        (given(turn_detection={"type": "smart_vad"}), f"{IN}.turn_detection.type", "unsupported_value"),
+        (given(turn_detection={"eagerness": "eager"}), f"{IN}.turn_detection.eagerness", "unsupported_value"),
+        (given(turn_detection={"idle_timeout_ms": 5000}), f"{IN}.turn_detection.idle_timeout_ms", "unsupported_value"),
         (given(turn_detection={"threshold": 2}), f"{IN}.turn_detection.threshold", "invalid_value"),
         (given(turn_detection={"prefix_padding_ms": True}), f"{IN}.turn_detection.prefix_padding_ms", "invalid_value"),
-        ({"assistant": {"enabled": "yes"}}, "session.assistant.enabled", "invalid_value"),
-        ({"assistant": {"temperature": 3}}, "session.assistant.temperature", "invalid_value"),
-        ({"assistant": {"max_output_tokens": 0}}, "session.assistant.max_output_tokens", "invalid_value"),
+        ({"type": "realtime", "max_output_tokens": 0}, "session.max_output_tokens", None),
+        ({"type": "realtime", "tools": [{"type": "mcp"}]}, "session.tools.0.type", "unsupported_value"),
+        ({"type": "realtime", "tools": [{"name": "a b"}]}, "session.tools.0.name", "invalid_value"),
+        ({"type": "realtime", "prompt": {"id": "p"}}, "session.prompt", "unsupported_value"),
     ],
 )
 def test_a_bad_ga_field_is_refused_naming_the_field(session: dict[str, Any], param: str, code: str | None) -> None:
@@ -151,7 +165,6 @@ def test_the_session_object_shows_the_config_in_each_flavour() -> None:
     config = parse_beta_session({"input_audio_format": "g711_ulaw", "turn_detection": None}, SessionConfig())
     shown = {"session_id": "sess_1", "expires_at": 99, "default_model": "served"}
     transcription = {"model": "served", "language": None, "prompt": None, "partial_interval_ms": 0}
-    assistant = {"enabled": False, "instructions": None, "max_output_tokens": None, "temperature": 0.8}
     assert list(session_object(config, beta=True, **shown).items()) == [
         ("id", "sess_1"),
         ("object", "realtime.transcription_session"),
@@ -162,10 +175,9 @@ def test_the_session_object_shows_the_config_in_each_flavour() -> None:
         ("turn_detection", None),
         ("input_audio_noise_reduction", None),
         ("include", None),
-        ("assistant", assistant),
     ]
     ga_shown = session_object(config, beta=False, **shown)
-    assert list(ga_shown) == ["type", "id", "object", "expires_at", "audio", "include", "assistant"]
+    assert list(ga_shown) == ["type", "id", "object", "expires_at", "audio", "include"]
     assert ga_shown["audio"] == {
         "input": {
             "format": {"type": "audio/pcmu"},  # G.711's rate is implied

@@ -236,7 +236,6 @@ def test_live_renders_the_realtime_protocol(open_page, edge) -> None:
                     },
                 },
             },
-            "assistant": {"enabled": False, "instructions": None, "max_output_tokens": None},
         }
 
         # Audio: 100 ms chunks of 24 kHz PCM16, as fast as real time.
@@ -273,7 +272,8 @@ def test_live_renders_the_realtime_protocol(open_page, edge) -> None:
         assert latency > 1.0
 
         page.get_by_role("switch", name="Assistant replies").check()
-        until(page, lambda: server.sessions[-1]["assistant"]["enabled"])  # applied to the running session
+        until(page, lambda: server.sessions[-1]["type"] == "realtime")  # a conversation, in the running session
+        assert server.sessions[-1]["output_modalities"] == ["text"]
         server.send(type="response.created", response={"id": "resp_1"})
         server.send(type="response.output_text.delta", response_id="resp_1", item_id="item_a", delta="Salut")
         expect(turn.locator(".reply-text")).to_have_text("Salut")

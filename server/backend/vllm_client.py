@@ -7,7 +7,7 @@ vLLM refusing the edge's own key (401/403): that is this server's configuration 
 client's, so it is a 503 `BackendAuthFailed` naming `VLLM_API_KEY` (logged once, not per request).
 
 Chat requests carry a vLLM `priority` (lower values are scheduled first, when vLLM runs with
-`--scheduling-policy priority`): live ones (realtime assistant replies) `LIVE_PRIORITY`, the rest
+`--scheduling-policy priority`): live ones (realtime conversation replies) `LIVE_PRIORITY`, the rest
 `BULK_PRIORITY`. vLLM's transcription endpoints take no priority, so transcriptions, live or not,
 get vLLM's default 0, between the two; file work is kept apart by the edge's own budget
 (`server.files.file_scheduler`). vLLM 0.32 without the priority policy ignores priorities; older
@@ -36,6 +36,17 @@ RETRY_AFTER_S = "5"
 LIVE_PRIORITY = -10
 BULK_PRIORITY = 10
 MAX_CLIENT_PRIORITY = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ChatDelta:
+    """One streamed chat chunk's first choice: its text, its tool call pieces (vLLM's
+    `delta.tool_calls`, OpenAI's shape: `index`, then `id` and `function.name` once, and
+    `function.arguments` in pieces) and, in the last one, why it finished."""
+
+    text: str = ""
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    finish_reason: str | None = None
 
 
 @dataclass
@@ -186,16 +197,17 @@ class VLLMClient:
             async for delta in deltas:
                 yield delta
 
-    async def chat_text_stream(
+    async def chat_deltas(
         self, body: dict[str, Any], usage: StreamUsage, *, priority: int
-    ) -> AsyncGenerator[str, None]:
-        """Yield the text deltas of a streamed chat completion; token counts are added to `usage`.
+    ) -> AsyncGenerator[ChatDelta, None]:
+        """Yield the first choice's deltas of a streamed chat completion (text, tool call pieces,
+        the finish reason); token counts are added to `usage`.
 
         `body` gets `stream` and usage reporting set. Closing the iterator early aborts the request.
         """
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         response = await self._send_chat(body, priority=priority, stream=True)
-        async with aclosing(_text_deltas(response, usage)) as deltas:
+        async with aclosing(_chat_deltas(response, usage)) as deltas:
             async for delta in deltas:
                 yield delta
 
@@ -272,6 +284,29 @@ async def _text_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncGen
             if counts := event.get("usage"):
                 usage.input_tokens += counts.get("prompt_tokens", counts.get("input_tokens", 0))
                 usage.output_tokens += counts.get("completion_tokens", counts.get("output_tokens", 0))
+    except httpx.TimeoutException as exc:
+        raise APIError(504, "The speech backend timed out.", code="backend_timeout") from exc
+    except httpx.TransportError as exc:
+        raise APIError(502, "The speech backend broke off the stream.", code="backend_error") from exc
+    finally:
+        await close_shielded(response)
+
+
+async def _chat_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncGenerator[ChatDelta, None]:
+    """The first choice's deltas of a streamed chat completion; closes the response."""
+    try:
+        async for event in _sse_events(response):
+            if "error" in event:
+                message = event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
+                raise APIError(502, f"The speech backend failed: {message}", code="backend_error")
+            for choice in (event.get("choices") or [])[:1]:
+                delta = choice.get("delta") or {}
+                calls = delta.get("tool_calls") or ()
+                if delta.get("content") or calls or choice.get("finish_reason"):
+                    yield ChatDelta(delta.get("content") or "", tuple(calls), choice.get("finish_reason"))
+            if counts := event.get("usage"):
+                usage.input_tokens += counts.get("prompt_tokens", 0)
+                usage.output_tokens += counts.get("completion_tokens", 0)
     except httpx.TimeoutException as exc:
         raise APIError(504, "The speech backend timed out.", code="backend_timeout") from exc
     except httpx.TransportError as exc:

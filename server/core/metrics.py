@@ -66,6 +66,16 @@ REALTIME_SHED = Counter(
     ["reason"],
 )
 REALTIME_TURNS = Counter("edge_realtime_turns_total", "Realtime turns by outcome", ["outcome"])
+REALTIME_RESPONSES = Counter(
+    "edge_realtime_responses_total",
+    "Conversation-session responses by status: completed, incomplete (max_output_tokens), cancelled, failed",
+    ["status"],
+)
+RESPONSE_FIRST_DELTA_SECONDS = Histogram(
+    "edge_realtime_response_first_delta_seconds",
+    "Latency from a response's start to its first text or function-call delta",
+    buckets=LATENCY_BUCKETS,
+)
 TURN_SECONDS = Histogram(
     "edge_realtime_turn_seconds",
     "Latency from speech_stopped to the completed transcript: total, edge and backend parts",

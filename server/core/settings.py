@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     realtime_max_lag_s: float = 10.0
     realtime_max_backlog_mb: float = 32.0
     realtime_max_commit_mb: float = 15.0
+    realtime_conversation_max_mb: float = Field(default=16.0, gt=0)
+    realtime_audio_turns: int = Field(default=1, ge=0)
     realtime_vad_max_batch: int = 256
     realtime_vad_batch_ms: float = Field(default=0.0, ge=0)
     realtime_engine: Literal["auto", "turns", "stream"] = "auto"

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import ctypes
 import functools
+import json
 import logging
 import multiprocessing
 import os
@@ -57,10 +58,18 @@ def vllm_command(settings: Settings) -> list[str]:
     """The command line that serves `VOXTRAL_MODEL` with Mistral's formats, plus `VLLM_ARGS`.
 
     vLLM schedules by priority (`--scheduling-policy priority`) so the edge's live requests go
-    ahead of bulk work; a `--scheduling-policy` in `VLLM_ARGS` wins.
+    ahead of bulk work, and parses Voxtral's tool calls (`--enable-auto-tool-choice
+    --tool-call-parser mistral`) for conversation sessions' function tools, and writes structured
+    output (the edge's forced function calls) as compact JSON: without it a model may pad JSON with
+    whitespace until its tokens run out. A `--scheduling-policy`, `--tool-call-parser` or
+    `--structured-outputs-config` in `VLLM_ARGS` wins.
     """
     extra = shlex.split(settings.vllm_args)
     policy = [] if any(arg.startswith("--scheduling-policy") for arg in extra) else ["--scheduling-policy", "priority"]
+    if not any(arg.startswith("--tool-call-parser") for arg in extra):
+        policy += ["--enable-auto-tool-choice", "--tool-call-parser", "mistral"]
+    if not any(arg.startswith("--structured-outputs-config") for arg in extra):
+        policy += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
     return [
         settings.vllm_python,
         "-m",

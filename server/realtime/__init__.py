@@ -1,4 +1,4 @@
-"""Live sessions: audio in, VAD turns, transcripts (and assistant replies) out.
+"""Live sessions: audio in, VAD turns, transcripts out, and in conversation sessions text replies and tool calls.
 
 The core is protocol- and transport-independent: `session.py` decodes, buffers and detects turns,
 and drives a transcription engine through one interface (`transcription_engine.py`): whole turns

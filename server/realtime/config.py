@@ -1,6 +1,7 @@
 """A realtime session's effective configuration, independent of the wire protocol."""
 
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from vad import StreamParams
 
@@ -25,24 +26,63 @@ class Transcription:
     language: str | None = None
     prompt: str | None = None
     partial_interval_ms: int = 0
+    events: bool = True  # a conversation session may turn the transcription events off; turns are transcribed anyway
 
 
 @dataclass(frozen=True)
-class Assistant:
-    """Voice-assistant mode: after each turn, a chat reply to the turn's audio."""
+class TurnOptions:
+    """What the end of a turn does beyond the VAD's parameters: OpenAI's `turn_detection` type
+    (`semantic_vad` is served as `server_vad` with a silence set by its `eagerness`) and, in a
+    conversation session, whether a turn starts a response and whether speech cancels one."""
 
-    enabled: bool = False
+    type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    eagerness: Literal["low", "medium", "high", "auto"] = "auto"
+    create_response: bool = True
+    interrupt_response: bool = True
+
+
+@dataclass(frozen=True)
+class FunctionTool:
+    name: str
+    description: str | None
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NamedFunction:
+    """A `tool_choice` that forces one function."""
+
+    name: str
+
+
+ToolChoice = Literal["auto", "none", "required"] | NamedFunction
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation session's reply settings (OpenAI's `session.type: "realtime"`); the fields
+    kept only to be shown back (`output`: voice, format, speed; `tracing`, `truncation`) change
+    nothing here."""
+
+    model: str | None = None
     instructions: str | None = None
-    max_output_tokens: int | None = None
-    temperature: float = 0.8
+    tools: tuple[FunctionTool, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    max_output_tokens: int | None = None  # None: `inf`, as far as MAX_OUTPUT_TOKENS and the context allow
+    output: dict[str, Any] | None = None
+    tracing: Any = None
+    truncation: Any = "auto"
 
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """`turn_detection`: OpenAI's `server_vad` parameters, the VAD's own type; None means the
-    client commits turns itself."""
+    """`kind`: a transcription session or a conversation (`realtime`) one, with its `conversation`
+    settings. `turn_detection`: the VAD's parameters, the VAD's own type; None means the client
+    commits turns itself."""
 
+    kind: Literal["transcription", "realtime"] = "transcription"
     audio_format: AudioFormat = field(default_factory=AudioFormat)
     turn_detection: StreamParams | None = field(default_factory=StreamParams)
+    turn: TurnOptions = field(default_factory=TurnOptions)
     transcription: Transcription = field(default_factory=Transcription)
-    assistant: Assistant = field(default_factory=Assistant)
+    conversation: Conversation = field(default_factory=Conversation)

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from server.core.usage import StreamUsage
 from server.core.words import Word
+from server.realtime.conversation.items import FunctionCall, Item, ResponseState
 
 
 @dataclass(frozen=True)
@@ -58,28 +59,64 @@ class TranscriptFailed:
     message: str
 
 
-@dataclass(frozen=True)
-class ResponseCreated:
-    response_id: str
+# Conversation sessions. The items and the response state are live objects: a renderer shows them
+# as they are when the event is emitted.
 
 
 @dataclass(frozen=True)
-class ResponseDelta:
+class ItemAdded:
+    """A client's item joined the conversation after `previous_item_id`."""
+
+    item: Item
+    previous_item_id: str | None
+
+
+@dataclass(frozen=True)
+class ItemDeleted:
+    item_id: str
+
+
+@dataclass(frozen=True)
+class ResponseStarted:
+    response: ResponseState
+
+
+@dataclass(frozen=True)
+class OutputItemStarted:
+    """`previous_item_id`: where it joined the conversation (a response outside it: None)."""
+
+    response: ResponseState
+    item: Item
+    output_index: int
+    previous_item_id: str | None
+
+
+@dataclass(frozen=True)
+class OutputTextDelta:
     response_id: str
     item_id: str
+    output_index: int
     delta: str
 
 
 @dataclass(frozen=True)
-class ResponseDone:
-    """End of an assistant reply: `completed`, `cancelled` (a new turn began) or `failed`."""
-
+class FunctionArgumentsDelta:
     response_id: str
-    item_id: str
-    status: str
-    text: str
-    usage: StreamUsage
-    error: str | None = None
+    call: FunctionCall
+    output_index: int
+    delta: str
+
+
+@dataclass(frozen=True)
+class OutputItemFinished:
+    response: ResponseState
+    item: Item
+    output_index: int
+
+
+@dataclass(frozen=True)
+class ResponseFinished:
+    response: ResponseState
 
 
 Event = (
@@ -90,7 +127,12 @@ Event = (
     | TranscriptPartial
     | TranscriptCompleted
     | TranscriptFailed
-    | ResponseCreated
-    | ResponseDelta
-    | ResponseDone
+    | ItemAdded
+    | ItemDeleted
+    | ResponseStarted
+    | OutputItemStarted
+    | OutputTextDelta
+    | FunctionArgumentsDelta
+    | OutputItemFinished
+    | ResponseFinished
 )

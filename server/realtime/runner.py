@@ -134,6 +134,8 @@ async def run_session(transport: SessionTransport, protocol: WireProtocol, servi
         emit=emit,
         default_max_tokens=settings.max_output_tokens,
         max_commit_bytes=int(settings.realtime_max_commit_mb * MB),
+        conversation_max_bytes=int(settings.realtime_conversation_max_mb * MB),
+        audio_turns=settings.realtime_audio_turns,
         stream=stream,
         on_failure=on_failure,
     )

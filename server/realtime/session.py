@@ -12,8 +12,10 @@ server VAD the client commits turns itself, and what it may buffer for one commi
 The engine is a `TurnEngine` (each item transcribed whole once it ends, with live partials), or
 with a realtime-capable model (`stream` given) a `StreamEngine`, which streams each item's audio
 to vLLM's `/v1/realtime` as it arrives. If the stream fails, `on_failure` is called once and the
-connection ends the session. With `assistant.enabled`, a finished turn that is still the latest
-gets a spoken reply (`assistant`).
+connection ends the session. A conversation session (`kind == "realtime"`) also has a `Responder`:
+its turns join the conversation as they are committed, speech interrupts a response, and the end
+of a turn starts one (see `conversation.responder`). Its transcripts are made either way (earlier
+turns reach the model as their transcripts); `transcription.events` says whether they are sent.
 
 Positions are 16 kHz sample counts since the session's first audio; the VAD stream restarts at 0
 whenever it is reset, so its positions are offset by `_vad_origin`.
@@ -22,29 +24,28 @@ whenever it is reset, so its positions are offset by `_vad_origin`.
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from server.backend.model_names import ModelNames
 from server.backend.vllm_client import VLLMClient
 from server.backend.vllm_realtime.errors import RealtimeBackendError
 from server.backend.vllm_realtime.probe import RealtimeBackend
 from server.core import metrics
 from server.core.errors import APIError
-from server.realtime.assistant import Conversation, Reply
 from server.realtime.audio_buffer import MIN_COMMIT_MS, SAMPLES_PER_MS, AudioBuffer, to_ms
 from server.realtime.audio_input import AudioInput
 from server.realtime.config import SessionConfig
+from server.realtime.conversation.responder import Responder
 from server.realtime.events import (
     Committed,
     Event,
     SpeechStarted,
     SpeechStopped,
     TranscriptCompleted,
+    TranscriptDelta,
     TranscriptFailed,
+    TranscriptPartial,
 )
 from server.realtime.ids import new_id
 from server.realtime.stream_engine import StreamEngine
-from server.realtime.tasks import TaskSet
 from server.realtime.transcription_engine import TranscriptionEngine
 from server.realtime.turn_engine import TurnEngine
 from vad import FRAME_SAMPLES, BatchedVADEngine, EngineStream
@@ -72,6 +73,8 @@ class RealtimeSession:
         emit: Callable[[Event], None],
         default_max_tokens: int | None = None,
         max_commit_bytes: int,
+        conversation_max_bytes: int,
+        audio_turns: int,
         stream: RealtimeBackend | None = None,
         on_failure: Callable[[APIError], None] | None = None,
     ) -> None:
@@ -91,10 +94,10 @@ class RealtimeSession:
         self._open: Item | None = None  # server VAD's turn in progress
         self._manual: Item | None = None  # without turn detection, the item the buffered audio belongs to
         self._last_item_id: str | None = None
-        self._tasks = TaskSet()
-        self._reply: Reply | None = None
-        self._reply_audio: dict[str, np.ndarray] = {}  # committed items' audio, for the assistant
-        self._conversation = Conversation()
+        self._conversation_max_bytes = conversation_max_bytes
+        self._audio_turns = audio_turns
+        self.responder: Responder | None = None
+        self._open_responder()
         self._on_failure = on_failure
         self._transcriber = self._open_engine(stream)
         self._open_vad()
@@ -103,7 +106,18 @@ class RealtimeSession:
         """Apply a new configuration; a changed format or turn detection drops the audio buffered so far."""
         if config.transcription.model != self.config.transcription.model:
             await self._models.resolve(config.transcription.model)
+        if config.kind == "realtime" and config.conversation.model != self.config.conversation.model:
+            try:
+                await self._models.resolve(config.conversation.model)
+            except APIError as exc:
+                exc.param = "session.model"
+                raise
         old, self.config = self.config, config
+        if config.kind != old.kind:
+            if self.responder is not None:
+                await self.responder.aclose()
+                self.responder = None
+            self._open_responder()
         if config.audio_format != old.audio_format:
             self._input = AudioInput(config.audio_format)
         if config.turn_detection != old.turn_detection or config.audio_format != old.audio_format:
@@ -174,7 +188,6 @@ class RealtimeSession:
                 f"it holds {buffered_ms} ms.",
                 code="input_audio_buffer_commit_empty",
             )
-        self._cancel_reply()
         self._manual = None
         self._commit(item, self._buffer.end)
         self._clear_buffer()
@@ -189,7 +202,8 @@ class RealtimeSession:
     async def aclose(self) -> None:
         """Stop everything: in-flight vLLM requests are aborted as their tasks are cancelled."""
         await self._transcriber.aclose()
-        await self._tasks.aclose()
+        if self.responder is not None:
+            await self.responder.aclose()
         if self._vad is not None:
             self._vad.close()
             self._vad = None
@@ -197,15 +211,33 @@ class RealtimeSession:
     def _open_engine(self, stream: RealtimeBackend | None) -> TranscriptionEngine:
         """The streaming engine with a realtime backend, else the turn engine."""
         if stream is not None:
-            return StreamEngine(stream, self._emit, self._stream_failed, on_turn_done=self._turn_done)
+            return StreamEngine(stream, self._emit_transcript, self._stream_failed, on_turn_done=self._turn_done)
         return TurnEngine(
             self._buffer,
             lambda: self.config,
             backend=self._backend,
             models=self._models,
-            emit=self._emit,
+            emit=self._emit_transcript,
             on_turn_done=self._turn_done,
         )
+
+    def _open_responder(self) -> None:
+        if self.config.kind == "realtime":
+            self.responder = Responder(
+                lambda: self.config,
+                backend=self._backend,
+                models=self._models,
+                emit=self._emit,
+                max_bytes=self._conversation_max_bytes,
+                audio_turns=self._audio_turns,
+                default_max_tokens=self._default_max_tokens,
+            )
+
+    def _emit_transcript(self, event: Event) -> None:
+        """The engines' events: a conversation session may leave the transcription events out."""
+        transcript = isinstance(event, TranscriptDelta | TranscriptPartial | TranscriptCompleted | TranscriptFailed)
+        if self.config.transcription.events or not transcript:
+            self._emit(event)
 
     def _clear_buffer(self) -> None:
         self._buffer.clear()
@@ -226,7 +258,8 @@ class RealtimeSession:
         item = Item(new_id("item"), position)
         self._open = item
         self._emit(SpeechStarted(item.item_id, to_ms(position)))
-        self._cancel_reply()
+        if self.responder is not None:
+            self.responder.speech_started()
         self._transcriber.start_item(item.item_id, position)
 
     def _stop_turn(self, position: int) -> None:
@@ -244,44 +277,25 @@ class RealtimeSession:
         self._transcriber.discard_item()
 
     def _commit(self, item: Item, end: int) -> None:
-        if self.config.assistant.enabled:
-            self._reply_audio[item.item_id] = self._buffer.slice(item.start, end)
-        self._emit(Committed(item.item_id, self._last_item_id))
+        responder = self.responder
+        previous = self._last_item_id if responder is None else responder.items.last_id
+        self._emit(Committed(item.item_id, previous))
         self._last_item_id = item.item_id
+        if responder is not None:
+            responder.user_turn(item.item_id, self._buffer.slice(item.start, end))
         self._transcriber.end_item(end)
+        if responder is not None and self._vad is not None:
+            responder.turn_ended()
 
     def _turn_done(self, event: TranscriptCompleted | TranscriptFailed) -> None:
-        """A committed item's transcript is final: count it; the conversation (and the assistant) take it in."""
+        """A committed item's transcript is final: count it; the conversation takes it in."""
         outcome = "completed" if isinstance(event, TranscriptCompleted) else "failed"
         metrics.REALTIME_TURNS.labels(outcome).inc()
-        audio = self._reply_audio.pop(event.item_id, None)
-        if isinstance(event, TranscriptCompleted):
-            if audio is not None and self.config.assistant.enabled and self._is_latest(event.item_id):
-                self._start_reply(audio)
-            self._conversation.add("user", event.transcript)
+        if isinstance(event, TranscriptCompleted) and self.responder is not None:
+            self.responder.transcribed(event.item_id, event.transcript)
 
     def _stream_failed(self, exc: RealtimeBackendError) -> None:
         status = 503 if exc.code == "backend_unavailable" else 502
         error = APIError(status, f"Streaming transcription failed: {exc}", code=exc.code)
         if self._on_failure is not None:
             self._on_failure(error)
-
-    def _is_latest(self, item_id: str) -> bool:
-        """No later turn has begun: a reply to an older turn would talk over the user."""
-        return item_id == self._last_item_id and self._open is None
-
-    def _start_reply(self, audio: np.ndarray) -> None:
-        body = self._conversation.request(audio, self.config.assistant, self._default_max_tokens)
-        self._reply = Reply(
-            body,
-            backend=self._backend,
-            models=self._models,
-            emit=self._emit,
-            on_done=lambda text: self._conversation.add("assistant", text),
-        )
-        self._tasks.track(self._reply.task)
-
-    def _cancel_reply(self) -> None:
-        if self._reply is not None:
-            self._reply.cancel()
-            self._reply = None

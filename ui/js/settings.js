@@ -38,8 +38,11 @@ export class Settings {
   /** The `session` object of a `session.update` for these settings. */
   session() {
     const v = this.values;
+    // With assistant replies on, the session is a conversation (OpenAI's `type: "realtime"`):
+    // every turn gets a text reply from the served model.
+    const conversation = v.assistant ? { type: "realtime", output_modalities: ["text"] } : { type: "transcription" };
     return {
-      type: "transcription",
+      ...conversation,
       audio: {
         input: {
           format: { type: "audio/pcm", rate: SESSION_RATE },
@@ -56,7 +59,6 @@ export class Settings {
           },
         },
       },
-      assistant: { enabled: v.assistant, instructions: null, max_output_tokens: null },
     };
   }
 

@@ -16,10 +16,11 @@ import binascii
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SerializeAsAny
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SerializeAsAny, StrictInt, StrictStr, model_validator
 from pydantic_core import PydanticCustomError
 
 from server.realtime.ids import new_id
+from server.realtime.protocols.openai_session import MaxOutputTokens, Tool, ToolChoiceField
 
 Message = dict[str, Any]
 Flavour = Literal["ga", "beta"]
@@ -68,6 +69,137 @@ class InputAudioBufferCommit(ClientEvent):
 
 class InputAudioBufferClear(ClientEvent):
     type: Literal["input_audio_buffer.clear"]
+
+
+# Conversation items as clients send them (`conversation.item.create`, `response.create`'s `input`).
+
+
+class InputTextPart(BaseModel):
+    type: Literal["input_text"]
+    text: StrictStr
+
+
+class InputAudioPart(BaseModel):
+    """Audio in the session's input format, base64."""
+
+    type: Literal["input_audio"]
+    audio: Annotated[bytes, PlainValidator(_base64_audio)]
+    transcript: StrictStr | None = None
+
+
+class OutputTextPart(BaseModel):
+    type: Literal["output_text", "text"]
+    text: StrictStr
+
+
+class _ItemIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+
+
+class MessageIn(_ItemIn):
+    type: Literal["message"]
+    role: Literal["user", "assistant", "system"]
+    content: list[Annotated[InputTextPart | InputAudioPart | OutputTextPart, Field(discriminator="type")]] = Field(
+        min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _parts_of_its_role(self) -> "MessageIn":
+        allowed = {
+            "user": ("input_text", "input_audio"),
+            "assistant": ("output_text", "text"),
+            "system": ("input_text",),
+        }
+        for index, part in enumerate(self.content):
+            if part.type not in allowed[self.role]:
+                raise PydanticCustomError(
+                    "invalid_value",
+                    "`item.content.{index}.type` {kind} is not a part of a {role} message (allowed: {allowed}).",
+                    {"index": index, "kind": part.type, "role": self.role, "allowed": ", ".join(allowed[self.role])},
+                )
+        return self
+
+
+class FunctionCallIn(_ItemIn):
+    type: Literal["function_call"]
+    call_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    name: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    arguments: StrictStr = "{}"
+
+
+class FunctionCallOutputIn(_ItemIn):
+    type: Literal["function_call_output"]
+    call_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    output: StrictStr
+
+
+class ItemReferenceIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["item_reference"]
+    id: StrictStr
+
+
+ItemIn = Annotated[MessageIn | FunctionCallIn | FunctionCallOutputIn, Field(discriminator="type")]
+
+
+class ConversationItemCreate(ClientEvent):
+    type: Literal["conversation.item.create"]
+    previous_item_id: StrictStr | None = None
+    item: ItemIn
+
+
+class ConversationItemRetrieve(ClientEvent):
+    type: Literal["conversation.item.retrieve"]
+    item_id: StrictStr
+
+
+class ConversationItemDelete(ClientEvent):
+    type: Literal["conversation.item.delete"]
+    item_id: StrictStr
+
+
+class ConversationItemTruncate(ClientEvent):
+    type: Literal["conversation.item.truncate"]
+    item_id: StrictStr
+    content_index: Annotated[StrictInt, Field(ge=0)]
+    audio_end_ms: Annotated[StrictInt, Field(ge=0)]
+
+
+class ResponseParams(BaseModel):
+    """`response.create`'s `response`; the session's settings for what it leaves out."""
+
+    model_config = ConfigDict(extra="ignore")
+    instructions: StrictStr | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoiceField | None = None
+    max_output_tokens: MaxOutputTokens | None = None
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[StrictStr, Field(max_length=512)]] | None = Field(
+        default=None, max_length=16
+    )
+    conversation: Literal["auto", "none"] = "auto"
+    input: (
+        list[
+            Annotated[MessageIn | FunctionCallIn | FunctionCallOutputIn | ItemReferenceIn, Field(discriminator="type")]
+        ]
+        | None
+    ) = None
+    output_modalities: list[Literal["text", "audio"]] | None = None
+    audio: Any = None
+
+
+class ResponseCreate(ClientEvent):
+    type: Literal["response.create"]
+    response: ResponseParams = ResponseParams()
+
+
+class ResponseCancel(ClientEvent):
+    type: Literal["response.cancel"]
+    response_id: StrictStr | None = None
+
+
+class OutputAudioBufferClear(ClientEvent):
+    type: Literal["output_audio_buffer.clear"]
 
 
 class SessionUpdate(ClientEvent):
@@ -148,18 +280,7 @@ class Cleared(ServerEvent):
 
 class InputAudio(BaseModel):
     type: Literal["input_audio"] = "input_audio"
-    transcript: None = None
-
-
-class UserAudioItem(BaseModel):
-    """A committed turn as a conversation item; its transcript comes in the transcription events."""
-
-    id: str
-    object: Literal["realtime.item"] = "realtime.item"
-    type: Literal["message"] = "message"
-    status: Literal["completed"] = "completed"
-    role: Literal["user"] = "user"
-    content: list[InputAudio] = Field(default_factory=lambda: [InputAudio()])
+    transcript: str | None = None
 
 
 class ConversationItemCreated(ServerEvent):
@@ -167,21 +288,21 @@ class ConversationItemCreated(ServerEvent):
 
     type: Literal["conversation.item.created"] = "conversation.item.created"
     previous_item_id: str | None
-    item: UserAudioItem
+    item: "ItemShown"
 
 
 class ConversationItemAdded(ServerEvent):
-    """GA's announcement of a committed turn, followed at once by `conversation.item.done`."""
+    """GA's announcement of an item, followed by `conversation.item.done` once it is complete."""
 
     type: Literal["conversation.item.added"] = "conversation.item.added"
     previous_item_id: str | None
-    item: UserAudioItem
+    item: "ItemShown"
 
 
 class ConversationItemDone(ServerEvent):
     type: Literal["conversation.item.done"] = "conversation.item.done"
     previous_item_id: str | None
-    item: UserAudioItem
+    item: "ItemShown"
 
 
 class TranscriptionEvent(ServerEvent):
@@ -252,112 +373,192 @@ class TranscriptionFailed(TranscriptionEvent):
     error: TranscriptionError
 
 
-# Assistant replies (extension: the events are OpenAI's, the feature is this edge's) --------------
+# Conversation sessions ------------------------------------------------------------------------
 
 
-class StartedResponse(BaseModel):
-    id: str
-    object: Literal["realtime.response"] = "realtime.response"
-    status: Literal["in_progress"] = "in_progress"
-    output: list[Any] = Field(default_factory=list)
-    usage: None = None
-
-
-class ResponseCreated(ServerEvent):
-    type: Literal["response.created"] = "response.created"
-    response: StartedResponse
-
-
-class TextDeltaFields(ServerEvent):
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
-    delta: str
-
-
-class OutputTextDelta(TextDeltaFields):
-    """GA."""
-
-    type: Literal["response.output_text.delta"] = "response.output_text.delta"
-
-
-class TextDelta(TextDeltaFields):
-    """Beta."""
-
-    type: Literal["response.text.delta"] = "response.text.delta"
-
-
-class TextDoneFields(ServerEvent):
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
+class InputTextShown(BaseModel):
+    type: Literal["input_text"] = "input_text"
     text: str
-
-
-class OutputTextDone(TextDoneFields):
-    """GA."""
-
-    type: Literal["response.output_text.done"] = "response.output_text.done"
-
-
-class TextDone(TextDoneFields):
-    """Beta."""
-
-    type: Literal["response.text.done"] = "response.text.done"
 
 
 class ReplyText(BaseModel):
-    type: Literal["output_text", "text"] = Field(description="`output_text` in GA, `text` in beta.")
+    type: Literal["output_text"] = "output_text"
     text: str
 
 
-class AssistantItem(BaseModel):
+ItemStatus = Literal["completed", "incomplete", "in_progress"]
+
+
+class MessageShown(BaseModel):
     id: str
     object: Literal["realtime.item"] = "realtime.item"
     type: Literal["message"] = "message"
-    role: Literal["assistant"] = "assistant"
-    status: Literal["completed", "incomplete"]
-    content: list[ReplyText]
+    status: ItemStatus
+    role: Literal["user", "assistant", "system"]
+    content: list[InputAudio | InputTextShown | ReplyText]
 
 
-class Cancelled(BaseModel):
-    type: Literal["cancelled"] = "cancelled"
-    reason: Literal["turn_detected"] = "turn_detected"
+class FunctionCallShown(BaseModel):
+    id: str
+    object: Literal["realtime.item"] = "realtime.item"
+    type: Literal["function_call"] = "function_call"
+    status: ItemStatus
+    call_id: str
+    name: str
+    arguments: str
 
 
-class BackendError(BaseModel):
-    type: Literal["backend_error"] = "backend_error"
+class FunctionCallOutputShown(BaseModel):
+    id: str
+    object: Literal["realtime.item"] = "realtime.item"
+    type: Literal["function_call_output"] = "function_call_output"
+    status: ItemStatus
+    call_id: str
+    output: str
+
+
+ItemShown = MessageShown | FunctionCallShown | FunctionCallOutputShown
+for _announcement in (ConversationItemCreated, ConversationItemAdded, ConversationItemDone):
+    _announcement.model_rebuild()
+
+
+class ConversationItemRetrieved(ServerEvent):
+    type: Literal["conversation.item.retrieved"] = "conversation.item.retrieved"
+    item: ItemShown
+
+
+class ConversationItemDeleted(ServerEvent):
+    type: Literal["conversation.item.deleted"] = "conversation.item.deleted"
+    item_id: str
+
+
+class ConversationItemTruncated(ServerEvent):
+    type: Literal["conversation.item.truncated"] = "conversation.item.truncated"
+    item_id: str
+    content_index: int
+    audio_end_ms: int
+
+
+class StatusError(BaseModel):
+    type: Literal["server_error", "invalid_request_error"]
+    code: str | None
     message: str | None
 
 
-class Failed(BaseModel):
-    type: Literal["failed"] = "failed"
-    error: BackendError
+class StatusDetails(BaseModel):
+    type: Literal["cancelled", "incomplete", "failed"]
+    reason: Literal["turn_detected", "client_cancelled", "max_output_tokens"] | None = None
+    error: StatusError | None = None
+
+
+class InputTokenCounts(BaseModel):
+    text_tokens: int
+    audio_tokens: int
 
 
 class ResponseUsage(BaseModel):
     input_tokens: int
     output_tokens: int
     total_tokens: int
+    output_token_details: dict[str, int]
 
 
-ResponseStatus = Literal["completed", "cancelled", "failed"]
+ResponseStatus = Literal["in_progress", "completed", "cancelled", "failed", "incomplete"]
 
 
-class FinishedResponse(BaseModel):
+class ResponseShown(BaseModel):
     id: str
     object: Literal["realtime.response"] = "realtime.response"
     status: ResponseStatus
-    status_details: Cancelled | Failed | None
-    output: list[AssistantItem]
-    usage: ResponseUsage
+    status_details: StatusDetails | None
+    output: list[ItemShown]
+    usage: ResponseUsage | None
+    metadata: dict[str, str] | None
+    conversation_id: None = None
+    output_modalities: list[Literal["text"]] = ["text"]
+    max_output_tokens: MaxOutputTokens
+
+
+class ResponseCreated(ServerEvent):
+    type: Literal["response.created"] = "response.created"
+    response: ResponseShown
 
 
 class ResponseDone(ServerEvent):
     type: Literal["response.done"] = "response.done"
-    response: FinishedResponse
+    response: ResponseShown
+
+
+class OutputItemEvent(ServerEvent):
+    response_id: str
+    output_index: int
+    item: ItemShown
+
+
+class ResponseOutputItemAdded(OutputItemEvent):
+    type: Literal["response.output_item.added"] = "response.output_item.added"
+
+
+class ResponseOutputItemDone(OutputItemEvent):
+    type: Literal["response.output_item.done"] = "response.output_item.done"
+
+
+class TextPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ContentPartEvent(ServerEvent):
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int = 0
+    part: TextPart
+
+
+class ResponseContentPartAdded(ContentPartEvent):
+    type: Literal["response.content_part.added"] = "response.content_part.added"
+
+
+class ResponseContentPartDone(ContentPartEvent):
+    type: Literal["response.content_part.done"] = "response.content_part.done"
+
+
+class OutputTextDelta(ServerEvent):
+    type: Literal["response.output_text.delta"] = "response.output_text.delta"
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int = 0
+    delta: str
+
+
+class OutputTextDone(ServerEvent):
+    type: Literal["response.output_text.done"] = "response.output_text.done"
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int = 0
+    text: str
+
+
+class FunctionCallArgumentsDelta(ServerEvent):
+    type: Literal["response.function_call_arguments.delta"] = "response.function_call_arguments.delta"
+    response_id: str
+    item_id: str
+    output_index: int
+    call_id: str
+    delta: str
+
+
+class FunctionCallArgumentsDone(ServerEvent):
+    type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
+    response_id: str
+    item_id: str
+    output_index: int
+    call_id: str
+    name: str
+    arguments: str
 
 
 # The seam --------------------------------------------------------------------------------------

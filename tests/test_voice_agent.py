@@ -1,0 +1,90 @@
+"""The OpenAI Agents SDK (`openai-agents`) holds a spoken conversation with a tool call through the
+edge: a `RealtimeAgent` with a function tool, run by `RealtimeRunner` against the edge's URL, with
+text output and the SDK's default turn detection (`semantic_vad`).
+
+The tiny model has random weights, so it never chooses a tool by itself (and writes strings without
+end: the tool takes a choice of cities): the session forces one
+(`tool_choice: "required"`, which the edge holds with structured outputs). The tool, once run,
+lets the model choose again (`tool_choice: "auto"`), as an app that wants one lookup per turn
+would, so the agent's next response is its spoken-to-text reply. The SDK validates every server
+event with the `openai` SDK's types and reports one that fails as an `error` event: none may come.
+"""
+
+import asyncio
+from typing import Any, Literal
+
+from agents import function_tool
+from agents.realtime import RealtimeAgent, RealtimeRunner, RealtimeSession
+from agents.realtime.model_inputs import RealtimeModelSendRawMessage
+from realtime_helpers import JFK_1, build_recording, pcm16
+
+from tests.conftest import SERVED_NAME, EdgeServer, vllm_requests_running
+from tests.realtime_helpers import wait_until
+
+
+async def test_a_realtime_agent_talks_and_calls_a_tool_through_the_edge(edge: EdgeServer, vllm_url: str) -> None:
+    calls: list[dict[str, Any]] = []
+    session_box: list[RealtimeSession] = []
+
+    @function_tool
+    async def get_weather(city: Literal["Paris", "Rome"]) -> str:
+        """The weather in a city."""
+        calls.append({"city": city})
+        await session_box[0].model.send_event(
+            RealtimeModelSendRawMessage(
+                message={
+                    "type": "session.update",
+                    "other_data": {"session": {"type": "realtime", "tool_choice": "auto"}},
+                }
+            )
+        )
+        return "sunny"
+
+    agent = RealtimeAgent(name="weather", instructions="Answer briefly.", tools=[get_weather])
+    runner = RealtimeRunner(
+        agent,
+        config={
+            "model_settings": {
+                "model_name": SERVED_NAME,
+                "modalities": ["text"],
+                "tool_choice": "required",
+                "max_output_tokens": 60,
+                "input_audio_transcription": {"model": SERVED_NAME},
+            }
+        },
+    )
+    url = f"{edge.url.replace('http://', 'ws://')}/v1/realtime?model={SERVED_NAME}"
+    session = await runner.run(model_config={"url": url, "api_key": "unused"})
+    events: list[Any] = []
+    async with session:
+        session_box.append(session)
+        recording = build_recording([JFK_1])
+        audio = pcm16(recording.audio, 24000)
+        for start in range(0, len(audio), 4800):  # 100 ms at 24 kHz, as a microphone would
+            await session.send_audio(audio[start : start + 4800])
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            async for event in session:
+                events.append(event)
+                if event.type == "agent_end" and calls:
+                    done.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.wait_for(done.wait(), timeout=120)
+        finally:
+            watcher.cancel()
+    kinds = [event.type for event in events]
+    errors = [event for event in events if event.type == "error"]
+    assert not errors, errors
+    assert calls and isinstance(calls[0]["city"], str), kinds
+    assert "tool_start" in kinds and "tool_end" in kinds
+    tool_end = next(event for event in events if event.type == "tool_end")
+    assert tool_end.output == "sunny"
+    history = next(event for event in reversed(events) if event.type == "history_updated").history
+    roles = [getattr(item, "role", item.type) for item in history]
+    assert "user" in roles and "assistant" in roles, roles
+    reply = [item for item in history if getattr(item, "role", None) == "assistant"][-1]
+    assert reply.content and reply.content[0].text, reply
+    await wait_until(lambda: vllm_requests_running(vllm_url) == 0)
