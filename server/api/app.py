@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
@@ -21,7 +22,7 @@ from server.api.error_handlers import install_error_handlers
 from server.api.health_port import HealthServer
 from server.api.routes import audio, chat, client_secrets, models, realtime, service
 from server.api.services import Services
-from server.core import metrics
+from server.core import connections, metrics
 from server.core.errors import too_large
 from server.core.settings import Settings, get_settings
 from server.realtime.transports.tcp import TCPStreamServer
@@ -102,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         services = Services.build(settings)
         await services.start()
         app.state.services = services
@@ -114,10 +115,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # With several workers each binds the extra ports too (SO_REUSEPORT): the kernel spreads
         # their connections over the workers, as it does for the main port's.
         several_workers = settings.workers > 1
+        # One count of open connections for the process: uvicorn's protocols (`wire_limits`) find it
+        # in the lifespan state, the raw TCP stream is given it.
+        table = connections.ConnectionTable.of(settings)
         try:
             async with AsyncExitStack() as ports:
                 if settings.tcp_port is not None:
-                    tcp = TCPStreamServer(services.realtime)
+                    tcp = TCPStreamServer(services.realtime, table)
                     await tcp.start(settings.host, settings.tcp_port, reuse_port=several_workers)
                     ports.push_async_callback(tcp.aclose)
                 if settings.health_port is not None:
@@ -125,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await health.start(settings.host, settings.health_port, reuse_port=several_workers)
                     ports.push_async_callback(health.aclose)
                 log.info("edge ready; backend %s; %s", settings.backend_url, access_summary(services))
-                yield
+                yield {connections.STATE_KEY: table}
         finally:
             await services.aclose()
 

@@ -17,6 +17,15 @@ Before the app sees a request, uvicorn's own code answers the client, and there 
   to deliver what is buffered): one that has not gone some seconds after the session is aborted.
 - A WebSocket its keepalive closes (no pong in `REALTIME_PING_TIMEOUT_S`) ends with close code
   1005 for the app, like any lost connection; here the reason gets its own log line.
+- Nor is there a bound on open connections (uvicorn's `limit_concurrency` answers a request, not a
+  connection, in plain text: an idle or hostile connection is held all the same). Here each
+  connection is counted in the app's `ConnectionTable` (`server.core.connections`, the caps on all
+  and per client address) from its accept to its close, a WebSocket's too; one beyond a cap gets a
+  503 at once, before it sends anything, and then an address named by its request (a trusted
+  proxy header) the same. A turned-away connection is half-closed and read (and what it sends
+  dropped) until the client closes or `TURNED_AWAY_LINGER_S` passes: closing with unread bytes
+  would reset it, and the client might never see the 503. A kept-alive connection between
+  requests, and a new one that has sent nothing yet, is idle: the table may close it for room.
 """
 
 import asyncio
@@ -30,6 +39,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from server.core.connections import STATE_KEY, ConnectionTable
 from server.core.errors import APIError
 from server.core.metrics import WIRE_TIMEOUTS
 from server.core.settings import Settings
@@ -48,7 +58,15 @@ kept-alive connection, uvicorn's keep-alive timeout applies."""
 ABORT_AFTER_S = 5.0
 """How long after the close handshake's own timeout a WebSocket whose client does not read is dropped."""
 
-REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+TURNED_AWAY_LINGER_S = 1.0
+"""How long a connection turned away at a cap is read from (and what it sends dropped) before it is closed."""
+
+REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 
 
 @dataclass(frozen=True)
@@ -76,12 +94,30 @@ def _peer(client: tuple[str, int] | None) -> str:
 def error_response(error: APIError) -> bytes:
     """A complete HTTP/1.1 response carrying `error` in OpenAI's shape, closing the connection."""
     body = json.dumps(error.body()).encode()
-    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % (
+    extra = b"".join(b"%s: %s\r\n" % (name.lower().encode(), value.encode()) for name, value in error.headers.items())
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%sconnection: close\r\n\r\n" % (
         error.status,
         REASONS[error.status],
         len(body),
+        extra,
     )
     return head + body
+
+
+def _table(app_state: dict[str, Any]) -> ConnectionTable | None:
+    """The app's connection table (none for a server whose app has no lifespan: the health port)."""
+    table = app_state.get(STATE_KEY)
+    return table if isinstance(table, ConnectionTable) else None
+
+
+def client_address(headers: list[tuple[bytes, bytes]], header: bytes) -> str | None:
+    """The client address a trusted proxy's header names: the last one of the header's last line
+    (the proxy appends the peer it saw; what comes before, the client may have written)."""
+    values = [value for name, value in headers if name == header]
+    if not values:
+        return None
+    last = values[-1].decode("latin-1").rsplit(",", 1)[-1].strip()
+    return last or None
 
 
 def http_protocol(settings: Settings) -> Callable[..., "HttpProtocol"]:
@@ -98,6 +134,8 @@ class HttpProtocol(HttpToolsProtocol):
     the connection waits for its first request), then the body's. The body's is armed only when a
     read ends with the body still incomplete and is moved only when it fires, so a read costs an
     addition, and a request whose body comes with its head costs no timer at all.
+
+    The connection is counted in the app's `ConnectionTable`, idle while it waits for a request.
     """
 
     def __init__(self, *args: Any, body_deadline: BodyDeadline = DEFAULT_BODY_DEADLINE, **kwargs: Any) -> None:
@@ -116,13 +154,23 @@ class HttpProtocol(HttpToolsProtocol):
         # next request is counted from the read after the one it began in: the bound stays within one read.
         self._head_bytes: int | None = 0
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(HEAD_TIMEOUT_S, self._no_request)
+        self._turned_away = False
+        self._connections = _table(self.app_state)
+        if self._connections is not None:
+            peer = None if self._connections.client_header else self.client[0] if self.client else None
+            if (refused := self._connections.open(transport, peer)) is not None:
+                self._turn_away(refused)
+            else:
+                self._connections.idle(transport, self._close_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+        if self._connections is not None:
+            self._connections.release(self.transport)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._turned_away:
             return
         if self._head_bytes is not None:
             self._head_bytes += len(data)
@@ -134,6 +182,10 @@ class HttpProtocol(HttpToolsProtocol):
             self._timer = self.loop.call_at(self._body_since + self._body_deadline.grace_s, self._body_due)
 
     def on_message_begin(self) -> None:
+        if self._turned_away:  # the rest of what came in the read that turned it away
+            return
+        if self._connections is not None:
+            self._connections.busy(self.transport)
         super().on_message_begin()
         if self._head_bytes is None:  # the next request on a kept-alive connection
             self._head_bytes = 0
@@ -141,8 +193,17 @@ class HttpProtocol(HttpToolsProtocol):
         self._timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
+        if self._turned_away:
+            return
         self._head_bytes = None
         self._stop_timer()
+        table = self._connections
+        if table is not None and table.client_header is not None:
+            named = client_address(self.headers, table.client_header)
+            address = named or (self.client[0] if self.client else None)
+            if address is not None and (refused := table.move(self.transport, address)) is not None:
+                self._turn_away(refused)
+                return
         previous = self.cycle
         super().on_headers_complete()
         if self.cycle is not previous:  # an HTTP request (a WebSocket upgrade has no cycle): its body is due
@@ -150,13 +211,45 @@ class HttpProtocol(HttpToolsProtocol):
             self._body_base = self._body_bytes = 0
 
     def on_body(self, body: bytes) -> None:
+        if self._turned_away:
+            return
         self._body_bytes += len(body)
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self._turned_away:
+            return
         self._body_since = None  # the app may take as long as it needs from here
         self._stop_timer()
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._connections is not None and not self.transport.is_closing() and not self.pipeline:
+            self._connections.idle(self.transport, self._close_idle)
+
+    def handle_websocket_upgrade(self) -> None:
+        if self.transport.is_closing() or self._turned_away:
+            return
+        # The WebSocket protocol takes over the connection and releases it from the table.
+        super().handle_websocket_upgrade()
+
+    def _close_idle(self) -> None:
+        """Closed for room at a connection cap, between requests (or before the first)."""
+        self._stop_timer()
+        self.transport.close()
+
+    def _turn_away(self, refused: APIError) -> None:
+        """Answer a connection beyond a cap at once, then read it until the client goes (or for
+        `TURNED_AWAY_LINGER_S`), so that closing does not reset it before it reads its 503."""
+        self._turned_away = True
+        self._stop_timer()
+        self.transport.write(error_response(refused))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._timer = self.loop.call_later(TURNED_AWAY_LINGER_S, self.transport.close)
+        else:  # TLS
+            self.transport.close()
 
     def _no_request(self) -> None:
         """Connected, then no request began: nothing to answer."""
@@ -228,13 +321,21 @@ class HttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
+        if self.transport.is_closing() or self._turned_away:  # answered already
+            return
         self.transport.write(error_response(APIError(400, msg, code="invalid_http_request")))
         self.transport.close()
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets protocol that answers a handshake it cannot parse, drops a client that
-    does not read once its session is over, and says when its keepalive ends a connection."""
+    does not read once its session is over, and says when its keepalive ends a connection; its
+    connection stays counted in the app's `ConnectionTable` until it is lost."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if (table := _table(self.app_state)) is not None:
+            table.release(self.transport)
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

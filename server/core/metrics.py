@@ -57,6 +57,19 @@ WIRE_TIMEOUTS = Counter(
     "HTTP connections closed for a client too slow: idle (no request), head (line and headers), body",
     ["what"],
 )
+CONNECTIONS_OPEN = Gauge(
+    "edge_connections_open",
+    "Connections open now (HTTP, WebSocket and raw TCP; at most MAX_CONNECTIONS per process)",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_REFUSED = Counter(
+    "edge_connections_refused_total",
+    "New connections turned away at a cap: process (MAX_CONNECTIONS) or client (MAX_CONNECTIONS_PER_CLIENT)",
+    ["cap"],
+)
+IDLE_CONNECTIONS_CLOSED = Counter(
+    "edge_idle_connections_closed_total", "Idle connections closed at a connection cap to make room for a new one"
+)
 BACKEND_CHUNKS = Counter("edge_backend_chunks_total", "Audio chunks sent to vLLM", ["task"])
 
 REALTIME_SESSIONS = Gauge("edge_realtime_sessions", "Realtime sessions open now", multiprocess_mode="livesum")

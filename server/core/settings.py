@@ -105,6 +105,17 @@ class Settings(BaseSettings):
         default=None, description="Base URL of a vLLM serving Voxtral Realtime for live sessions; unset = VLLM_URL's"
     )
 
+    # Overload, per edge process: caps on connections (HTTP, WebSocket and the raw TCP stream
+    # together), and how lagging realtime sessions are shed.
+    max_connections: int = Field(default=4096, ge=1, description="Open connections one edge process takes")
+    max_connections_per_client: int = Field(default=256, ge=1, description="Open connections of one client address")
+    client_address_header: str | None = Field(
+        default=None, description="Request header naming the client's address (behind a proxy); unset = the peer's"
+    )
+    realtime_shed_interval_s: float = Field(
+        default=2.0, gt=0, description="After shedding a lagging session, the time the others get to catch up"
+    )
+
     # Extra ports, off when unset: the raw PCM16 TCP stream, and health and metrics on their own.
     tcp_port: int | None = None
     health_port: int | None = None

@@ -13,9 +13,11 @@ codes, an error event or line), logs it, and closes.
 Messages (`read_messages`): one task takes them off the connection into the inbox as they come (so
 WebSocket pings and pongs are never stuck behind audio), another applies them to the session in
 order. When processing falls behind (the oldest waiting message waited longer than
-`REALTIME_MAX_LAG_S`, or more than `REALTIME_MAX_BACKLOG_MB` wait), the session is shed on purpose
-with `session_lagging`. A raw audio stream (`read_audio`) is appended as it is read instead, so a
-client sending faster than it is served is slowed down, never shed.
+`REALTIME_MAX_LAG_S`), the session tells the process's `LagShedder`, which sheds the newest of the
+lagging sessions one at a time (`shedding`); more than `REALTIME_MAX_BACKLOG_MB` waiting sheds a
+session at once. Either way it is shed on purpose with `session_lagging`. A raw audio stream
+(`read_audio`) is appended as it is read instead, so a client sending faster than it is served is
+slowed down, never shed.
 """
 
 import asyncio
@@ -35,6 +37,7 @@ from server.realtime.events import Event
 from server.realtime.queues import Inbox, Outbox
 from server.realtime.services import RealtimeServices
 from server.realtime.session import RealtimeSession
+from server.realtime.shedding import LagShedder
 
 Message = dict[str, Any]
 Frame = str | bytes  # a text message, or a binary one
@@ -87,6 +90,7 @@ class Live:
     protocol: WireProtocol
     outbox: Outbox
     settings: Settings
+    shedder: LagShedder
 
 
 class SessionTransport(Protocol):
@@ -142,7 +146,7 @@ async def run_session(transport: SessionTransport, protocol: WireProtocol, servi
     outbox.put_all(protocol.opening(config))
     sender = asyncio.create_task(outbox.run(transport.send_text), name="realtime-sender")
     client = asyncio.create_task(
-        transport.serve_input(Live(session, protocol, outbox, settings)), name="realtime-input"
+        transport.serve_input(Live(session, protocol, outbox, settings, services.shedder)), name="realtime-input"
     )
     try:
         waiting: set[asyncio.Future[Any]] = {sender, client, failed}
@@ -180,19 +184,25 @@ async def read_messages(live: Live, receive: Callable[[], Awaitable[Frame | None
     """Read the client's messages (`receive` gives the next one, None once the client is gone) into
     the inbox, and apply them to the session in order, until the session must end."""
     inbox = Inbox()
-    reader = asyncio.create_task(_read(live.settings, receive, inbox), name="realtime-reader")
-    processor = asyncio.create_task(_process(live, inbox), name="realtime-processor")
-    try:
-        await asyncio.wait((reader, processor), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await cancel_and_wait((reader, processor))
+    with live.shedder.watching(inbox.lag_s, live.settings.realtime_max_lag_s) as watch:
+        reader = asyncio.create_task(_read(live, receive, inbox), name="realtime-reader")
+        processor = asyncio.create_task(_process(live, inbox), name="realtime-processor")
+        shed = asyncio.create_task(watch.shed.wait(), name="realtime-shed")
+        try:
+            await asyncio.wait((reader, processor, shed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait((reader, processor, shed))
     if not processor.cancelled():
         processor.result()  # it ends only by raising
+    if reader.cancelled():  # the shedder chose this session
+        return _lagging(inbox.lag_s(), inbox, live.settings)
     return reader.result()
 
 
-async def _read(settings: Settings, receive: Callable[[], Awaitable[Frame | None]], inbox: Inbox) -> Outcome:
-    """Take client messages off the connection as they come; end the session when it must end."""
+async def _read(live: Live, receive: Callable[[], Awaitable[Frame | None]], inbox: Inbox) -> Outcome:
+    """Take client messages off the connection as they come; end the session when it must end,
+    and tell the shedder when it lags."""
+    settings = live.settings
     max_bytes = int(settings.realtime_max_message_mb * MB)
     max_backlog = int(settings.realtime_max_backlog_mb * MB)
     idle_s = settings.realtime_idle_timeout_s
@@ -214,8 +224,10 @@ async def _read(settings: Settings, receive: Callable[[], Awaitable[Frame | None
             )
         inbox.put(frame)
         lag_s = inbox.lag_s()
-        if lag_s > settings.realtime_max_lag_s or inbox.bytes > max_backlog:
+        if inbox.bytes > max_backlog:
             return _lagging(lag_s, inbox, settings)
+        if lag_s > settings.realtime_max_lag_s:
+            live.shedder.report(settings.realtime_shed_interval_s)
 
 
 def _lagging(lag_s: float, inbox: Inbox, settings: Settings) -> Outcome:

@@ -10,6 +10,10 @@ Nothing is lost at the end of the stream: when the client stops sending (end of 
 time), the turn in progress is committed and every pending transcript is sent before the server
 closes. A half sample at the end is dropped; a client that disconnects abruptly has its session,
 tasks and vLLM requests cancelled.
+
+Each connection counts in the edge's connection caps (`server.core.connections`) by its peer
+address from its accept to its close; one beyond a cap gets a `too_many_connections` error line at
+once and is closed (after reading what it sends for at most `TURNED_AWAY_LINGER_S`).
 """
 
 import asyncio
@@ -20,6 +24,7 @@ from contextlib import suppress
 
 from server.core import metrics
 from server.core.auth import Identity
+from server.core.connections import ConnectionTable
 from server.core.errors import APIError
 from server.core.tasks import cancel_and_wait
 from server.realtime import events as ev
@@ -29,6 +34,7 @@ from server.realtime.runner import CLOSE_TIMEOUT_S, End, Live, Outcome, read_aud
 from server.realtime.services import RealtimeServices
 
 READ_BYTES = 65536
+TURNED_AWAY_LINGER_S = 1.0
 log = logging.getLogger("edge.realtime")
 
 
@@ -105,8 +111,9 @@ class TCPStreamServer:
     `API_KEY_MAX_SESSIONS` applies, as on the WebSocket routes.
     """
 
-    def __init__(self, services: RealtimeServices) -> None:
+    def __init__(self, services: RealtimeServices, connections: ConnectionTable) -> None:
         self._services = services
+        self._connections = connections
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task] = set()
 
@@ -124,9 +131,26 @@ class TCPStreamServer:
             await self._server.wait_closed()
 
     def _client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.create_task(self._serve(reader, writer), name="realtime-tcp-connection")
+        peer = writer.get_extra_info("peername")
+        refused = self._connections.open(writer.transport, peer[0] if peer else None)
+        if refused is None:
+            serving = self._serve(reader, writer)
+        else:
+            serving = self._turn_away(reader, writer, refused)
+        task = asyncio.create_task(serving, name="realtime-tcp-connection")
         self._clients.add(task)
         task.add_done_callback(self._clients.discard)
+
+    async def _turn_away(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, refused: APIError) -> None:
+        """The error line, then what the client sends is dropped until it ends (for a short time),
+        so that closing does not reset the connection before the line is read."""
+        with suppress(Exception):
+            async with asyncio.timeout(TURNED_AWAY_LINGER_S):
+                writer.write(json.dumps(SimpleProtocol().error(refused)).encode() + b"\n")
+                writer.write_eof()
+                while await reader.read(READ_BYTES):
+                    pass
+        writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -144,6 +168,7 @@ class TCPStreamServer:
             why = "internal error"
         finally:
             writer.close()
+            self._connections.release(writer.transport)
             with suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
                     await writer.wait_closed()
