@@ -28,9 +28,8 @@ class BackgroundFile(threading.Thread):
         self.first_delta_at: float | None = None
         self._stop_event = threading.Event()
         self.submitted_at: float | None = None
-        self.stopped_at: float | None = None
         self.finish_times: list[float] = []
-        self.deltas = 0
+        self.delta_times: list[float] = []
         self.status: int | None = None
         self.error: str | None = None
         self.start()
@@ -56,7 +55,7 @@ class BackgroundFile(threading.Thread):
                 self.status = response.status_code
                 for line in response.iter_lines():
                     if '"transcript.text.delta"' in line:
-                        self.deltas += 1
+                        self.delta_times.append(time.perf_counter())
                         if self.first_delta_at is None:
                             self.first_delta_at = time.perf_counter()
                         self.first_delta.set()
@@ -70,18 +69,23 @@ class BackgroundFile(threading.Thread):
         return self.status == 200
 
     @property
+    def deltas(self) -> int:
+        return len(self.delta_times)
+
+    def rate(self, start: float, end: float) -> float:
+        """File text deltas per second received between `start` and `end` (perf_counter times)."""
+        return round(sum(1 for at in self.delta_times if start <= at < end) / (end - start), 2)
+
+    @property
     def finished_at(self) -> float | None:
         """When the last of the files was done, if all were."""
         return self.finish_times[-1] if len(self.finish_times) == self.count else None
 
     def stop(self) -> dict[str, Any]:
-        """Hang up (if still running) and say what happened; `deltas_per_s` is the file text's rate
-        from its first delta to the stop."""
-        self.stopped_at = time.perf_counter()
+        """Hang up (if still running) and say what happened."""
         self._stop_event.set()
         self.join(60)
         first = self.first_delta_at
-        span = None if first is None else self.stopped_at - first
         return {
             "audio_s": self.seconds,
             "files": self.count,
@@ -91,7 +95,6 @@ class BackgroundFile(threading.Thread):
             "first_delta_after_s": None
             if first is None or self.submitted_at is None
             else round(first - self.submitted_at, 2),
-            "deltas_per_s": None if not span else round(self.deltas / span, 2),
             "files_finished": len(self.finish_times),
             "wall_s": [round(at - (self.submitted_at or at), 2) for at in self.finish_times],
             "error": self.error,

@@ -1,14 +1,16 @@
 """Mixed load at the shipped defaults: live realtime sessions at 1x, alone and while long files are
 transcribed back to back through the same edge, and the files alone.
 
-One edge per mode, three runs in it, interleaved so that a machine shared with others loads them
-alike: the sessions alone; the same sessions (same seed, same audio) with `--mixed-files` files of
-`--file-seconds` POSTed one after the other from the sessions' start; the files alone for as long
-as the second run lasted. Compared: each turn's `speech_stopped` → `…transcription.completed`
-time over the turns whose `speech_stopped` came after the first file's first text (its chunks were
-at vLLM by then; its decoding and VAD come before), the same window in the run alone; the turns
-completed; and the files' text rate (deltas per second from their first text) with and without the
-sessions. Goal: p99 with the files within 1.25x of alone (+50 ms), every turn completed.
+One edge per mode, both started at once against one vLLM, three runs in each: the sessions
+alone; the same sessions (same seed, same audio) while
+`--mixed-files` files of `--file-seconds` are transcribed one after the other (POSTed first, the
+sessions start when the first file's first text is back: its chunks are at vLLM); the files alone,
+measured for as long as the sessions lasted. On a machine shared with others the runs are
+ordered so that drift in their load falls alike on both modes: alone A, alone B, with files B,
+with files A, files alone A, files alone B. Compared: each turn's `speech_stopped` →
+`…transcription.completed` time, alone and with the files; the turns completed; and the files'
+text rate (deltas per second) while the sessions ran and alone. Goal: p99 with the files within
+1.25x of alone (+50 ms), every turn completed.
 
 Modes: the shipped defaults (the file budget shrinks to `MAX_FILE_BACKEND_REQUESTS_LIVE` while
 sessions are open), and the same edge with the adaptive budget off
@@ -97,28 +99,30 @@ def live_run(
     pids: dict[str, int],
     files: tuple[float, int] | None,
 ) -> dict[str, Any]:
-    """One run of the sessions; with `files` (seconds, count), that many files back to back from the start."""
+    """One run of the sessions; with `files` (seconds, count), while that many files run back to back."""
     audio = SessionAudio(config.chunk_ms, append_message)
     ws_url = edge_url.replace("http", "ws", 1) + "/v1/realtime"
     meters = {name: ProcessMeter(pid, children=pid != os.getpid()) for name, pid in pids.items()}
+    background = started_files(edge_url, files) if files else None
     scrapes = Scrapes(edge_url, vllm_url)
-    background = BackgroundFile(edge_url, files[0], count=files[1]) if files else None
     started = time.perf_counter()
     with ExitStack() as stack:
         for meter in meters.values():
             stack.enter_context(meter)
         logs = asyncio.run(realtime_bench.run_sessions(ws_url, sessions, audio, config, seed=0))
-    wall_s = time.perf_counter() - started
-    file_outcome = background.stop() if background else None
+    ended = time.perf_counter()
+    wall_s = ended - started
+    file_outcome = None
+    if background is not None:
+        # The text rate while both the sessions and a file ran.
+        file_end = min(ended, background.finished_at or ended)
+        file_outcome = {**background.stop(), "deltas_per_s": background.rate(started, file_end)}
     turns = [
         (stopped_at - started, log.completed[item] - stopped_at)
         for _, log in logs
         for item, (_, stopped_at) in log.stopped.items()
         if item in log.completed
     ]
-    file_from_s = None
-    if background is not None and background.first_delta_at is not None:
-        file_from_s = background.first_delta_at - started
     scores = [score_session(plan, log, config.chunk_ms / 1000) for plan, log in logs]
     expected = sum(s.expected for s in scores)
     matched = sum(s.matched for s in scores)
@@ -132,36 +136,40 @@ def live_run(
         "turn_latency_s": percentiles([v for s in scores for v in s.latencies_s]),
         "stopped_to_completed_s": percentiles([value for _, value in turns]),
         "turns_stopped_at_s_and_stopped_to_completed_s": turns,
-        "file_first_text_at_s": file_from_s,
         "file": file_outcome,
         "metrics": scrapes.summary(),
         "processes": {name: meter.summary() for name, meter in meters.items()},
     }
 
 
+def started_files(edge_url: str, files: tuple[float, int]) -> BackgroundFile:
+    """The files, POSTed back to back, once the first one's first text is back."""
+    background = BackgroundFile(edge_url, files[0], count=files[1])
+    if not background.first_delta.wait(900):
+        raise RuntimeError(f"the long file did not start: {background.stop()}")
+    return background
+
+
 def files_alone(
     edge_url: str, vllm_url: str, files: tuple[float, int], seconds: float, pids: dict[str, int]
 ) -> dict[str, Any]:
-    """The files with no live session, for `seconds`."""
+    """The files with no live session, measured for `seconds` from the first one's first text (or
+    until they are all done)."""
     meters = {name: ProcessMeter(pid) for name, pid in pids.items() if pid != os.getpid()}
+    background = started_files(edge_url, files)
     scrapes = Scrapes(edge_url, vllm_url)
+    started = time.perf_counter()
     with ExitStack() as stack:
         for meter in meters.values():
             stack.enter_context(meter)
-        background = BackgroundFile(edge_url, files[0], count=files[1])
-        time.sleep(seconds)
-        outcome = background.stop()
+        background.join(seconds)  # it ends early when every file is done
+    ended = time.perf_counter()
+    outcome = {**background.stop(), "deltas_per_s": background.rate(started, ended)}
     return {
         "file": outcome,
         "metrics": scrapes.summary(),
         "processes": {name: meter.summary() for name, meter in meters.items()},
     }
-
-
-def window(run: dict[str, Any], from_s: float) -> dict[str, Any]:
-    """`speech_stopped` → completed of the turns stopped `from_s` or later into the run."""
-    values = [value for at, value in run["turns_stopped_at_s_and_stopped_to_completed_s"] if at >= from_s]
-    return {"from_s": round(from_s, 2), "turns": len(values), **percentiles(values)}
 
 
 def ratio(with_file: dict[str, Any], alone: dict[str, Any], q: str = "p99") -> float | None:
@@ -199,30 +207,25 @@ def run(
     long_file(long_seconds, processes.WORK)  # written once, before anything is timed
     files = (long_seconds, file_count)
     rows = []
-    with _vllm(vllm_url) as (url, vllm_pids):
-        for mode in modes():
-            tqdm.write(
-                f"  {mode.name}: {sessions} sessions alone, with {file_count} × {long_seconds / 60:.0f} min"
-                " files, files alone"
-            )
-            with processes.edge(url, **mode.edge_settings) as edge:
-                pids = {**vllm_pids, "edge": edge.pid, "load_generator": os.getpid()}
-                alone = live_run(edge.url, url, sessions, config, pids, None)
-                with_file = live_run(edge.url, url, sessions, config, pids, files)
-                only_files = files_alone(edge.url, url, files, with_file["wall_s"], pids)
-            from_s = with_file["file_first_text_at_s"] or config.ramp_s + config.seconds / 2
-            during, same_window_alone = window(with_file, from_s), window(alone, from_s)
+    with _vllm(vllm_url) as (url, vllm_pids), ExitStack() as stack:
+        edges = [stack.enter_context(processes.edge(url, **mode.edge_settings)) for mode in modes()]
+        pids = [{**vllm_pids, "edge": edge.pid, "load_generator": os.getpid()} for edge in edges]
+        # A B B A A B: each mode's runs around the other's, so that drift in others' load falls alike.
+        tqdm.write(f"  {sessions} sessions alone, with {file_count} × {long_seconds / 60:.0f} min files, files alone")
+        alone = {i: live_run(edges[i].url, url, sessions, config, pids[i], None) for i in (0, 1)}
+        with_file = {i: live_run(edges[i].url, url, sessions, config, pids[i], files) for i in (1, 0)}
+        only_files = {i: files_alone(edges[i].url, url, files, with_file[i]["wall_s"], pids[i]) for i in (0, 1)}
+        for i, mode in enumerate(modes()):
+            during, by_itself = with_file[i]["stopped_to_completed_s"], alone[i]["stopped_to_completed_s"]
             row = {
                 "mode": asdict(mode),
-                "alone": alone,
-                "with_file": with_file,
-                "files_alone": only_files,
-                "window_alone": same_window_alone,
-                "window_with_file": during,
-                "window_p99_ratio": ratio(during, same_window_alone),
-                "turn_latency_p99_ratio": ratio(with_file["turn_latency_s"], alone["turn_latency_s"]),
-                "file_rate_ratio": _rate_ratio(with_file["file"], only_files["file"]),
-                "goal_met": goal_met(during, same_window_alone, with_file),
+                "alone": alone[i],
+                "with_file": with_file[i],
+                "files_alone": only_files[i],
+                "p99_ratio": ratio(during, by_itself),
+                "turn_latency_p99_ratio": ratio(with_file[i]["turn_latency_s"], alone[i]["turn_latency_s"]),
+                "file_rate_ratio": _rate_ratio(with_file[i]["file"], only_files[i]["file"]),
+                "goal_met": goal_met(during, by_itself, with_file[i]),
             }
             rows.append(row)
             tqdm.write(table([row]))
@@ -236,7 +239,7 @@ def run(
         "long_file_s": long_seconds,
         "files": file_count,
         "goal": f"speech_stopped → completed p99 with the files ≤ {GOAL_RATIO}x alone + {GOAL_SLACK_S * 1000:.0f} ms "
-        "(same window), every turn completed",
+        "every turn completed",
         "rows": rows,
     }
     results.write("mixed", data, table(rows) + "\n\n" + metrics_table(rows), plot(rows))
@@ -251,7 +254,6 @@ def _rate_ratio(with_live: dict[str, Any] | None, alone: dict[str, Any]) -> floa
 def table(rows: list[dict[str, Any]]) -> str:
     header = [
         "mode",
-        "window from s (turns alone / with files)",
         "stopped→completed p50 / p99 ms, alone",
         "… with the files",
         "p99 ratio",
@@ -263,7 +265,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for row in rows:
         alone, mixed = row["alone"], row["with_file"]
-        during = row["window_with_file"]
+        during, by_itself = mixed["stopped_to_completed_s"], alone["stopped_to_completed_s"]
         rate_ratio = row["file_rate_ratio"] if row["file_rate_ratio"] is not None else "–"
         rates = (
             f"{(mixed['file'] or {}).get('deltas_per_s', '–')} / {row['files_alone']['file'].get('deltas_per_s', '–')}"
@@ -271,10 +273,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             [
                 row["mode"]["name"],
-                f"{during['from_s']} ({row['window_alone']['turns']} / {during['turns']})",
-                f"{results.ms(row['window_alone']['p50'])} / {results.ms(row['window_alone']['p99'])}",
+                f"{results.ms(by_itself['p50'])} / {results.ms(by_itself['p99'])}",
                 f"{results.ms(during['p50'])} / {results.ms(during['p99'])}",
-                row["window_p99_ratio"] if row["window_p99_ratio"] is not None else "–",
+                row["p99_ratio"] if row["p99_ratio"] is not None else "–",
                 "yes" if row["goal_met"] else "no",
                 f"{alone['turns_completed']}/{alone['turns_expected']}"
                 f" / {mixed['turns_completed']}/{mixed['turns_expected']}",
@@ -286,14 +287,15 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def metrics_table(rows: list[dict[str, Any]]) -> str:
-    """Where the time went, per run: vLLM's mean per-request stages, the edge's part of a turn, its
-    file decode and VAD time, and the CPU of vLLM and the edge."""
+    """Where the time went, per run: vLLM's mean per-request stages, the edge's part of a turn, how
+    long the first file took to its first text (decoding, VAD, its first chunks), and the CPU of
+    vLLM and the edge."""
     header = [
         "mode, run",
         "vLLM requests",
         "vLLM queue / prefill / decode / e2e mean ms",
         "edge turn total / edge part / backend part mean ms",
-        "edge file decode / VAD s",
+        "first file: POST → first text s",
         "CPU cores vLLM / edge",
     ]
     lines = []
@@ -312,7 +314,7 @@ def metrics_table(rows: list[dict[str, Any]]) -> str:
                     int(m["vllm_requests"]),
                     f"{stages} / {results.ms(m['e2e_request_latency_mean_s'])}",
                     turn,
-                    f"{m['edge_file_decode_s']} / {m['edge_file_vad_s']}",
+                    (run["file"] or {}).get("first_delta_after_s", "–"),
                     f"{procs.get('vllm', {}).get('cpu_cores', '–')} / {procs.get('edge', {}).get('cpu_cores', '–')}",
                 ]
             )
@@ -323,10 +325,10 @@ def plot(rows: list[dict[str, Any]]):
     figure, axis = plt.subplots(figsize=(8, 4.5))
     labels = [row["mode"]["name"] for row in rows]
     x = range(len(rows))
-    bars = [("window_alone", "p50"), ("window_alone", "p99"), ("window_with_file", "p50"), ("window_with_file", "p99")]
+    bars = [("alone", "p50"), ("alone", "p99"), ("with_file", "p50"), ("with_file", "p99")]
     for offset, (key, q) in zip((-0.3, -0.1, 0.1, 0.3), bars, strict=False):
-        values = [(row[key][q] or float("nan")) * 1000 for row in rows]
-        axis.bar([i + offset for i in x], values, 0.2, label=f"{key.removeprefix('window_').replace('_', ' ')} {q}")
+        values = [(row[key]["stopped_to_completed_s"][q] or float("nan")) * 1000 for row in rows]
+        axis.bar([i + offset for i in x], values, 0.2, label=f"{key.replace('_', ' ')} {q}")
     axis.set_xticks(list(x), labels)
     axis.set_ylabel("speech_stopped → completed, ms (while the files run)")
     axis.set_title("Live turns with long files through the same edge")
