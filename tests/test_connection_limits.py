@@ -28,7 +28,7 @@ import httpx
 import psutil
 import pytest
 
-from server.core.connections import IDLE_GRACE_S
+from server.core.connections import FRESH_GRACE_S
 from tests.conftest import ROOT, free_port, metric_sum
 
 MAX_CONNECTIONS = 40
@@ -222,34 +222,36 @@ def test_a_trickling_body_is_cut_at_its_deadline_while_the_edge_serves_others(ed
 
 def test_at_the_process_cap_idle_connections_make_room_and_busy_ones_turn_new_ones_away(edge: Edge) -> None:
     idle_closed_before = edge.metric("edge_idle_connections_closed_total")
+
+    def idle_closed() -> float:
+        return edge.metric("edge_idle_connections_closed_total") - idle_closed_before
+
     sources = [f"127.0.0.{n}" for n in range(10, 20)]
     with ExitStack() as stack:
-        # A kept-alive client between requests, then connections that send nothing: the cap, all idle.
-        kept_alive = stack.enter_context(httpx.Client(base_url=edge.url, timeout=DEADLINE_S))
-        assert kept_alive.get("/health").status_code == 200
+        # Connections that send nothing, up to the cap.
         first = [
-            stack.enter_context(closing(connect(edge.port, sources[i % len(sources)])))
-            for i in range(MAX_CONNECTIONS - 1)
+            stack.enter_context(closing(connect(edge.port, sources[i % len(sources)]))) for i in range(MAX_CONNECTIONS)
         ]
         wait_for(lambda: edge.open_connections() == MAX_CONNECTIONS, "the idle connections are not all counted")
-        time.sleep(IDLE_GRACE_S + 0.5)  # past the grace a new connection gets before it counts as idle
-        # As many again: each takes the place of the one idle longest, the kept-alive one first.
+        time.sleep(FRESH_GRACE_S + 0.5)  # past the grace a new connection gets before it counts as idle
+        # A client of the test's takes the place of the oldest one, and is kept alive after its answer.
+        kept = stack.enter_context(closing(connect(edge.port)))
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: edge\r\n\r\n")
+        head = b""
+        while not head.endswith(b'{"status":"ok"}'):
+            head += kept.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200") and idle_closed() == 1
+        # As many again: each takes the place of an idle one, the kept-alive one first.
         second = [
             stack.enter_context(closing(connect(edge.port, sources[i % len(sources)]))) for i in range(MAX_CONNECTIONS)
         ]
-        wait_for(
-            lambda: edge.metric("edge_idle_connections_closed_total") - idle_closed_before == MAX_CONNECTIONS,
-            "the idle connections were not closed for the new ones",
-        )
+        wait_for(lambda: idle_closed() == MAX_CONNECTIONS + 1, "the idle connections were not closed for new ones")
         assert edge.open_connections() == MAX_CONNECTIONS
-        for sock in first:
+        for sock in (*first, kept):
             assert read_until_closed(sock) == b""
-        time.sleep(IDLE_GRACE_S + 0.5)
-        assert kept_alive.get("/health").status_code == 200  # on a new connection, for which one more made room
         for sock in second:
             sock.close()
-        wait_for(lambda: edge.open_connections() == 1, "idle connections stay counted after they closed")
-        kept_alive.close()
+        wait_for(lambda: edge.open_connections() == 0, "idle connections stay counted after they closed")
 
         # Busy connections (bodies on their way, from several addresses) up to the cap: a new
         # connection has no idle one to take the place of and is turned away, a WebSocket too.

@@ -161,7 +161,7 @@ class HttpProtocol(HttpToolsProtocol):
             if (refused := self._connections.open(transport, peer)) is not None:
                 self._turn_away(refused)
             else:
-                self._connections.idle(transport, self._close_idle)
+                self._connections.idle(transport, self._close_idle, fresh=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()

@@ -2,10 +2,11 @@
 stream), with a cap on all of them (`MAX_CONNECTIONS`) and one per client address
 (`MAX_CONNECTIONS_PER_CLIENT`).
 
-A connection is counted from the moment it is accepted until it is closed. At a cap, the
-connection that has been idle longest (a kept-alive HTTP connection between requests, or one that
-has sent nothing yet), if for `IDLE_GRACE_S` at least, is closed to make room (the grace spares a
-client whose request is on its way but not read yet); when there is none, the new connection is turned away
+A connection is counted from the moment it is accepted until it is closed. At a cap, an idle
+connection is closed to make room: the kept-alive HTTP connection idle longest between requests, or
+else the oldest one that has sent nothing since its accept `FRESH_GRACE_S` ago (the grace spares a
+client whose request has come but is not read yet, as on an edge that is busy with a flood); when
+there is none, the new connection is turned away
 with `TooManyConnections` (a 503 with `Retry-After`, said by its protocol). Behind a load balancer
 every peer is the balancer: with `CLIENT_ADDRESS_HEADER` set, an HTTP connection counts for no
 client until its request names one in that header, and for the address its latest request names.
@@ -29,11 +30,46 @@ STATE_KEY = "edge_connections"
 """Where the app's lifespan state (uvicorn's `app_state`) holds the process's `ConnectionTable`."""
 
 RETRY_AFTER_S = 1
-IDLE_GRACE_S = 1.0
+FRESH_GRACE_S = 10.0
 LOG_EVERY_S = 1.0
 
 Close = Callable[[], None]
-Idle = OrderedDict[Hashable, tuple[Close, float]]  # by key: how to close it, and since when it is idle
+
+
+class IdleQueues:
+    """Idle connections in the order they became idle: kept-alive ones, and new ones that have sent
+    nothing yet (with when they were accepted)."""
+
+    def __init__(self) -> None:
+        self.kept_alive: OrderedDict[Hashable, Close] = OrderedDict()
+        self.fresh: OrderedDict[Hashable, tuple[Close, float]] = OrderedDict()
+
+    def __bool__(self) -> bool:
+        return bool(self.kept_alive or self.fresh)
+
+    def add(self, key: Hashable, close: Close, fresh_since: float | None) -> None:
+        if fresh_since is None:
+            self.kept_alive[key] = close
+        else:
+            self.fresh[key] = (close, fresh_since)
+
+    def discard(self, key: Hashable) -> bool:
+        return self.kept_alive.pop(key, None) is not None or self.fresh.pop(key, None) is not None
+
+    def first(self, now: float) -> Hashable | None:
+        """The connection to close for room, if any."""
+        if self.kept_alive:
+            return next(iter(self.kept_alive))
+        if self.fresh:
+            key, (_, since) = next(iter(self.fresh.items()))
+            if now - since >= FRESH_GRACE_S:
+                return key
+        return None
+
+    def close(self, key: Hashable) -> Close:
+        if key in self.kept_alive:
+            return self.kept_alive[key]
+        return self.fresh[key][0]
 
 
 class TooManyConnections(APIError):
@@ -63,7 +99,7 @@ class ConnectionTable:
     """Open connections by key (their transport), each with the client address it counts for.
 
     Idle connections are kept in the order they became idle, over all and per address, so that the
-    one idle longest is found at once.
+    one to close for room is found at once.
     """
 
     def __init__(
@@ -79,8 +115,8 @@ class ConnectionTable:
         self._address: dict[Hashable, str | None] = {}
         self._per_address: Counter[str] = Counter()
         self._clock = clock
-        self._idle: Idle = OrderedDict()
-        self._idle_by_address: dict[str, Idle] = {}
+        self._idle = IdleQueues()
+        self._idle_by_address: dict[str, IdleQueues] = {}
         self._refusals = ThrottledLog()
         self._evictions = ThrottledLog()
 
@@ -120,20 +156,22 @@ class ConnectionTable:
         self._per_address[address] += 1
         return None
 
-    def idle(self, key: Hashable, close: Close) -> None:
-        """The connection waits for a request: `close` may end it to make room for a new one."""
+    def idle(self, key: Hashable, close: Close, *, fresh: bool = False) -> None:
+        """The connection waits for a request (`fresh`: its first, since its accept now): `close`
+        may end it to make room for a new one."""
         if key not in self._address:
             return
         self.busy(key)
-        self._idle[key] = entry = (close, self._clock())
+        since = self._clock() if fresh else None
+        self._idle.add(key, close, since)
         if (address := self._address[key]) is not None:
-            self._idle_by_address.setdefault(address, OrderedDict())[key] = entry
+            self._idle_by_address.setdefault(address, IdleQueues()).add(key, close, since)
 
     def busy(self, key: Hashable) -> None:
         """The connection serves a request (or a WebSocket, or a stream): it is not closed for room."""
-        if self._idle.pop(key, None) is not None and (address := self._address.get(key)) is not None:
+        if self._idle.discard(key) and (address := self._address.get(key)) is not None:
             by_address = self._idle_by_address[address]
-            del by_address[key]
+            by_address.discard(key)
             if not by_address:
                 del self._idle_by_address[address]
 
@@ -159,14 +197,11 @@ class ConnectionTable:
         return self._refuse(address, "client", message)
 
     def _close_idle(self, address: str | None) -> bool:
-        """Close the connection idle longest (of `address`, or of all); False if none is idle
-        (for `IDLE_GRACE_S`)."""
+        """Close an idle connection (of `address`, or of all) for room; False if there is none."""
         idle = self._idle if address is None else self._idle_by_address.get(address)
-        if not idle:
+        if not idle or (key := idle.first(self._clock())) is None:
             return False
-        key, (close, since) = next(iter(idle.items()))
-        if self._clock() - since < IDLE_GRACE_S:
-            return False
+        close = idle.close(key)
         self.release(key)
         metrics.IDLE_CONNECTIONS_CLOSED.inc()
         self._evictions.warning(

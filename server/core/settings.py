@@ -109,7 +109,7 @@ class Settings(BaseSettings):
 
     # Overload, per edge process: caps on connections (HTTP, WebSocket and the raw TCP stream
     # together), and how lagging realtime sessions are shed.
-    max_connections: int = Field(default=4096, ge=1, description="Open connections one edge process takes")
+    max_connections: int = Field(default=1024, ge=1, description="Open connections one edge process takes")
     max_connections_per_client: int = Field(default=256, ge=1, description="Open connections of one client address")
     client_address_header: str | None = Field(
         default=None, description="Request header naming the client's address (behind a proxy); unset = the peer's"
