@@ -335,8 +335,9 @@ def test_ephemeral_secret_lifetime_and_bounds(keyed: EdgeServer) -> None:
         with pytest.raises(openai.UnprocessableEntityError):
             mint(keyed, expires_after={"anchor": "created_at", "seconds": seconds})
     with pytest.raises(openai.BadRequestError) as bad:
-        mint(keyed, session={"type": "realtime"})
+        mint(keyed, session={"type": "translation"})
     assert bad.value.response.json()["error"]["param"] == "session.type"
+    assert mint(keyed, session={"type": "realtime"})["session"]["type"] == "realtime"  # a conversation session
     with pytest.raises(openai.NotFoundError):
         mint(keyed, session={"type": "transcription", "audio": {"input": {"transcription": {"model": "nope"}}}})
 

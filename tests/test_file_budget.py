@@ -92,7 +92,15 @@ def proxy(vllm_url: str) -> Iterator[RecordingProxy]:
 
 def test_file_requests_at_vllm_never_exceed_the_budget(make_edge, proxy: RecordingProxy) -> None:
     # Two files with 8 chunks each in flight would be 16 requests at vLLM without the budget.
-    edge = make_edge(vllm_url=proxy.url, max_file_backend_requests=2, max_chunk_concurrency=8, **LONG)
+    # The live budget is set to the same: the count of open realtime sessions is per process, and in
+    # this test process another test's edge may still hold one (its own test is below).
+    edge = make_edge(
+        vllm_url=proxy.url,
+        max_file_backend_requests=2,
+        max_file_backend_requests_live=2,
+        max_chunk_concurrency=8,
+        **LONG,
+    )
 
     def transcribe() -> None:
         files = {"file": ("a.wav", long_wav(), "audio/wav")}

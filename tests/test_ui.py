@@ -117,8 +117,11 @@ def test_live_assistant_replies_appear_under_turns(open_page, edge) -> None:
     expect(replies.first).not_to_be_empty(timeout=120_000)
     done = events(page, "response.output_text.done")
     assert done, "the assistant answered"
-    expect(replies.first).to_have_text(done[0]["text"])
-    assert events(page, "response.done")[0]["response"]["status"] == "completed"
+    # A reply shows its text, and its status when it did not complete (a random model may use up its tokens).
+    statuses = {e["response"]["status"] for e in events(page, "response.done")}
+    assert statuses <= {"completed", "incomplete", "cancelled"}, statuses
+    shown = replies.all_inner_texts()
+    assert any(text.startswith(d["text"]) for d in done for text in shown if d["text"]), (shown, done)
     page.get_by_role("button", name="Stop").click()
     expect(page.locator("#connection")).to_have_text("Not connected")
 
