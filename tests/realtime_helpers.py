@@ -27,6 +27,17 @@ RATE = 16000
 PREFIX_MS = 300
 SILENCE_MS = 500
 TRANSCRIPTION = "conversation.item.input_audio_transcription"
+TEXT_REPLY = [  # a conversation session's text reply, in OpenAI's order (one delta), before `response.done`
+    "response.created",
+    "response.output_item.added",
+    "conversation.item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "conversation.item.done",
+]
 VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": PREFIX_MS, "silence_duration_ms": SILENCE_MS}
 TOLERANCE_MS = 100
 

@@ -9,6 +9,7 @@ from typing import Any
 from realtime_helpers import (
     JFK_1,
     JFK_2,
+    TEXT_REPLY,
     TRANSCRIPTION,
     VAD,
     build_recording,
@@ -89,18 +90,7 @@ async def test_a_spoken_turn_gets_a_streamed_text_reply(edge: EdgeServer) -> Non
     deltas = "".join(event["delta"] for event in of_type(events, "response.output_text.delta"))
     assert deltas and reply["content"][0]["text"] == deltas
     assert of_type(events, "response.output_text.done")[0]["text"] == deltas
-    reply_flow = [
-        "response.created",
-        "response.output_item.added",
-        "conversation.item.added",
-        "response.content_part.added",
-        "response.output_text.delta",
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        "conversation.item.done",
-        "response.done",
-    ]
+    reply_flow = [*TEXT_REPLY, "response.done"]
     positions = [kinds.index(kind, kinds.index("response.created")) for kind in reply_flow]
     assert positions == sorted(positions), kinds
     assert kinds.index("input_audio_buffer.committed") < kinds.index("response.created")

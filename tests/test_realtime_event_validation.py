@@ -13,6 +13,7 @@ from server.realtime.conversation import items
 from server.realtime.protocols import openai_events
 from server.realtime.protocols.openai import OpenAIProtocol
 from tests.event_validation import CHECK, problems
+from tests.realtime_helpers import TEXT_REPLY
 
 
 class _CommittedWithoutItem(openai_events.ServerEvent):
@@ -104,17 +105,7 @@ def test_every_core_event_renders_to_events_the_sdk_accepts(beta: bool) -> None:
 def test_a_text_reply_renders_in_openais_order() -> None:
     protocol = OpenAIProtocol(beta=False, default_model="voxtral", lifetime_s=60)
     kinds = [m["type"] for event in _conversation_events()[:4] for m in protocol.render(event)]
-    assert kinds == [
-        "response.created",
-        "response.output_item.added",
-        "conversation.item.added",
-        "response.content_part.added",
-        "response.output_text.delta",
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        "conversation.item.done",
-    ]
+    assert kinds == TEXT_REPLY
 
 
 def test_a_deviation_loosens_its_one_field_only() -> None:

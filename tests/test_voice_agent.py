@@ -16,10 +16,9 @@ from typing import Any, Literal
 from agents import function_tool
 from agents.realtime import RealtimeAgent, RealtimeRunner, RealtimeSession
 from agents.realtime.model_inputs import RealtimeModelSendRawMessage
-from realtime_helpers import JFK_1, build_recording, pcm16
+from realtime_helpers import JFK_1, build_recording, pcm16, wait_until
 
 from tests.conftest import SERVED_NAME, EdgeServer, vllm_requests_running
-from tests.realtime_helpers import wait_until
 
 
 async def test_a_realtime_agent_talks_and_calls_a_tool_through_the_edge(edge: EdgeServer, vllm_url: str) -> None:

@@ -264,23 +264,15 @@ def _route(task: str) -> str:
     return "translations" if task == "translate" else "transcriptions"
 
 
-async def _text_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncGenerator[str, None]:
-    """Text deltas of a streamed completion; closes the response.
-
-    Reads vLLM's chunk format (transcription and chat) and OpenAI's `transcript.text.*` events,
-    which a backend that is itself this edge or its RunPod worker sends.
-    """
+async def _backend_events(response: httpx.Response, usage: StreamUsage) -> AsyncGenerator[dict[str, Any], None]:
+    """The events of a streamed completion, with its failures as `APIError`s and its token counts
+    added to `usage`; closes the response."""
     try:
         async for event in _sse_events(response):
             if "error" in event:
                 message = event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
                 raise APIError(502, f"The speech backend failed: {message}", code="backend_error")
-            for choice in event.get("choices") or []:
-                delta = (choice.get("delta") or {}).get("content")
-                if delta:
-                    yield delta
-            if event.get("type") == "transcript.text.delta" and event.get("delta"):
-                yield event["delta"]
+            yield event
             if counts := event.get("usage"):
                 usage.input_tokens += counts.get("prompt_tokens", counts.get("input_tokens", 0))
                 usage.output_tokens += counts.get("completion_tokens", counts.get("output_tokens", 0))
@@ -292,27 +284,31 @@ async def _text_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncGen
         await close_shielded(response)
 
 
+async def _text_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncGenerator[str, None]:
+    """Text deltas of a streamed completion; closes the response.
+
+    Reads vLLM's chunk format (transcription and chat) and OpenAI's `transcript.text.*` events,
+    which a backend that is itself this edge or its RunPod worker sends.
+    """
+    async with aclosing(_backend_events(response, usage)) as events:
+        async for event in events:
+            for choice in event.get("choices") or []:
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    yield delta
+            if event.get("type") == "transcript.text.delta" and event.get("delta"):
+                yield event["delta"]
+
+
 async def _chat_deltas(response: httpx.Response, usage: StreamUsage) -> AsyncGenerator[ChatDelta, None]:
     """The first choice's deltas of a streamed chat completion; closes the response."""
-    try:
-        async for event in _sse_events(response):
-            if "error" in event:
-                message = event["error"].get("message") if isinstance(event["error"], dict) else event["error"]
-                raise APIError(502, f"The speech backend failed: {message}", code="backend_error")
+    async with aclosing(_backend_events(response, usage)) as events:
+        async for event in events:
             for choice in (event.get("choices") or [])[:1]:
                 delta = choice.get("delta") or {}
                 calls = delta.get("tool_calls") or ()
                 if delta.get("content") or calls or choice.get("finish_reason"):
                     yield ChatDelta(delta.get("content") or "", tuple(calls), choice.get("finish_reason"))
-            if counts := event.get("usage"):
-                usage.input_tokens += counts.get("prompt_tokens", 0)
-                usage.output_tokens += counts.get("completion_tokens", 0)
-    except httpx.TimeoutException as exc:
-        raise APIError(504, "The speech backend timed out.", code="backend_timeout") from exc
-    except httpx.TransportError as exc:
-        raise APIError(502, "The speech backend broke off the stream.", code="backend_error") from exc
-    finally:
-        await close_shielded(response)
 
 
 async def _sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any], None]:

@@ -58,6 +58,11 @@ class NamedFunction:
 ToolChoice = Literal["auto", "none", "required"] | NamedFunction
 
 
+MAX_REPLY_TOKENS = 4096
+"""The most tokens one reply may take (OpenAI's bound on `max_output_tokens`), and what a reply gets
+when neither the client nor `MAX_OUTPUT_TOKENS` bounds it."""
+
+
 @dataclass(frozen=True)
 class Conversation:
     """A conversation session's reply settings (OpenAI's `session.type: "realtime"`); the fields

@@ -20,7 +20,7 @@ import numpy as np
 from server.backend.model_names import ModelNames
 from server.backend.vllm_client import VLLMClient
 from server.core.errors import APIError
-from server.realtime.config import FunctionTool, SessionConfig, ToolChoice
+from server.realtime.config import MAX_REPLY_TOKENS, FunctionTool, SessionConfig, ToolChoice
 from server.realtime.conversation.items import InputAudio, Item, Message, ResponseState
 from server.realtime.conversation.prompt import PromptSettings
 from server.realtime.conversation.response import Response
@@ -28,9 +28,6 @@ from server.realtime.conversation.store import Conversation
 from server.realtime.events import Event, ItemAdded, ItemDeleted
 from server.realtime.ids import new_id
 from server.realtime.tasks import TaskSet
-
-MAX_REPLY_TOKENS = 4096
-"""A reply's tokens when neither the client nor `MAX_OUTPUT_TOKENS` bound them (OpenAI's most)."""
 
 
 @dataclass(frozen=True)
@@ -130,9 +127,7 @@ class Responder:
             context_tokens=None,
             audio_turns=self._audio_turns,
         )
-        state = ResponseState(
-            new_id("resp"), request.in_conversation, request.metadata, request.max_output_tokens or max_tokens
-        )
+        state = ResponseState(new_id("resp"), request.in_conversation, request.metadata, max_tokens)
         response = Response(
             state,
             items,

@@ -29,6 +29,7 @@ from server.realtime.ids import new_id
 from server.realtime.protocols import openai_events as rt
 from server.realtime.protocols.client_text import echoed_id, parse_json, shown, validated
 from server.realtime.protocols.openai_session import (
+    audio_output_refused,
     ga_update,
     max_tokens_of,
     parse_beta_session,
@@ -224,13 +225,7 @@ class OpenAIProtocol:
         )
         responder.respond(request)
         if params.output_modalities and "audio" in params.output_modalities:
-            refusal = APIError(
-                400,
-                "Audio output is not served: this server has no speech synthesis, so the response is text.",
-                param="response.output_modalities",
-                code="unsupported_value",
-            )
-            return [error_event(refusal)]
+            return [error_event(audio_output_refused("response.output_modalities"))]
         return []
 
     async def _response_cancel(self, event: rt.ResponseCancel, session: RealtimeSession) -> list[Message]:

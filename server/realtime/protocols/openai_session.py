@@ -39,6 +39,7 @@ from server.core.errors import APIError, InputError
 from server.core.languages import language_code
 from server.protocol.schema import model_schema
 from server.realtime.config import (
+    MAX_REPLY_TOKENS,
     AudioFormat,
     FunctionTool,
     NamedFunction,
@@ -63,7 +64,6 @@ _TURN = TurnOptions()
 SEMANTIC_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 300}
 """`semantic_vad` is served as `server_vad` with this silence for each `eagerness`, until a turn
 model decides; less eager waits longer."""
-MAX_REPLY_TOKENS = 4096
 
 
 def _without_default(schema: dict[str, Any]) -> None:
@@ -325,17 +325,9 @@ def _json_schema(value: Any) -> Any:
     return value
 
 
-def _function_only(value: Any) -> Any:
-    if value != "function":
-        raise PydanticCustomError(
-            "unsupported_value", "Input should be 'function' (only function tools are served; no MCP tools)"
-        )
-    return value
-
-
 class Tool(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    type: Annotated[Literal["function"], BeforeValidator(_function_only)] = "function"
+    type: Annotated[Literal["function"], _only("function", "only function tools are served; no MCP tools")] = "function"
     name: Annotated[StrictStr, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
     description: Text = None
     parameters: Annotated[dict[str, Any], BeforeValidator(_json_schema)] = Field(
@@ -352,7 +344,7 @@ class Tool(BaseModel):
 
 class FunctionChoice(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    type: Annotated[Literal["function"], BeforeValidator(_function_only)]
+    type: Annotated[Literal["function"], _only("function", "only function tools are served; no MCP tools")]
     name: StrictStr
 
 
@@ -431,17 +423,18 @@ class GAConversationSession(_Update):
 
     def refusals(self) -> list[APIError]:
         """What was asked for and is not served, though the rest of the update applies."""
-        if "audio" in self.output_modalities:
-            return [
-                APIError(
-                    400,
-                    "Audio output is not served: this server has no speech synthesis, so replies are text "
-                    '(`output_modalities` is `["text"]`). Set `session.output_modalities` to `["text"]`.',
-                    param="session.output_modalities",
-                    code="unsupported_value",
-                )
-            ]
-        return []
+        return [audio_output_refused("session.output_modalities")] if "audio" in self.output_modalities else []
+
+
+def audio_output_refused(param: str) -> APIError:
+    """The error for asking audio output of a session or a response: the text goes on."""
+    return APIError(
+        400,
+        "Audio output is not served: this server has no speech synthesis, so replies are text "
+        '(`output_modalities` is `["text"]`).',
+        param=param,
+        code="unsupported_value",
+    )
 
 
 _Session = TypeVar("_Session", GATranscriptionSession, GAConversationSession, BetaTranscriptionSession)
