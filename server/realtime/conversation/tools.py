@@ -75,8 +75,11 @@ def call_schema(tools: tuple[FunctionTool, ...]) -> dict[str, Any]:
 
 
 def parse_call(text: str, tools: tuple[FunctionTool, ...]) -> tuple[str, str]:
-    """The (name, arguments JSON) of a forced call the model wrote; ValueError if it is not one."""
-    value = json.loads(text)
+    """The (name, arguments JSON) of a forced call the model wrote; ValueError if it is not one.
+
+    Structured output's grammar lets a model write control characters unescaped inside strings,
+    which strict JSON refuses; they are read, and the arguments re-serialised with them escaped."""
+    value = json.loads(text, strict=False)  # a raw control character in a string is still that string
     if not isinstance(value, dict) or not isinstance(value.get("name"), str) or "arguments" not in value:
         raise ValueError("not a function call object")
     if value["name"] not in {tool.name for tool in tools}:
