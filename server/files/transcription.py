@@ -15,10 +15,8 @@ Each chunk becomes one segment of `verbose_json`/SRT/VTT; its start and end are 
 original audio. The HTTP routes and the RunPod worker both call this module.
 
 Chunks in flight are bounded twice: `MAX_CHUNK_CONCURRENCY` per request, and one budget of
-`MAX_FILE_BACKEND_REQUESTS` for all file work of the edge, shared fairly between requests, which
-shrinks to `MAX_FILE_BACKEND_REQUESTS_LIVE` while realtime sessions are open
-(`server.files.file_scheduler`). Decoding and VAD run in `FILE_PREP_THREADS` low-priority threads
-(`server.files.file_prep`), so that they take the cores only when live work leaves them.
+`MAX_FILE_BACKEND_REQUESTS` for all file work of the edge, shared fairly between requests
+(`server.files.file_scheduler`).
 """
 
 import asyncio
@@ -35,7 +33,6 @@ from server.core.settings import Settings
 from server.core.tasks import cancel_and_wait
 from server.core.usage import StreamUsage
 from server.files.fetch import SafeFetcher
-from server.files.file_prep import FilePrep
 from server.files.file_scheduler import FileBackendBudget
 from server.files.formats import Segment, Transcript
 from vad import VADParams, speech_segments
@@ -141,13 +138,10 @@ class TranscriptionService:
         self.backend = backend
         self.fetcher = fetcher
         self.vad_model = vad_model
-        self.file_budget = FileBackendBudget(
-            settings.max_file_backend_requests, live_capacity=settings.max_file_backend_requests_live
-        )
-        self.prep = FilePrep(settings.file_prep_threads)
+        self.file_budget = FileBackendBudget(settings.max_file_backend_requests)
 
     async def load_audio(self, source: bytes | BinaryIO | str, timings: Timings) -> np.ndarray:
-        """Decode an upload (bytes or file) or fetch and decode a URL, in a file-preparation thread.
+        """Decode an upload (bytes or file) or fetch and decode a URL, off the event loop.
 
         Raises `InputError` (no request field) for audio or a URL that cannot be used.
         """
@@ -156,7 +150,7 @@ class TranscriptionService:
             source = media.file
         started = time.perf_counter()
         try:
-            audio = await self.prep.run(decode_audio, source, max_duration_s=self.settings.max_audio_s)
+            audio = await asyncio.to_thread(decode_audio, source, max_duration_s=self.settings.max_audio_s)
         finally:
             if not isinstance(source, bytes):
                 source.close()
@@ -191,7 +185,7 @@ class TranscriptionService:
 
     async def plan_chunks(self, audio: np.ndarray, opts: TranscriptionOptions, timings: Timings) -> list[Chunk]:
         started = time.perf_counter()
-        chunks = await self.prep.run(self._plan_sync, audio, opts)
+        chunks = await asyncio.to_thread(self._plan_sync, audio, opts)
         timings.vad_s = time.perf_counter() - started
         timings.chunks = len(chunks)
         return chunks
