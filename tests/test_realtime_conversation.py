@@ -3,6 +3,7 @@ spoken turns get streamed text replies from the served model, responses can be i
 cancelled, made outside the conversation, and call functions; items are created, retrieved and
 deleted. Every server event is checked against the SDK's types (tests/event_validation.py)."""
 
+import base64
 import json
 from typing import Any
 
@@ -165,7 +166,7 @@ async def test_items_are_created_retrieved_and_deleted(edge: EdgeServer) -> None
             "content": [
                 {
                     "type": "input_audio",
-                    "audio": __import__("base64").b64encode(pcm16(build_recording([JFK_1]).audio)).decode(),
+                    "audio": base64.b64encode(pcm16(build_recording([JFK_1]).audio)).decode(),
                 }
             ],
         }
@@ -292,3 +293,23 @@ async def test_an_unknown_model_in_the_url_is_said_and_the_served_one_answers(ed
     assert (
         error["type"] == "error" and error["error"]["code"] == "model_not_found" and error["error"]["param"] == "model"
     )
+
+
+async def test_a_reply_hears_at_most_the_audios_voxtral_takes(edge: EdgeServer) -> None:
+    """Voxtral takes at most 5 audios in a prompt: with seven audio items and no transcripts (items
+    a client creates are not transcribed), the reply hears the newest five instead of failing."""
+    clip = base64.b64encode(pcm16(build_recording([JFK_1], gap_s=0.1, lead_s=0.1).audio)).decode()
+    async with connect(edge) as conn:
+        await opened(conn)
+        for _ in range(7):
+            item = {"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": clip}]}
+            await conn.send({"type": "conversation.item.create", "item": item})
+        await collect(conn.recv_bytes, count("conversation.item.done", 7))
+        await conn.send({"type": "response.create", "response": {"max_output_tokens": 1}})
+        done = of_type(await collect(conn.recv_bytes, count("response.done", 1)), "response.done")[0]["response"]
+        assert done["status"] in ("completed", "incomplete"), done
+        await conn.send({"type": "response.create", "response": {"max_output_tokens": 1, "conversation": "none"}})
+        alone = of_type(await collect(conn.recv_bytes, count("response.done", 1)), "response.done")[0]["response"]
+    # Five clips' audio tokens, not seven: Voxtral takes each audio as 30 s windows of 375 tokens.
+    heard = done["usage"]["input_tokens"] - alone["usage"]["input_tokens"]
+    assert 4.5 * 375 < heard < 5.5 * 375, (done["usage"], alone["usage"])

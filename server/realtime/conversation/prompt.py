@@ -6,6 +6,8 @@ What each item becomes:
   turns (Voxtral hears them), earlier ones as their transcripts (a tenth of the tokens, and the
   words are what carries the conversation on); a turn whose transcript has not come yet goes as
   audio while its audio is kept;
+  Voxtral takes at most `MAX_AUDIOS` audios in one prompt (vLLM refuses more): the newest audio
+  parts go as audio, older ones as their transcripts, or not at all while they have none;
 - an assistant message: its text; function calls: an assistant message with `tool_calls`, and each
   `function_call_output` a `tool` message (Mistral's call ids, see `tools`);
 - a system message: its text joins the instructions.
@@ -36,6 +38,7 @@ AUDIO_CHUNK_S = 30
 AUDIO_TOKENS_PER_CHUNK = 375  # Voxtral: 12.5 tokens a second
 TEXT_BYTES_PER_TOKEN = 3
 MESSAGE_OVERHEAD_TOKENS = 8
+MAX_AUDIOS = 5  # vLLM's Voxtral: `get_supported_mm_limits`, not raised by `--limit-mm-per-prompt`
 
 ChatMessage = dict[str, Any]
 
@@ -96,7 +99,7 @@ def _message_groups(items: list[Item], settings: PromptSettings) -> list[_Group]
         for item in items
         if isinstance(item, Message) and any(isinstance(p, InputAudio) and p.samples is not None for p in item.content)
     ]
-    as_audio = set(audio_ids[-settings.audio_turns :]) if settings.audio_turns else set()
+    as_audio = _audio_parts(items, set(audio_ids[-settings.audio_turns :]) if settings.audio_turns else set())
     groups: list[_Group] = []
     calls: list[ChatMessage] = []
     for item in items:
@@ -123,13 +126,29 @@ def _message_groups(items: list[Item], settings: PromptSettings) -> list[_Group]
                     _Group([{"role": "assistant", "content": None, "tool_calls": calls}], _text_tokens(item.arguments))
                 )
             continue
-        content, tokens = _content(item, item.id in as_audio)
+        content, tokens = _content(item, as_audio)
         if content:
             groups.append(_Group([{"role": item.role, "content": content}], tokens))
     return groups
 
 
-def _content(message: Message, with_audio: bool) -> tuple[list[dict[str, Any]] | str, int]:
+def _audio_parts(items: list[Item], audio_turns: set[str]) -> set[int]:
+    """The audio parts (by `id()`) that go as audio: those of the `audio_turns` items and those
+    with no transcript yet, newest first, at most `MAX_AUDIOS`."""
+    chosen: set[int] = set()
+    for item in reversed(items):
+        if not isinstance(item, Message):
+            continue
+        for part in reversed(item.content):
+            if len(chosen) == MAX_AUDIOS:
+                return chosen
+            if isinstance(part, InputAudio) and part.samples is not None:
+                if item.id in audio_turns or part.transcript is None:
+                    chosen.add(id(part))
+    return chosen
+
+
+def _content(message: Message, as_audio: set[int]) -> tuple[list[dict[str, Any]] | str, int]:
     if message.role == "assistant":
         text = message.text()
         return text, _text_tokens(text)
@@ -138,7 +157,7 @@ def _content(message: Message, with_audio: bool) -> tuple[list[dict[str, Any]] |
     for part in message.content:
         if isinstance(part, InputAudio):
             samples = part.float_samples()
-            if samples is not None and (with_audio or part.transcript is None):
+            if samples is not None and id(part) in as_audio:
                 wav = base64.b64encode(encode_wav(samples)).decode()
                 parts.append({"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}})
                 tokens += math.ceil(max(part.duration_ms, 1) / 1000 / AUDIO_CHUNK_S) * AUDIO_TOKENS_PER_CHUNK
