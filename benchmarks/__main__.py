@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python -m benchmarks [all|capacity|realtime|files|overhead|mixed|fairness|vad] [options]`.
+"""Run the benchmarks: `python -m benchmarks [COMMAND] [options]` (one of `COMMANDS`; default all).
 
 Without `--edge-url`/`--vllm-url` a fresh stack is started: the tiny vLLM (VLLMProcess) and the
 edge as a uvicorn subprocess. `capacity` always runs its own edge in front of the zero-cost
@@ -15,9 +15,18 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import fairness_bench, files_bench, mixed_bench, overhead_bench, processes, realtime_bench, results
+from benchmarks import (
+    conversation_bench,
+    fairness_bench,
+    files_bench,
+    mixed_bench,
+    overhead_bench,
+    processes,
+    realtime_bench,
+    results,
+)
 
-COMMANDS = ("all", "capacity", "realtime", "files", "overhead", "mixed", "fairness", "vad")
+COMMANDS = ("all", "capacity", "realtime", "conversation", "files", "overhead", "mixed", "fairness", "vad")
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--load-processes", type=int, default=1, help="capacity: client processes of the load generator"
     )
+    parser.add_argument("--conversation-sessions", type=_levels, default=[1, 4, 8, 16, 24, 32, 48])
+    parser.add_argument("--conversation-alone-sessions", type=_levels, default=[16, 64, 128, 256])
+    parser.add_argument("--reply-tokens", type=int, default=32, help="conversation: max_output_tokens per reply")
+    parser.add_argument("--long-sessions", type=int, default=4, help="conversation: sessions of the long conversation")
+    parser.add_argument("--long-minutes", type=float, default=30.0, help="conversation: audio per long conversation")
+    parser.add_argument(
+        "--long-speed", type=float, default=10.0, help="conversation: the long one's pace (x real time)"
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="audio per realtime session")
     parser.add_argument("--chunk-ms", type=int, default=100, help="audio per append message (20–100)")
     parser.add_argument("--long-seconds", type=_seconds, default=[600.0, 3600.0], help="lengths of the long files")
@@ -64,6 +81,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.set_defaults(
             capacity_sessions=[4],
             realtime_sessions=[2],
+            conversation_sessions=[2],
+            conversation_alone_sessions=[2],
+            long_sessions=1,
+            long_minutes=1.0,
             seconds=8.0,
             long_seconds=[120.0],
             repeats=1,
@@ -136,6 +157,23 @@ def run_realtime(args: argparse.Namespace, stack: Stack) -> None:
     )
 
 
+def run_conversation(args: argparse.Namespace, stack: Stack) -> None:
+    load = conversation_bench.Load(args.seconds, args.chunk_ms, args.reply_tokens)
+    budget = conversation_bench.Budget()
+    with processes.standin() as backend, processes.edge(backend.url) as edge:
+        alone = conversation_bench.Sweep(
+            "Edge alone, zero-cost stand-in backend (benchmarks/standin.py)",
+            edge.url,
+            {"edge": edge.pid},
+            args.conversation_alone_sessions,
+            conversation_bench.Budget(edge_p99_s=0.010),
+        )
+        real = conversation_bench.Sweep(
+            f"End to end, {_backend_name(args, stack)}", stack.edge_url, stack.pids, args.conversation_sessions, budget
+        )
+        conversation_bench.run(alone, real, load, args.long_sessions, args.long_minutes, args.long_speed)
+
+
 def _backend_name(args: argparse.Namespace, stack: Stack) -> str:
     if args.vllm_url or args.edge_url:
         if not stack.vllm_url:
@@ -184,7 +222,13 @@ def run_fairness(args: argparse.Namespace, stack: Stack) -> None:
     fairness_bench.run(stack.vllm_url, args.file_seconds, repeats, args.file_budget, _backend_name(args, stack))
 
 
-VLLM_RUNNERS = {"realtime": run_realtime, "files": run_files, "overhead": run_overhead, "fairness": run_fairness}
+VLLM_RUNNERS = {
+    "realtime": run_realtime,
+    "conversation": run_conversation,
+    "files": run_files,
+    "overhead": run_overhead,
+    "fairness": run_fairness,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""A lean OpenAI Realtime transcription client that streams a session plan at real-time pace.
+"""A lean OpenAI Realtime client that streams a session plan at real-time pace.
 
 Chunk k (audio [k·c, (k+1)·c)) is sent at t0 + (k+1)·c, as a microphone would deliver it, on an
 absolute schedule so delays never accumulate. What the server says is recorded with the time it
@@ -46,7 +46,8 @@ def append_message(pcm16: bytes) -> str:
 
 @dataclass
 class SessionLog:
-    """What one session saw; times are `time.perf_counter()` seconds."""
+    """What one transcription session saw; times are `time.perf_counter()` seconds. A subclass
+    for another kind of session records more (`record`) and says when it has all it waits for."""
 
     t0: float = 0.0
     stopped: dict[str, tuple[int, float]] = field(default_factory=dict)  # item → (audio_end_ms, arrival)
@@ -56,20 +57,27 @@ class SessionLog:
     dropped: str | None = None
     max_send_lag_s: float = 0.0
 
+    session_update = SESSION_UPDATE
+
+    def record(self, event: dict, now: float) -> None:
+        kind = event["type"]
+        if kind == STOPPED:
+            self.stopped[event["item_id"]] = (event["audio_end_ms"], now)
+        elif kind == COMPLETED:
+            self.completed[event["item_id"]] = now
+        elif kind == FAILED:
+            self.failed.append(event["item_id"])
+        elif kind == "error":
+            self.errors.append(event["error"].get("code") or event["error"].get("message", ""))
+
+    def settled(self, turns_sent: int) -> bool:
+        """Every turn heard (or sent) has its outcome."""
+        return len(self.completed) + len(self.failed) >= max(len(self.stopped), turns_sent)
+
 
 async def _read(ws: websockets.ClientConnection, log: SessionLog) -> None:
     async for raw in ws:
-        now = time.perf_counter()
-        event = json.loads(raw)
-        kind = event["type"]
-        if kind == STOPPED:
-            log.stopped[event["item_id"]] = (event["audio_end_ms"], now)
-        elif kind == COMPLETED:
-            log.completed[event["item_id"]] = now
-        elif kind == FAILED:
-            log.failed.append(event["item_id"])
-        elif kind == "error":
-            log.errors.append(event["error"].get("code") or event["error"].get("message", ""))
+        log.record(json.loads(raw), time.perf_counter())
 
 
 async def _expect(ws: websockets.ClientConnection, kind: str) -> None:
@@ -78,20 +86,29 @@ async def _expect(ws: websockets.ClientConnection, kind: str) -> None:
         raise RuntimeError(f"expected {kind}, got {event['type']}: {event}")
 
 
-async def run_session(url: str, plan: SessionPlan, messages: list[str], chunk_s: float, drain_s: float) -> SessionLog:
-    """Stream `plan`, then wait up to `drain_s` for every detected turn's transcript; never raises."""
-    log = SessionLog()
+async def run_session(
+    url: str,
+    plan: SessionPlan,
+    messages: list[str],
+    chunk_s: float,
+    drain_s: float,
+    log: SessionLog | None = None,
+    speed: float = 1.0,
+) -> SessionLog:
+    """Stream `plan` at `speed` times real time, then wait up to `drain_s` until `log` has settled
+    (a fresh `SessionLog`: every detected turn's transcript); never raises."""
+    log = SessionLog() if log is None else log
     try:
         async with websockets.connect(
             url, compression=None, max_size=None, open_timeout=OPEN_TIMEOUT_S, ping_interval=None
         ) as ws:
             await _expect(ws, "session.created")
-            await ws.send(SESSION_UPDATE)
+            await ws.send(log.session_update)
             await _expect(ws, "session.updated")
             reader = asyncio.create_task(_read(ws, log))
             log.t0 = time.perf_counter()
             for k, index in enumerate(plan.chunks):
-                delay = log.t0 + (k + 1) * chunk_s - time.perf_counter()
+                delay = log.t0 + (k + 1) * chunk_s / speed - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 else:
@@ -99,7 +116,7 @@ async def run_session(url: str, plan: SessionPlan, messages: list[str], chunk_s:
                 await ws.send(messages[index])
             deadline = time.perf_counter() + drain_s
             while time.perf_counter() < deadline and not reader.done():
-                if len(log.completed) + len(log.failed) >= max(len(log.stopped), len(plan.turns_ms)):
+                if log.settled(len(plan.turns_ms)):
                     break
                 await asyncio.sleep(0.05)
             if reader.done():
@@ -124,18 +141,34 @@ class SessionScore:
     vad_lag_s: list[float]  # speech end in the audio → speech_stopped arrival
 
 
-def score_session(plan: SessionPlan, log: SessionLog, chunk_s: float, tolerance_ms: int = 700) -> SessionScore:
+@dataclass(frozen=True)
+class HeardTurn:
+    """A detected turn matched to the utterance it is; times as in `SessionLog`."""
+
+    item_id: str
+    spoken_end: float  # when a microphone would have delivered the utterance's last audio
+    stopped_at: float  # speech_stopped's arrival
+
+
+def heard_turns(plan: SessionPlan, log: SessionLog, speed: float = 1.0, tolerance_ms: int = 700) -> list[HeardTurn]:
     """Match detected turns to the utterances sent, by where the server says each turn ended."""
-    latencies, stop_to_done, vad_lag = [], [], []
+    heard = []
     unmatched = list(plan.turns_ms)
-    matched = 0
     for item, (end_ms, stopped_at) in sorted(log.stopped.items(), key=lambda kv: kv[1][0]):
         candidates = [turn for turn in unmatched if abs(turn[1] - end_ms) <= tolerance_ms]
         if not candidates:
             continue
         turn = min(candidates, key=lambda t: abs(t[1] - end_ms))
         unmatched.remove(turn)
-        spoken_end = log.t0 + turn[1] / 1000
+        heard.append(HeardTurn(item, log.t0 + turn[1] / 1000 / speed, stopped_at))
+    return heard
+
+
+def score_session(plan: SessionPlan, log: SessionLog, chunk_s: float) -> SessionScore:
+    latencies, stop_to_done, vad_lag = [], [], []
+    matched = 0
+    for turn in heard_turns(plan, log):
+        item, spoken_end, stopped_at = turn.item_id, turn.spoken_end, turn.stopped_at
         vad_lag.append(stopped_at - spoken_end)
         if item in log.completed:
             matched += 1

@@ -69,3 +69,17 @@ def test_mixed_load_and_fairness_against_vllm(tmp_path: Path, vllm_url: str) -> 
     fairness = load(tmp_path, "fairness")
     assert [row["file_budget"] for row in fairness["rows"]] == [4, 1_000_000]
     assert all(len(row["with_file_s"]) == 1 for row in fairness["rows"])
+
+
+@pytest.mark.timeout(300)
+def test_conversation_sessions_against_vllm(tmp_path: Path, vllm_url: str) -> None:
+    bench("conversation", tmp_path, "--vllm-url", vllm_url, "--long-speed", "6")
+    data = load(tmp_path, "conversation")
+    for sweep in data["sweeps"]:  # the edge alone, then with the real vLLM
+        [point] = sweep["points"]
+        assert point["sessions_dropped"] == 0 and point["turns_heard"] > 0
+        assert point["turns_answered"] > 0, "a spoken turn got a streamed reply"
+        assert point["responses_counted"] >= point["turns_answered"], "the edge's first-delta histogram counted them"
+        assert point["edge_share_s"]["p50"] is not None and point["backend_first_delta_s"]["p50"] is not None
+    long = data["long_conversation"]
+    assert long["turns_answered"] > 0 and long["memory"]["samples"], long

@@ -86,7 +86,9 @@ REALTIME_RESPONSES = Counter(
 )
 RESPONSE_FIRST_DELTA_SECONDS = Histogram(
     "edge_realtime_response_first_delta_seconds",
-    "Latency from a response's start to its first text or function-call delta",
+    "Latency from a response's start to its first text or function-call delta: total, and its backend part "
+    "(the chat request sent → its first delta read) and edge part (the rest)",
+    ["part"],
     buckets=LATENCY_BUCKETS,
 )
 TURN_SECONDS = Histogram(

@@ -69,6 +69,7 @@ class Response:
         self._calls: dict[int, FunctionCall] = {}  # vLLM's tool call index → the call
         self._forced_text: list[str] = []
         self._started = time.monotonic()
+        self._sent: float | None = None  # when the chat request went to vLLM
         self._first_delta_s: float | None = None
         emit(ResponseStarted(state))
         self.task = asyncio.create_task(self._run(), name=f"realtime-response-{state.id}")
@@ -90,6 +91,7 @@ class Response:
             self._forced = request.forced_tools
             body = {**request.body, "model": await self._models.served()}
             deltas = self._backend.chat_deltas(body, self._usage, priority=LIVE_PRIORITY)
+            self._sent = time.monotonic()
             finish_reason = None
             async with aclosing(deltas) as stream:
                 async for delta in stream:
@@ -112,8 +114,7 @@ class Response:
 
     def _take(self, delta: ChatDelta) -> None:
         if (delta.text or delta.tool_calls) and self._first_delta_s is None:
-            self._first_delta_s = time.monotonic() - self._started
-            metrics.RESPONSE_FIRST_DELTA_SECONDS.observe(self._first_delta_s)
+            self._observe_first_delta()
         if delta.text:
             if self._forced:
                 self._forced_text.append(delta.text)
@@ -121,6 +122,14 @@ class Response:
                 self._text(delta.text)
         for piece in delta.tool_calls:
             self._tool_call_piece(piece)
+
+    def _observe_first_delta(self) -> None:
+        now = time.monotonic()
+        self._first_delta_s = now - self._started
+        backend_s = now - (self._sent or now)
+        metrics.RESPONSE_FIRST_DELTA_SECONDS.labels("total").observe(self._first_delta_s)
+        metrics.RESPONSE_FIRST_DELTA_SECONDS.labels("backend").observe(backend_s)
+        metrics.RESPONSE_FIRST_DELTA_SECONDS.labels("edge").observe(self._first_delta_s - backend_s)
 
     def _text(self, text: str) -> None:
         if self._message is None:
