@@ -1,6 +1,7 @@
 """The OpenAI SDK's realtime clients (GA and beta) against the edge's `/v1/realtime`."""
 
 import json
+from collections.abc import Callable
 
 import pytest
 from realtime_helpers import (
@@ -14,6 +15,7 @@ from realtime_helpers import (
     build_recording,
     collect,
     count,
+    metric_value,
     of_type,
     openai_client,
     pcm16,
@@ -114,6 +116,50 @@ async def test_ga_turns_stream_in_order(edge: EdgeServer, real_time: bool) -> No
         typed = conn.parse_event(json.dumps(of_type(events, f"{TRANSCRIPTION}.completed")[0]))
     assert typed.transcript == of_type(events, f"{TRANSCRIPTION}.completed")[0]["transcript"]
     assert_turns(events, recording.truth_ms)
+
+
+async def transcribe_live(edge: EdgeServer, audio: bytes, turns: int, real_time: bool) -> list[dict]:
+    async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(
+            session={
+                "type": "transcription",
+                "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": VAD}},
+            }
+        )
+        assert (await conn.recv()).type == "session.updated"
+        await send_paced(lambda a: conn.input_audio_buffer.append(audio=a), audio, 32000, real_time=real_time)
+        return await collect(conn.recv_bytes, count(f"{TRANSCRIPTION}.completed", turns))
+
+
+def eager_counts() -> tuple[float, float]:
+    name = "edge_realtime_eager_transcriptions_total"
+    return metric_value(name, outcome="used"), metric_value(name, outcome="discarded")
+
+
+@pytest.mark.parametrize("real_time", [False, True], ids=["fast", "real-time"])
+async def test_eager_finals_transcribe_the_same_audio_as_the_window_would(
+    edge: EdgeServer, make_edge: Callable[..., EdgeServer], real_time: bool
+) -> None:
+    """The default edge transcribes a turn once its speech has paused (`REALTIME_EAGER_PAUSE_MS`)
+    and releases that as the final when the silence window ends the turn there: every turn's final
+    is an eager one, in OpenAI's event order, over the same audio as an edge without eager finals
+    sends (the same audio token counts)."""
+    recording = build_recording([JFK_1, JFK_2] if real_time else [JFK_1, JFK_2, SILERO_1])
+    audio, turns = pcm16(recording.audio), len(recording.truth_ms)
+    used, _ = eager_counts()
+    eager = await transcribe_live(edge, audio, turns, real_time)
+    assert eager_counts()[0] - used == turns
+    assert_turns(eager, recording.truth_ms)
+    before = eager_counts()
+    plain = await transcribe_live(make_edge(realtime_eager_pause_ms=0), audio, turns, real_time)
+    assert eager_counts() == before, "no eager work without the setting"
+    assert_turns(plain, recording.truth_ms)
+
+    def tokens(events: list[dict]) -> list[int]:
+        return [e["usage"]["input_tokens"] for e in of_type(events, f"{TRANSCRIPTION}.completed")]
+
+    assert tokens(eager) == tokens(plain)
 
 
 async def test_beta_client_with_g711_ulaw(edge: EdgeServer) -> None:

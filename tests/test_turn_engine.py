@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from server.backend.model_names import ModelNames
 from server.backend.vllm_client import TranscriptionResult, VLLMClient
@@ -31,10 +32,12 @@ class FakeBackend:
         self.script = script
         self.partial_requests = 0
         self.cancelled = 0
+        self.sent_ms: list[int] = []  # each transcription's audio, in ms
 
     async def transcribe_stream(
         self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float, usage: StreamUsage
     ) -> AsyncGenerator[str, None]:
+        self.sent_ms.append((len(wav) - 44) // 2 * 1000 // SECOND)
         delay, words = self.script.pop(0)
         try:
             await asyncio.sleep(delay)
@@ -184,3 +187,79 @@ async def test_close_cancels_the_transcriptions_in_flight() -> None:
     await harness.engine.aclose()
     assert backend.cancelled == 1
     assert not harness.events and not harness.done
+
+
+def eager(outcome: str) -> float:
+    return REGISTRY.get_sample_value("edge_realtime_eager_transcriptions_total", {"outcome": outcome}) or 0.0
+
+
+async def test_an_eager_final_is_held_back_until_the_turn_ends_there_then_released_at_once() -> None:
+    backend = FakeBackend([(0.05, ["eager ", "words"])])
+    harness = Harness(backend)
+    used = eager("used")
+    harness.engine.start_item("item_a", 0)
+    harness.hear(1)
+    harness.engine.pause(SECOND)  # silence from 1 s on
+    harness.hear(0.5)
+    await asyncio.sleep(0.2)
+    assert backend.sent_ms == [1000] and not harness.events, "transcribed at the pause, nothing said yet"
+    harness.engine.end_item(SECOND)  # the window confirms the turn where the pause began
+    await wait_for(lambda: bool(harness.done))
+    assert [(type(e).__name__, getattr(e, "delta", None)) for e in harness.events] == [
+        ("TranscriptDelta", "eager "),
+        ("TranscriptDelta", "words"),
+        ("TranscriptCompleted", None),
+    ]
+    completed = harness.of(TranscriptCompleted)[0]
+    assert (completed.transcript, completed.audio_start_ms, completed.audio_end_ms) == ("eager words", 0, 1000)
+    assert backend.sent_ms == [1000], "no second request"
+    assert eager("used") == used + 1
+    await harness.engine.aclose()
+
+
+async def test_speech_that_resumes_cancels_the_eager_request_and_nothing_of_it_is_seen() -> None:
+    backend = FakeBackend([(30.0, ["never"]), (0.0, ["the ", "whole ", "turn"])])
+    harness = Harness(backend)
+    discarded = eager("discarded")
+    harness.engine.start_item("item_a", 0)
+    harness.hear(1)
+    harness.engine.pause(SECOND)
+    await asyncio.sleep(0.05)
+    harness.engine.resume()
+    await wait_for(lambda: backend.cancelled == 1)
+    harness.hear(1)
+    harness.engine.end_item(2 * SECOND)
+    await wait_for(lambda: bool(harness.done))
+    assert [e.transcript for e in harness.of(TranscriptCompleted)] == ["the whole turn"]
+    assert [e.delta for e in harness.of(TranscriptDelta)] == ["the ", "whole ", "turn"]
+    assert backend.sent_ms == [1000, 2000]
+    assert eager("discarded") == discarded + 1
+    await harness.engine.aclose()
+
+
+async def test_a_turn_that_ends_elsewhere_drops_its_eager_result() -> None:
+    backend = FakeBackend([(0.0, ["early"]), (0.0, ["late"]), (30.0, ["never"])])
+    harness = Harness(backend)
+    harness.engine.start_item("item_a", 0)
+    harness.hear(1)
+    harness.engine.pause(SECOND)
+    await asyncio.sleep(0.05)  # the eager answer is in, held back
+    harness.hear(0.5)
+    harness.engine.end_item(SECOND + SECOND // 2)  # a manual commit, say: the audio is not the same
+    await wait_for(lambda: bool(harness.done))
+    assert [(type(e).__name__, e.item_id) for e in harness.events] == [
+        ("TranscriptDelta", "item_a"),
+        ("TranscriptCompleted", "item_a"),
+    ]
+    assert harness.of(TranscriptCompleted)[0].transcript == "late"
+    # One eager request per pause at most; a discarded item drops its own.
+    harness.engine.start_item("item_b", SECOND + SECOND // 2)
+    harness.hear(1)
+    harness.engine.pause(2 * SECOND + SECOND // 2)
+    harness.engine.pause(2 * SECOND + SECOND // 2)
+    await asyncio.sleep(0.05)
+    assert backend.sent_ms == [1000, 1500, 1000]
+    harness.engine.discard_item()
+    await wait_for(lambda: backend.cancelled == 1)
+    assert len(harness.events) == 2
+    await harness.engine.aclose()

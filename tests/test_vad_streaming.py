@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from vad_helpers import RATE, RECORDINGS, load_recording, long_mix, silence
 
-from vad import SpeechStarted, SpeechStopped, StreamingDetector, StreamParams, VADParams, speech_segments
+from vad import (
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    SpeechStopped,
+    StreamingDetector,
+    StreamParams,
+    VADParams,
+    speech_segments,
+)
 
 FRAME = 512
 
@@ -115,3 +124,29 @@ def test_flush_closes_open_turn_and_reset_forgets() -> None:
 def test_silence_gives_no_events() -> None:
     detector = StreamingDetector()
     assert detector.feed(silence(5.0)) == [] and detector.flush() == []
+
+
+def test_pauses_inside_a_turn_are_reported_and_the_last_is_where_it_ends() -> None:
+    """With `pause_ms`, every quiet run of that length inside a turn is a `SpeechPaused` (at the
+    sample the turn would end at), speech after it a `SpeechResumed`; the turn's own end is the
+    last pause's sample. Without it, the same audio gives the same turns and no pause events."""
+    recording = load_recording("jfk.flac")
+    first = speech_segments(recording)[0]
+    speech = recording[first.start_sample : first.end_sample]
+    gap = 0.25  # longer than the pause, shorter than the silence window
+    audio = np.concatenate([silence(1.0), speech, silence(gap), speech, silence(2.0)])
+    paused = StreamParams(silence_duration_ms=500, pause_ms=150)
+    events = run_stream(StreamingDetector(paused), audio, random_chunks(3))
+    kinds = [type(e) for e in events]
+    assert kinds[0] is SpeechStarted and kinds[-2:] == [SpeechPaused, SpeechStopped]
+    assert SpeechResumed in kinds, "the 300 ms gap paused the turn and speech resumed it"
+    for index, kind in enumerate(kinds):
+        if kind is SpeechResumed:
+            assert kinds[index - 1] is SpeechPaused
+            assert events[index].sample > events[index - 1].sample
+    assert events[-2].sample == events[-1].sample
+    plain = run_stream(StreamingDetector(StreamParams(silence_duration_ms=500)), audio, random_chunks(3))
+    assert [e for e in events if isinstance(e, SpeechStarted | SpeechStopped)] == plain
+    # A pause no shorter than the silence window says nothing more.
+    same = run_stream(StreamingDetector(StreamParams(silence_duration_ms=500, pause_ms=500)), audio, random_chunks(3))
+    assert same == plain

@@ -5,7 +5,7 @@ from vad.model import FRAME_SAMPLES, SAMPLE_RATE, SileroModel, SileroSequenceMod
 from vad.offline import SpeechSegment, VADParams, speech_segments
 from vad.pcm import decode_alaw, decode_pcm16, decode_ulaw
 from vad.resample import StreamResampler
-from vad.streaming import SpeechStarted, SpeechStopped, StreamingDetector, StreamParams
+from vad.streaming import SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped, StreamingDetector, StreamParams
 
 __all__ = [
     "FRAME_SAMPLES",
@@ -14,6 +14,8 @@ __all__ = [
     "EngineStream",
     "SileroModel",
     "SileroSequenceModel",
+    "SpeechPaused",
+    "SpeechResumed",
     "SpeechSegment",
     "SpeechStarted",
     "SpeechStopped",

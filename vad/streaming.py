@@ -8,6 +8,13 @@ lasted ``silence_duration_ms``. Turns no longer than ``min_speech_duration_ms``
 are suppressed, which delays ``SpeechStarted`` until the turn is known to be
 long enough (no delay with the default 0, like OpenAI's ``server_vad``).
 
+With ``pause_ms`` > 0, a quiet run inside an announced turn that has lasted
+that long (shorter than the silence that ends a turn) is reported as
+``SpeechPaused`` at the sample where the turn would end if the silence
+lasts, and speech after it as ``SpeechResumed``: a listener can start on the
+turn's end early (an eager transcription, a turn-completion check) and drop
+that work if the speaker goes on.
+
 Frames are the stream's consecutive 512-sample blocks counted from its first
 sample, whatever the chunk sizes fed, so results do not depend on chunking.
 A trailing partial frame is never evaluated (``flush`` does not pad it): the
@@ -37,6 +44,7 @@ class StreamParams:
     silence_duration_ms: int = 500
     neg_threshold: float | None = None  # None: max(threshold - 0.15, 0.01)
     min_speech_duration_ms: int = 0
+    pause_ms: int = 0  # 0: no pause events
 
     @property
     def exit_threshold(self) -> float:
@@ -57,7 +65,21 @@ class SpeechStopped:
     sample: int
 
 
-Event = SpeechStarted | SpeechStopped
+@dataclass(frozen=True)
+class SpeechPaused:
+    """A turn's speech has paused for ``pause_ms``; the turn ends at ``sample`` if the silence lasts."""
+
+    sample: int
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    """Speech again after a ``SpeechPaused``, at ``sample``: the turn goes on."""
+
+    sample: int
+
+
+Event = SpeechStarted | SpeechStopped | SpeechPaused | SpeechResumed
 
 
 class TurnTracker:
@@ -67,6 +89,7 @@ class TurnTracker:
         self._prefix = params.prefix_padding_ms * _SAMPLES_PER_MS
         self._silence = params.silence_duration_ms * _SAMPLES_PER_MS
         self._min_speech = params.min_speech_duration_ms * _SAMPLES_PER_MS
+        self._pause = params.pause_ms * _SAMPLES_PER_MS if 0 < params.pause_ms < params.silence_duration_ms else None
         self.reset()
 
     def reset(self) -> None:
@@ -74,6 +97,7 @@ class TurnTracker:
         self._start: int | None = None
         self._quiet_from: int | None = None
         self._announced = False
+        self._paused = False
 
     def step(self, probs) -> list[Event]:
         """Advance over the next frames' probabilities."""
@@ -83,6 +107,9 @@ class TurnTracker:
             self._frames += 1
             if p >= self._enter:
                 self._quiet_from = None
+                if self._paused:
+                    self._paused = False
+                    events.append(SpeechResumed(pos))
                 if self._start is None:
                     self._start, self._announced = pos, False
             elif self._start is not None and p < self._leave:
@@ -91,8 +118,12 @@ class TurnTracker:
                 if pos - self._quiet_from >= self._silence:
                     if self._announced:
                         events.append(SpeechStopped(self._quiet_from))
-                    self._start, self._quiet_from = None, None
+                    self._start, self._quiet_from, self._paused = None, None, False
                     continue
+                if self._pause is not None and self._announced and not self._paused:
+                    if pos - self._quiet_from >= self._pause:
+                        self._paused = True
+                        events.append(SpeechPaused(self._quiet_from))
             if self._start is not None and not self._announced:
                 # The turn will end no earlier than this bound; once that makes
                 # it long enough, it can be announced.

@@ -79,6 +79,12 @@ REALTIME_SHED = Counter(
     ["reason"],
 )
 REALTIME_TURNS = Counter("edge_realtime_turns_total", "Realtime turns by outcome", ["outcome"])
+EAGER_TRANSCRIPTIONS = Counter(
+    "edge_realtime_eager_transcriptions_total",
+    "Turns transcribed at a pause before their end was confirmed: used (the turn ended there) or discarded "
+    "(speech went on, or the turn ended elsewhere; its vLLM request aborted)",
+    ["outcome"],
+)
 REALTIME_RESPONSES = Counter(
     "edge_realtime_responses_total",
     "Conversation-session responses by status: completed, incomplete (max_output_tokens), cancelled, failed",

@@ -140,6 +140,7 @@ async def run_session(transport: SessionTransport, protocol: WireProtocol, servi
         max_commit_bytes=int(settings.realtime_max_commit_mb * MB),
         conversation_max_bytes=int(settings.realtime_conversation_max_mb * MB),
         audio_turns=settings.realtime_audio_turns,
+        eager_pause_ms=settings.realtime_eager_pause_ms,
         stream=stream,
         on_failure=on_failure,
     )

@@ -17,12 +17,16 @@ its turns join the conversation as they are committed, speech interrupts a respo
 of a turn starts one (see `conversation.responder`). Its transcripts are made either way (earlier
 turns reach the model as their transcripts); `transcription.events` says whether they are sent.
 
+With `eager_pause_ms`, server VAD also reports pauses that short inside a turn and the speech that
+resumes after them, and the engine may start on the turn's end early (eager finals, see
+`turn_engine`).
+
 Positions are 16 kHz sample counts since the session's first audio; the VAD stream restarts at 0
 whenever it is reset, so its positions are offset by `_vad_origin`.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from server.backend.model_names import ModelNames
 from server.backend.vllm_client import VLLMClient
@@ -48,7 +52,7 @@ from server.realtime.ids import new_id
 from server.realtime.stream_engine import StreamEngine
 from server.realtime.transcription_engine import TranscriptionEngine
 from server.realtime.turn_engine import TurnEngine
-from vad import FRAME_SAMPLES, BatchedVADEngine, EngineStream
+from vad import FRAME_SAMPLES, BatchedVADEngine, EngineStream, SpeechPaused, SpeechResumed
 from vad import SpeechStarted as VADStarted
 
 
@@ -75,6 +79,7 @@ class RealtimeSession:
         max_commit_bytes: int,
         conversation_max_bytes: int,
         audio_turns: int,
+        eager_pause_ms: int = 0,
         stream: RealtimeBackend | None = None,
         on_failure: Callable[[APIError], None] | None = None,
     ) -> None:
@@ -96,6 +101,7 @@ class RealtimeSession:
         self._last_item_id: str | None = None
         self._conversation_max_bytes = conversation_max_bytes
         self._audio_turns = audio_turns
+        self._eager_pause_ms = eager_pause_ms
         self.responder: Responder | None = None
         self._open_responder()
         self._on_failure = on_failure
@@ -142,7 +148,13 @@ class RealtimeSession:
             position = self._vad_origin + event.sample
             if isinstance(event, VADStarted):
                 self._start_turn(position)
-            elif self._open is not None:
+            elif self._open is None:
+                continue
+            elif isinstance(event, SpeechPaused):
+                self._transcriber.pause(position)
+            elif isinstance(event, SpeechResumed):
+                self._transcriber.resume()
+            else:
                 self._stop_turn(position)
 
     def _buffer_manually(self, payload: bytes) -> None:
@@ -246,6 +258,8 @@ class RealtimeSession:
 
     def _open_vad(self) -> None:
         detection = self.config.turn_detection
+        if detection is not None and self._eager_pause_ms:
+            detection = replace(detection, pause_ms=self._eager_pause_ms)
         self._vad = self._engine.open_stream(detection) if detection else None
         self._vad_origin = self._buffer.end
 

@@ -127,6 +127,12 @@ class StreamEngine:
         self._recent.clear()
         self._streamed_to = self._end
 
+    def pause(self, position: int) -> None:
+        """Nothing to do: the item's text is streamed as it is heard."""
+
+    def resume(self) -> None:
+        """Nothing to do."""
+
     def end_item(self, position: int) -> None:
         """Commit the open item: its audio ends at `position` (or where it has been streamed to, if later)."""
         if self._open is not None:

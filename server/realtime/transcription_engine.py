@@ -32,6 +32,13 @@ class TranscriptionEngine(Protocol):
     def append(self, samples: np.ndarray) -> None:
         """The session's next decoded samples, every one of them, in order."""
 
+    def pause(self, position: int) -> None:
+        """The open item's speech has paused: it ends at `position` if the silence lasts. The turn
+        engine transcribes it so far at once (an eager final); the streaming engine needs nothing."""
+
+    def resume(self) -> None:
+        """Speech went on after `pause`: what was started for that end is dropped."""
+
     def end_item(self, position: int) -> None:
         """The open item is committed: its audio ends at `position`, and its final event is reported."""
 

@@ -6,6 +6,13 @@ the queues in item order, so a later item's text never overtakes an earlier one'
 `partial_interval_ms` > 0 and server VAD, the open item is re-transcribed that often and sent as
 `TranscriptPartial` (not for a manual buffer, which may hold minutes of audio).
 
+Eager finals: when the session says the open item's speech has paused (`pause`, see
+`vad.SpeechPaused`), the item is transcribed up to where it would end, before the silence window
+confirms the end. Its events wait unseen; if the item then ends exactly there, they are released
+as its final at once, and if speech resumes or the item ends elsewhere, the request is cancelled
+(aborted at vLLM) and nothing of it is ever emitted. At most one such request runs per item, and
+each is counted (`edge_realtime_eager_transcriptions_total{outcome}`).
+
 The engine reads the audio from the session's `AudioBuffer`, which keeps the open item's audio
 (and its prefix padding) until the item ends; `append` has nothing to do.
 """
@@ -37,13 +44,29 @@ log = logging.getLogger("edge.realtime")
 
 @dataclass(eq=False)
 class _Turn:
-    """One item: its audio span and how long its transcription took."""
+    """One item: its audio span, and when it was committed and its transcription sent and answered."""
 
     item_id: str
     start: int
     end: int = 0
     committed_at: float = 0.0
-    backend_s: float = 0.0
+    sent_at: float = 0.0
+    answered_at: float = 0.0
+    eager: bool = False
+
+    @property
+    def backend_s(self) -> float:
+        """The time after the commit spent waiting on vLLM (none if an eager answer came before)."""
+        return max(self.answered_at - max(self.sent_at, self.committed_at), 0.0)
+
+
+@dataclass(eq=False)
+class _Speculation:
+    """An eager transcription of the open item up to `turn.end`, its events held back."""
+
+    turn: _Turn
+    events: "asyncio.Queue[Event | None]"
+    task: asyncio.Task
 
 
 class TurnEngine:
@@ -71,6 +94,7 @@ class TurnEngine:
         self._on_turn_done = on_turn_done
         self._open: _Turn | None = None
         self._partials: asyncio.Task | None = None
+        self._eager: _Speculation | None = None
         self._turns: asyncio.Queue[tuple[_Turn, asyncio.Queue[Event | None]]] = asyncio.Queue()
         self._tasks = TaskSet()
         self._tasks.spawn(self._relay(), "relay")
@@ -86,13 +110,35 @@ class TurnEngine:
     def append(self, samples: np.ndarray) -> None:
         """Nothing to do: the audio is read from the session's buffer."""
 
+    def pause(self, position: int) -> None:
+        turn = self._open
+        if turn is None or self._eager is not None or to_ms(position - turn.start) < MIN_COMMIT_MS:
+            return
+        eager = _Turn(turn.item_id, turn.start, position, eager=True)
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
+        audio = self._buffer.slice(eager.start, eager.end)
+        task = self._tasks.spawn(self._transcribe(eager, audio, events), f"eager-{turn.item_id}")
+        self._eager = _Speculation(eager, events, task)
+
+    def resume(self) -> None:
+        self._drop_eager()
+
     def end_item(self, position: int) -> None:
         turn = self._open
         if turn is None:
             return
+        eager, self._eager = self._eager, None
         self._end_open()
+        committed_at = time.perf_counter()
+        if eager is not None and eager.turn.end == position:
+            metrics.EAGER_TRANSCRIPTIONS.labels("used").inc()
+            eager.turn.committed_at = committed_at
+            self._turns.put_nowait((eager.turn, eager.events))
+            return
+        if eager is not None:
+            self._discard(eager)
         turn.end = position
-        turn.committed_at = time.perf_counter()
+        turn.committed_at = committed_at
         events: asyncio.Queue[Event | None] = asyncio.Queue()
         self._turns.put_nowait((turn, events))
         audio = self._buffer.slice(turn.start, turn.end)
@@ -106,14 +152,25 @@ class TurnEngine:
 
     def _end_open(self) -> None:
         self._open = None
+        self._drop_eager()
         if self._partials is not None:
             self._partials.cancel()
             self._partials = None
 
+    def _drop_eager(self) -> None:
+        if self._eager is not None:
+            self._discard(self._eager)
+            self._eager = None
+
+    @staticmethod
+    def _discard(eager: _Speculation) -> None:
+        eager.task.cancel()
+        metrics.EAGER_TRANSCRIPTIONS.labels("discarded").inc()
+
     async def _transcribe(self, turn: _Turn, audio: np.ndarray, events: asyncio.Queue[Event | None]) -> None:
         usage = StreamUsage()
         parts: list[str] = []
-        started = time.perf_counter()
+        turn.sent_at = time.perf_counter()
         try:
             settings = self._config().transcription
             model = await self._models.resolve(settings.model)
@@ -129,12 +186,12 @@ class TurnEngine:
                 async for delta in deltas:
                     parts.append(delta)
                     events.put_nowait(TranscriptDelta(turn.item_id, delta))
-            turn.backend_s = time.perf_counter() - started
+            turn.answered_at = time.perf_counter()
             events.put_nowait(
                 TranscriptCompleted(turn.item_id, "".join(parts), usage, to_ms(turn.start), to_ms(turn.end))
             )
         except APIError as exc:
-            turn.backend_s = time.perf_counter() - started
+            turn.answered_at = time.perf_counter()
             events.put_nowait(TranscriptFailed(turn.item_id, exc.code or "transcription_failed", exc.message))
         finally:
             events.put_nowait(None)
@@ -152,18 +209,20 @@ class TurnEngine:
     def _log_turn(self, turn: _Turn, event: TranscriptCompleted | TranscriptFailed) -> None:
         """The item's timings, from its commit to its final event: a log line and `TURN_SECONDS`."""
         total = time.perf_counter() - turn.committed_at
-        edge = max(total - turn.backend_s, 0.0)
+        backend = min(turn.backend_s, total)
+        edge = total - backend
         metrics.TURN_SECONDS.labels("total").observe(total)
         metrics.TURN_SECONDS.labels("edge").observe(edge)
-        metrics.TURN_SECONDS.labels("backend").observe(turn.backend_s)
+        metrics.TURN_SECONDS.labels("backend").observe(backend)
         log.info(
-            "realtime turn %s %s: audio %.2f s, stopped→done %.3f s (edge %.3f s, backend %.3f s)",
+            "realtime turn %s %s: audio %.2f s, stopped→done %.3f s (edge %.3f s, backend %.3f s)%s",
             turn.item_id,
             "completed" if isinstance(event, TranscriptCompleted) else "failed",
             (turn.end - turn.start) / SAMPLE_RATE,
             total,
             edge,
-            turn.backend_s,
+            backend,
+            f", eager: sent {turn.committed_at - turn.sent_at:.3f} s before the end" if turn.eager else "",
         )
 
     async def _run_partials(self, turn: _Turn) -> None:
