@@ -23,6 +23,14 @@ RUN uv venv --python "$(command -v python3)" /opt/edge \
     && uv pip install --python /opt/edge/bin/python --no-cache -e . \
     && uv pip install --python /opt/edge/bin/python --no-cache --no-deps "silero-vad==6.2.3"
 
+# The Smart Turn model (turn completion) is one file of pipecat-ai's wheel, put where the edge looks
+# for it (vad/smart_turn.py); pin and checksum as in serve.sh.
+RUN uv pip install --python /opt/edge/bin/python --no-cache --no-deps --target /tmp/pipecat "pipecat-ai==1.14.0" \
+    && mkdir -p /opt/edge/share/smart-turn \
+    && mv /tmp/pipecat/pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx /opt/edge/share/smart-turn/ \
+    && rm -rf /tmp/pipecat \
+    && echo "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f  /opt/edge/share/smart-turn/smart-turn-v3.2-cpu.onnx" | sha256sum -c -
+
 # Optionally bake a model's weights into the image, so that workers start without downloading:
 #   docker build --build-arg BAKE_MODEL=mistralai/Voxtral-Mini-3B-2507 --secret id=hf_token,env=HF_TOKEN .
 # Only Mistral-format files are kept (the launcher serves Voxtral in Mistral's format).

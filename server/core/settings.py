@@ -3,7 +3,9 @@
 Every field here is documented in the README's settings table; keep the two in step.
 """
 
+import sys
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -80,6 +82,11 @@ class Settings(BaseSettings):
     vad_min_silence_ms: int = 300
     vad_speech_pad_ms: int = 200
     vad_intra_op_threads: int = 1
+    smart_turn_model: str = Field(
+        # Where serve.sh and the Dockerfile install it: vad.smart_turn.DEFAULT_MODEL_PATH.
+        default=str(Path(sys.prefix, "share", "smart-turn", "smart-turn-v3.2-cpu.onnx")),
+        description="Smart Turn v3.2 ONNX file, the turn-completion model",
+    )
 
     # RunPod worker.
     max_concurrency: int = 16
