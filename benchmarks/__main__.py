@@ -74,7 +74,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--mixed-sessions", type=int, default=16, help="live sessions in the mixed benchmark")
     parser.add_argument("--mixed-seconds", type=float, default=60.0, help="audio per live session (mixed)")
     parser.add_argument("--file-seconds", type=float, default=3600.0, help="the long file (mixed, fairness)")
-    parser.add_argument("--file-budget", type=int, default=4, help="MAX_FILE_BACKEND_REQUESTS (mixed, fairness)")
+    parser.add_argument("--mixed-files", type=int, default=1, help="long files back to back (mixed)")
+    parser.add_argument("--file-budget", type=int, default=4, help="MAX_FILE_BACKEND_REQUESTS (fairness)")
     parser.add_argument("--results-dir", type=Path, default=results.RESULTS)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (unless given), to check that everything runs")
     if parser.parse_args(argv).quick:
@@ -205,7 +206,7 @@ def run_overhead(args: argparse.Namespace, stack: Stack) -> None:
 def run_mixed(args: argparse.Namespace) -> None:
     config = realtime_bench.LoadConfig(args.mixed_seconds, args.chunk_ms, drain_s=20.0)
     mixed_bench.run(
-        args.vllm_url, args.mixed_sessions, config, args.file_seconds, args.file_budget, _mixed_backend_name(args)
+        args.vllm_url, args.mixed_sessions, config, args.file_seconds, args.mixed_files, _mixed_backend_name(args)
     )
 
 

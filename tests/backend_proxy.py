@@ -1,5 +1,6 @@
 """A recording proxy in front of the real vLLM: every answer comes from vLLM, the proxy only
-notes what the edge sent (path and JSON body) and how many requests were in flight at once.
+notes what the edge sent (path and JSON body) and how many requests were in flight at once
+(each from when it is forwarded to vLLM until vLLM's answer has been read).
 """
 
 import json
@@ -51,11 +52,19 @@ class RecordingProxy:
         self.raw.append((request.url.path, content))
         client = httpx.AsyncClient(base_url=self.target, timeout=300)
         headers = {"content-type": request.headers.get("content-type", "application/json")}
-        upstream = await client.send(
-            client.build_request(request.method, request.url.path, content=content, headers=headers), stream=True
-        )
+        # In flight from the moment it goes to vLLM: a transcription without `stream` has its
+        # headers only once vLLM is done with it, so counting from the headers would see it for
+        # the millisecond its body takes to relay, not for the time vLLM works on it.
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
+        try:
+            upstream = await client.send(
+                client.build_request(request.method, request.url.path, content=content, headers=headers), stream=True
+            )
+        except BaseException:
+            self.in_flight -= 1
+            await client.aclose()
+            raise
         media_type = upstream.headers.get("content-type")
         if not (media_type or "").startswith("text/event-stream"):
             # Read whole, so the request leaves the count before the edge has its answer.

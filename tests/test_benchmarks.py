@@ -63,9 +63,10 @@ def test_mixed_load_and_fairness_against_vllm(tmp_path: Path, vllm_url: str) -> 
     for command in ("mixed", "fairness"):
         bench(command, tmp_path, "--vllm-url", vllm_url, "--file-seconds", "90")
     mixed = load(tmp_path, "mixed")
-    assert [row["mode"]["name"] for row in mixed["rows"]] == ["live first on", "live first off"]
+    assert [row["mode"]["name"] for row in mixed["rows"]] == ["shipped defaults", "adaptive budget off"]
     for row in mixed["rows"]:
         assert row["alone"]["turns_expected"] > 0 and row["with_file"]["file"]["status"] == 200
+        assert row["files_alone"]["file"]["deltas_received"] > 0
     fairness = load(tmp_path, "fairness")
     assert [row["file_budget"] for row in fairness["rows"]] == [4, 1_000_000]
     assert all(len(row["with_file_s"]) == 1 for row in fairness["rows"])

@@ -92,7 +92,15 @@ def proxy(vllm_url: str) -> Iterator[RecordingProxy]:
 
 def test_file_requests_at_vllm_never_exceed_the_budget(make_edge, proxy: RecordingProxy) -> None:
     # Two files with 8 chunks each in flight would be 16 requests at vLLM without the budget.
-    edge = make_edge(vllm_url=proxy.url, max_file_backend_requests=2, max_chunk_concurrency=8, **LONG)
+    # The live budget is set to the same: the count of open realtime sessions is per process, and in
+    # this test process another test's edge may still hold one (its own test is below).
+    edge = make_edge(
+        vllm_url=proxy.url,
+        max_file_backend_requests=2,
+        max_file_backend_requests_live=2,
+        max_chunk_concurrency=8,
+        **LONG,
+    )
 
     def transcribe() -> None:
         files = {"file": ("a.wav", long_wav(), "audio/wav")}
@@ -237,3 +245,32 @@ async def test_a_client_that_goes_away_leaves_the_queue_and_frees_its_places(mak
     async with httpx.AsyncClient(timeout=300) as http:
         short = await http.post(f"{edge.url}/v1/audio/transcriptions", files=files)
     assert short.status_code == 200, short.text
+
+
+async def test_an_open_live_session_shrinks_the_file_budget_and_its_end_restores_it(
+    make_edge, proxy: RecordingProxy
+) -> None:
+    """A long file transcribed while a realtime session is open has at most
+    `MAX_FILE_BACKEND_REQUESTS_LIVE` requests at vLLM; the same file once the session has closed
+    has the whole budget."""
+    edge = make_edge(
+        vllm_url=proxy.url,
+        max_file_backend_requests=4,
+        max_file_backend_requests_live=1,
+        max_chunk_concurrency=8,
+        **LONG,
+    )
+    files = {"file": ("a.wav", long_wav(), "audio/wav")}
+    url = f"{edge.url}/v1/audio/transcriptions"
+    async with httpx.AsyncClient(timeout=300) as http:
+        async with openai_client(edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            await conn.recv()  # session.created: the session is admitted and counted
+            beside_live = await http.post(url, files=files)
+        assert beside_live.status_code == 200, beside_live.text
+        assert len(proxy.paths("/v1/audio/transcriptions")) > 16
+        assert proxy.peak == 1
+        await asyncio.to_thread(wait_for, lambda: edge_gauge(edge, "edge_realtime_sessions") == 0)
+        proxy.peak = 0
+        alone = await http.post(url, files=files)
+    assert alone.status_code == 200, alone.text
+    assert proxy.peak > 1

@@ -1,9 +1,11 @@
-"""The file budget on its own: a bound on places, turns taken round-robin, cancellation."""
+"""The file budget on its own: a bound on places, turns taken round-robin, cancellation, and the
+smaller budget while live sessions are open."""
 
 import asyncio
 
 import pytest
 
+from server.core.live_load import LiveLoad
 from server.files.file_scheduler import FileBackendBudget, FileJob
 
 
@@ -149,3 +151,38 @@ async def test_the_last_place_is_kept_for_a_job_with_nothing_in_flight() -> None
         await recorder.finish(name)
     await asyncio.gather(*tasks)
     assert recorder.peak == 4 and budget.in_flight == 0
+
+
+async def test_live_sessions_shrink_the_file_share_and_their_end_restores_it() -> None:
+    """With a session open, chunks in flight run on but none starts until the file requests are
+    under the live budget; when the last session closes the waiting chunks take the full budget
+    at once, before any chunk ends."""
+    live = LiveLoad()
+    budget = FileBackendBudget(3, live_capacity=1, live=live)
+    recorder = Recorder(budget)
+    job = budget.job()
+    tasks = [asyncio.create_task(recorder.chunk(job, f"c{i}")) for i in range(12)]
+    await settle()
+    assert budget.in_flight == 3
+    with live.session(), live.session():
+        assert budget.capacity == 1
+        await recorder.finish("c0")
+        await recorder.finish("c1")
+        assert recorder.started == ["c0", "c1", "c2"] and budget.in_flight == 1  # nothing new started
+        await recorder.finish("c2")
+        assert recorder.started[-1] == "c3" and budget.in_flight == 1  # one file request beside live work
+        await recorder.finish("c3")
+        assert recorder.started[-1] == "c4" and budget.in_flight == 1
+    assert budget.capacity == 3
+    await settle()
+    assert recorder.started == [f"c{i}" for i in range(7)] and budget.in_flight == 3
+    for name in [f"c{i}" for i in range(4, 12)]:
+        await recorder.finish(name)
+    await asyncio.gather(*tasks)
+    assert budget.in_flight == 0 and budget.waiting == 0
+
+
+def test_the_live_budget_needs_a_place_and_is_at_most_the_budget() -> None:
+    with pytest.raises(ValueError):
+        FileBackendBudget(4, live_capacity=0)
+    assert FileBackendBudget(2, live_capacity=8).live_capacity == 2

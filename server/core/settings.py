@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     backend_connect_timeout_s: float = 5.0
     max_chunk_concurrency: int = 8
     max_file_backend_requests: int = Field(default=16, ge=1)
+    max_file_backend_requests_live: int = Field(default=1, ge=1)
+    file_prep_threads: int = Field(default=2, ge=1)
     max_output_tokens: int | None = None
     backend_audio_upload: Literal["auto", "multipart", "json"] = "auto"
 

@@ -8,8 +8,15 @@ instead of waiting for all the chunks of a 2-hour file. With `RESERVE_FROM` plac
 last free place is kept for a job with nothing in flight: a short clip then starts at once even
 while long files fill the rest, instead of waiting for one of their chunks to end.
 
-Realtime turns never come here: they call `VLLMClient` directly and so always find vLLM's batch
-with few file requests in it.
+While realtime sessions are open in the edge process (`server.core.live_load`), the budget
+shrinks to `live_capacity` (`MAX_FILE_BACKEND_REQUESTS_LIVE`): chunks in flight beyond it run to
+their end, and no new one starts until the file requests are under it. When the last session
+closes, the waiting chunks get the full budget again at once. On a CPU, every file chunk in vLLM's
+batch lengthens the engine steps the live turns wait for ("Live first at the defaults" in
+benchmarks/README.md).
+
+Realtime turns never come here: they call `VLLMClient` directly and so find vLLM's batch with
+at most `live_capacity` file requests in it.
 """
 
 import asyncio
@@ -17,6 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from server.core.live_load import LIVE_LOAD, LiveLoad
 from server.core.metrics import FILE_BACKEND_IN_FLIGHT, FILE_BACKEND_WAITING
 
 RESERVE_FROM = 4
@@ -41,17 +49,30 @@ class FileJob:
 
 
 class FileBackendBudget:
-    """At most `capacity` file requests in flight to vLLM, handed out round-robin between jobs."""
+    """At most `capacity` file requests in flight to vLLM (`live_capacity` while `live` has sessions
+    open), handed out round-robin between jobs."""
 
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
+    def __init__(self, capacity: int, live_capacity: int | None = None, live: LiveLoad = LIVE_LOAD) -> None:
+        if capacity < 1 or (live_capacity is not None and live_capacity < 1):
             raise ValueError("the file budget needs at least one place")
-        self.capacity = capacity
-        self.reserve = 1 if capacity >= RESERVE_FROM else 0
+        self.full_capacity = capacity
+        self.live_capacity = min(capacity, live_capacity) if live_capacity is not None else capacity
+        self.live = live
         self.in_flight = 0
         self._turns = 0
         # Jobs with chunks waiting (in arrival order, for ties), each with its waiters in order.
         self._waiting: dict[FileJob, deque[asyncio.Future[None]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        live.on_idle(self._grow_back)
+
+    @property
+    def capacity(self) -> int:
+        """The places now: the full budget, or the live one while sessions are open."""
+        return self.live_capacity if self.live.active else self.full_capacity
+
+    @property
+    def reserve(self) -> int:
+        return 1 if self.capacity >= RESERVE_FROM else 0
 
     def job(self) -> FileJob:
         return FileJob(self)
@@ -61,7 +82,8 @@ class FileBackendBudget:
         return sum(len(waiters) for waiters in self._waiting.values())
 
     async def _acquire(self, job: FileJob) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = self._loop.create_future()
         self._waiting.setdefault(job, deque()).append(future)
         FILE_BACKEND_WAITING.inc()
         self._grant()
@@ -85,8 +107,13 @@ class FileBackendBudget:
         if not waiters:
             del self._waiting[job]
 
-    def _may_take(self, job: FileJob) -> bool:
-        return self.capacity - self.in_flight > self.reserve or (job.in_flight == 0 and self.in_flight < self.capacity)
+    def _may_take(self, job: FileJob, capacity: int, reserve: int) -> bool:
+        return capacity - self.in_flight > reserve or (job.in_flight == 0 and self.in_flight < capacity)
+
+    def _grow_back(self) -> None:
+        """The last live session closed (on whichever loop it ran): give out the full budget now."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._grant)
 
     def _take(self, job: FileJob) -> None:
         self._turns += 1
@@ -103,7 +130,8 @@ class FileBackendBudget:
 
     def _grant(self) -> None:
         """Give free places to the waiting jobs in turn, the one served least recently first."""
-        while eligible := [job for job in self._waiting if self._may_take(job)]:
+        capacity, reserve = self.capacity, self.reserve
+        while eligible := [job for job in self._waiting if self._may_take(job, capacity, reserve)]:
             job = min(eligible, key=lambda waiting_job: waiting_job.last_turn)
             waiters = self._waiting[job]
             future = waiters.popleft()

@@ -15,8 +15,10 @@ Each chunk becomes one segment of `verbose_json`/SRT/VTT; its start and end are 
 original audio. The HTTP routes and the RunPod worker both call this module.
 
 Chunks in flight are bounded twice: `MAX_CHUNK_CONCURRENCY` per request, and one budget of
-`MAX_FILE_BACKEND_REQUESTS` for all file work of the edge, shared fairly between requests
-(`server.files.file_scheduler`).
+`MAX_FILE_BACKEND_REQUESTS` for all file work of the edge, shared fairly between requests, which
+shrinks to `MAX_FILE_BACKEND_REQUESTS_LIVE` while realtime sessions are open
+(`server.files.file_scheduler`). Decoding and VAD run in `FILE_PREP_THREADS` low-priority threads
+(`server.files.file_prep`), so that they take the cores only when live work leaves them.
 """
 
 import asyncio
@@ -33,6 +35,7 @@ from server.core.settings import Settings
 from server.core.tasks import cancel_and_wait
 from server.core.usage import StreamUsage
 from server.files.fetch import SafeFetcher
+from server.files.file_prep import FilePrep
 from server.files.file_scheduler import FileBackendBudget
 from server.files.formats import Segment, Transcript
 from vad import VADParams, speech_segments
@@ -138,10 +141,13 @@ class TranscriptionService:
         self.backend = backend
         self.fetcher = fetcher
         self.vad_model = vad_model
-        self.file_budget = FileBackendBudget(settings.max_file_backend_requests)
+        self.file_budget = FileBackendBudget(
+            settings.max_file_backend_requests, live_capacity=settings.max_file_backend_requests_live
+        )
+        self.prep = FilePrep(settings.file_prep_threads)
 
     async def load_audio(self, source: bytes | BinaryIO | str, timings: Timings) -> np.ndarray:
-        """Decode an upload (bytes or file) or fetch and decode a URL, off the event loop.
+        """Decode an upload (bytes or file) or fetch and decode a URL, in a file-preparation thread.
 
         Raises `InputError` (no request field) for audio or a URL that cannot be used.
         """
@@ -150,7 +156,7 @@ class TranscriptionService:
             source = media.file
         started = time.perf_counter()
         try:
-            audio = await asyncio.to_thread(decode_audio, source, max_duration_s=self.settings.max_audio_s)
+            audio = await self.prep.run(decode_audio, source, max_duration_s=self.settings.max_audio_s)
         finally:
             if not isinstance(source, bytes):
                 source.close()
@@ -185,7 +191,7 @@ class TranscriptionService:
 
     async def plan_chunks(self, audio: np.ndarray, opts: TranscriptionOptions, timings: Timings) -> list[Chunk]:
         started = time.perf_counter()
-        chunks = await asyncio.to_thread(self._plan_sync, audio, opts)
+        chunks = await self.prep.run(self._plan_sync, audio, opts)
         timings.vad_s = time.perf_counter() - started
         timings.chunks = len(chunks)
         return chunks

@@ -3,7 +3,8 @@
 
 A session holds one of its key's `API_KEY_MAX_SESSIONS` and one of the edge's
 `REALTIME_MAX_SESSIONS` for its whole life, and is counted in the sessions gauge and its key's
-session counter; over either limit it is refused with `too_many_sessions`. At
+session counter, and in the live load that makes file work give way (`server.core.live_load`);
+over either limit it is refused with `too_many_sessions`. At
 `REALTIME_MAX_SESSION_S` it ends with `session_expired`.
 """
 
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from server.core import metrics
 from server.core.auth import Identity, KeySessions
 from server.core.errors import APIError
+from server.core.live_load import LIVE_LOAD
 from server.core.shared_count import SessionSlots
 
 
@@ -39,7 +41,8 @@ def admitted(slots: SessionSlots, key_sessions: KeySessions, identity: Identity)
         metrics.KEY_REALTIME_SESSIONS.labels(identity.name).inc()
         metrics.REALTIME_SESSIONS.inc()
         try:
-            yield
+            with LIVE_LOAD.session():
+                yield
         finally:
             metrics.REALTIME_SESSIONS.dec()
             slots.release()
