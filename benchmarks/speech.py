@@ -6,6 +6,7 @@ each as exactly one turn. A realtime session joins them with 1.5–2 s of silenc
 known: one turn per utterance, ending where the utterance's audio ends.
 """
 
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,7 +87,8 @@ class SessionAudio:
             self._utterances.append((list(range(first, len(self.messages))), duration_ms))
 
     def plan(self, seconds: float, seed: int) -> SessionPlan:
-        """`seconds` of audio: a random lead-in, then utterances (in a rotated order) with pauses."""
+        """`seconds` of audio: a random lead-in, then utterances (in a rotated order, over again for
+        a long session) with pauses."""
         rng = random.Random(seed)
         total = int(seconds * 1000 // self.chunk_ms)
         tail = int(TAIL_S * 1000 // self.chunk_ms)
@@ -94,7 +96,7 @@ class SessionAudio:
         turns: list[tuple[int, int]] = []
         order = list(range(len(self._utterances)))
         rotation = rng.randrange(len(order))
-        for index in order[rotation:] + order[:rotation]:
+        for index in itertools.cycle(order[rotation:] + order[:rotation]):
             ids, duration_ms = self._utterances[index]
             if len(chunks) + len(ids) + tail > total:
                 break
