@@ -5,6 +5,8 @@ with sessions whose processing is stuck (no server: their lag is certain, not ti
 
 import asyncio
 
+from server.api.services import Services
+from server.core.settings import Settings
 from server.realtime.runner import End, run_session
 from server.realtime.shedding import LagShedder
 from tests.test_realtime_runner import Client, StuckProtocol, services
@@ -69,3 +71,15 @@ async def test_under_a_shared_overload_one_session_is_shed_not_all_that_lag() ->
         client.incoming.put_nowait(None)
     outcomes = await asyncio.wait_for(asyncio.gather(*running[:-1]), 30)
     assert {outcome.end for outcome in outcomes} == {End.INPUT_ENDED}
+
+
+async def test_the_sessions_of_an_app_share_its_shedder_and_turn_model() -> None:
+    """Each session takes the app's realtime services anew (`Services.realtime`): they must hand it
+    the app's one shedder, or every session would shed on its own."""
+    services = Services.build(Settings(_env_file=None))  # type: ignore[call-arg]
+    try:
+        first, second = services.realtime, services.realtime
+        assert first.shedder is second.shedder is services.shedder
+        assert first.turn_judge is second.turn_judge is not None
+    finally:
+        await services.aclose()

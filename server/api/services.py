@@ -6,7 +6,8 @@ too (one set per app: tests run several apps in one process; with several worker
 shared by all of them).
 """
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.requests import HTTPConnection
@@ -19,8 +20,12 @@ from server.core.shared_count import SessionSlots, SharedCount
 from server.files.fetch import SafeFetcher
 from server.files.transcription import TranscriptionService
 from server.realtime.engines import EngineSelector
+from server.realtime.semantic_turns import TurnJudge
 from server.realtime.services import RealtimeServices
-from vad import BatchedVADEngine, SileroSequenceModel
+from server.realtime.shedding import LagShedder
+from vad import BatchedSmartTurn, BatchedVADEngine, SileroSequenceModel, SmartTurnModel
+
+log = logging.getLogger("edge")
 
 
 @dataclass
@@ -36,6 +41,8 @@ class Services:
     realtime_slots: SessionSlots
     keys: KeyRing
     realtime_engines: EngineSelector
+    turn_judge: TurnJudge | None = None
+    shedder: LagShedder = field(default_factory=LagShedder)  # one per app: its sessions shed one at a time
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
@@ -58,6 +65,7 @@ class Services:
             realtime_slots=SessionSlots(settings.realtime_max_sessions, _shared_session_count(settings)),
             keys=KeyRing.from_settings(settings),
             realtime_engines=EngineSelector(settings),
+            turn_judge=_turn_judge(settings),
         )
 
     @property
@@ -72,6 +80,8 @@ class Services:
             engines=self.realtime_engines,
             slots=self.realtime_slots,
             keys=self.keys,
+            shedder=self.shedder,
+            turn_judge=self.turn_judge,
         )
 
     async def start(self) -> None:
@@ -79,8 +89,22 @@ class Services:
 
     async def aclose(self) -> None:
         await self.vad_engine.stop()
+        if self.turn_judge is not None:
+            self.turn_judge.close()
         await self.fetcher.aclose()
         await self.backend.aclose()
+
+
+def _turn_judge(settings: Settings) -> TurnJudge | None:
+    """Smart Turn for `semantic_vad`, unless `SEMANTIC_VAD=server_vad` or its file is missing (said once)."""
+    if settings.semantic_vad != "smart_turn":
+        return None
+    try:
+        model = SmartTurnModel(settings.smart_turn_model, intra_op_threads=settings.vad_intra_op_threads)
+    except FileNotFoundError as exc:
+        log.warning("%s: semantic_vad is served as server_vad", exc)
+        return None
+    return TurnJudge(BatchedSmartTurn(model))
 
 
 def _shared_session_count(settings: Settings) -> SharedCount | None:

@@ -79,6 +79,14 @@ REALTIME_SHED = Counter(
     ["reason"],
 )
 REALTIME_TURNS = Counter("edge_realtime_turns_total", "Realtime turns by outcome", ["outcome"])
+TURN_CHECKS = Counter(
+    "edge_realtime_turn_checks_total",
+    "semantic_vad's turn-completion checks at a pause: complete (the turn ended), incomplete, failed",
+    ["outcome"],
+)
+TURN_CHECK_SECONDS = Histogram(
+    "edge_realtime_turn_check_seconds", "One turn-completion check, asked → answered", buckets=LATENCY_BUCKETS
+)
 EAGER_TRANSCRIPTIONS = Counter(
     "edge_realtime_eager_transcriptions_total",
     "Turns transcribed at a pause before their end was confirmed: used (the turn ended there) or discarded "

@@ -41,6 +41,12 @@ class TurnOptions:
     interrupt_response: bool = True
 
 
+SEMANTIC_MAX_WAIT_MS = {"low": 8000, "medium": 4000, "auto": 4000, "high": 2000}
+"""`semantic_vad`'s longest wait after speech for each `eagerness`, as OpenAI documents it."""
+SEMANTIC_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 300}
+"""`semantic_vad` served as `server_vad` (no turn model): the silence for each `eagerness`."""
+
+
 @dataclass(frozen=True)
 class FunctionTool:
     name: str

@@ -9,6 +9,7 @@ from server.core.auth import KeyRing
 from server.core.settings import Settings
 from server.core.shared_count import SessionSlots
 from server.realtime.engines import EngineSelector
+from server.realtime.semantic_turns import TurnJudge
 from server.realtime.shedding import LagShedder
 from vad import BatchedVADEngine
 
@@ -23,3 +24,4 @@ class RealtimeServices:
     slots: SessionSlots  # the edge's `REALTIME_MAX_SESSIONS`
     keys: KeyRing  # who may connect (the raw TCP stream checks its first line), and each key's sessions
     shedder: LagShedder = field(default_factory=LagShedder)  # sheds lagging sessions one at a time
+    turn_judge: TurnJudge | None = None  # semantic_vad's turn model; None: served as server_vad

@@ -19,7 +19,9 @@ turns reach the model as their transcripts); `transcription.events` says whether
 
 With `eager_pause_ms`, server VAD also reports pauses that short inside a turn and the speech that
 resumes after them, and the engine may start on the turn's end early (eager finals, see
-`turn_engine`).
+`turn_engine`). With `semantic_vad` and a `turn_judge`, each pause is also put to the turn model,
+and a turn that sounds finished ends where its pause began (see `semantic_turns`); the verdict is
+applied between two VAD steps, and only if no speech has come since the pause.
 
 Positions are 16 kHz sample counts since the session's first audio; the VAD stream restarts at 0
 whenever it is reset, so its positions are offset by `_vad_origin`.
@@ -27,6 +29,8 @@ whenever it is reset, so its positions are offset by `_vad_origin`.
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from server.backend.model_names import ModelNames
 from server.backend.vllm_client import VLLMClient
@@ -49,7 +53,9 @@ from server.realtime.events import (
     TranscriptPartial,
 )
 from server.realtime.ids import new_id
+from server.realtime.semantic_turns import TurnJudge, stream_params
 from server.realtime.stream_engine import StreamEngine
+from server.realtime.tasks import TaskSet
 from server.realtime.transcription_engine import TranscriptionEngine
 from server.realtime.turn_engine import TurnEngine
 from vad import FRAME_SAMPLES, BatchedVADEngine, EngineStream, SpeechPaused, SpeechResumed
@@ -80,6 +86,7 @@ class RealtimeSession:
         conversation_max_bytes: int,
         audio_turns: int,
         eager_pause_ms: int = 0,
+        turn_judge: TurnJudge | None = None,
         stream: RealtimeBackend | None = None,
         on_failure: Callable[[APIError], None] | None = None,
     ) -> None:
@@ -102,6 +109,11 @@ class RealtimeSession:
         self._conversation_max_bytes = conversation_max_bytes
         self._audio_turns = audio_turns
         self._eager_pause_ms = eager_pause_ms
+        self._judge = turn_judge
+        self._judgements = TaskSet()
+        self._pause: tuple[Item, int] | None = None  # the open turn's current pause, if any
+        self._finished_at: tuple[Item, int] | None = None  # a pause the turn model says ends the turn
+        self._feeding = False
         self.responder: Responder | None = None
         self._open_responder()
         self._on_failure = on_failure
@@ -126,7 +138,8 @@ class RealtimeSession:
             self._open_responder()
         if config.audio_format != old.audio_format:
             self._input = AudioInput(config.audio_format)
-        if config.turn_detection != old.turn_detection or config.audio_format != old.audio_format:
+        semantic_changed = (config.turn.type, config.turn.eagerness) != (old.turn.type, old.turn.eagerness)
+        if config.turn_detection != old.turn_detection or config.audio_format != old.audio_format or semantic_changed:
             self._discard_open_item()
             self._clear_buffer()
             if self._vad is not None:
@@ -144,18 +157,49 @@ class RealtimeSession:
             self._buffer.drop_before(self._buffer.end - prefix - FRAME_SAMPLES)
         self._buffer.append(samples)
         self._transcriber.append(samples)
-        for event in await self._vad.feed(samples):
+        self._feeding = True
+        try:
+            events = await self._vad.feed(samples)
+        finally:
+            self._feeding = False
+        for event in events:
             position = self._vad_origin + event.sample
             if isinstance(event, VADStarted):
                 self._start_turn(position)
             elif self._open is None:
                 continue
             elif isinstance(event, SpeechPaused):
-                self._transcriber.pause(position)
+                self._paused(self._open, position)
             elif isinstance(event, SpeechResumed):
+                self._pause = None
                 self._transcriber.resume()
             else:
                 self._stop_turn(position)
+        self._end_finished_turn()
+
+    def _paused(self, item: Item, position: int) -> None:
+        self._pause = (item, position)
+        self._transcriber.pause(position)
+        if self._semantic():
+            audio = self._buffer.slice(item.start, self._buffer.end)
+            self._judgements.spawn(self._judge_pause((item, position), audio), f"turn-check-{item.item_id}")
+
+    async def _judge_pause(self, pause: tuple[Item, int], audio: np.ndarray) -> None:
+        assert self._judge is not None
+        if await self._judge.finished(audio) and self._pause == pause:
+            self._finished_at = pause
+            if not self._feeding:
+                self._end_finished_turn()
+
+    def _end_finished_turn(self) -> None:
+        """The turn the model judged finished ends at its pause, if nothing has happened since."""
+        finished, self._finished_at = self._finished_at, None
+        if finished is not None and self._pause == finished and self._open is finished[0]:
+            self._restart_vad()
+            self._stop_turn(finished[1])
+
+    def _semantic(self) -> bool:
+        return self._judge is not None and self.config.turn.type == "semantic_vad"
 
     def _buffer_manually(self, payload: bytes) -> None:
         """Buffer audio until the client commits, up to `max_commit_bytes` of it (as sent, before
@@ -213,6 +257,7 @@ class RealtimeSession:
 
     async def aclose(self) -> None:
         """Stop everything: in-flight vLLM requests are aborted as their tasks are cancelled."""
+        await self._judgements.aclose()
         await self._transcriber.aclose()
         if self.responder is not None:
             await self.responder.aclose()
@@ -258,7 +303,9 @@ class RealtimeSession:
 
     def _open_vad(self) -> None:
         detection = self.config.turn_detection
-        if detection is not None and self._eager_pause_ms:
+        if detection is not None and self._semantic():
+            detection = stream_params(detection, self.config.turn.eagerness, self._eager_pause_ms)
+        elif detection is not None and self._eager_pause_ms:
             detection = replace(detection, pause_ms=self._eager_pause_ms)
         self._vad = self._engine.open_stream(detection) if detection else None
         self._vad_origin = self._buffer.end
@@ -267,8 +314,10 @@ class RealtimeSession:
         if self._vad is not None:
             self._vad.reset()
         self._vad_origin = self._buffer.end
+        self._pause = None
 
     def _start_turn(self, position: int) -> None:
+        self._pause = None
         item = Item(new_id("item"), position)
         self._open = item
         self._emit(SpeechStarted(item.item_id, to_ms(position)))

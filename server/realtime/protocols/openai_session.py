@@ -40,6 +40,7 @@ from server.core.languages import language_code
 from server.protocol.schema import model_schema
 from server.realtime.config import (
     MAX_REPLY_TOKENS,
+    SEMANTIC_SILENCE_MS,
     AudioFormat,
     FunctionTool,
     NamedFunction,
@@ -61,9 +62,6 @@ G711_RATE = 8000
 
 _VAD = StreamParams()
 _TURN = TurnOptions()
-SEMANTIC_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 300}
-"""`semantic_vad` is served as `server_vad` with this silence for each `eagerness`, until a turn
-model decides; less eager waits longer."""
 
 
 def _without_default(schema: dict[str, Any]) -> None:
@@ -158,7 +156,8 @@ class TurnDetection(_Update):
         default=_VAD.silence_duration_ms, ge=0, description="Silence that ends a turn (`server_vad`)."
     )
     eagerness: Literal["low", "medium", "high", "auto"] = Field(
-        default=_TURN.eagerness, description="`semantic_vad`: how soon a turn ends (a silence of 1000, 500 or 300 ms)."
+        default=_TURN.eagerness,
+        description="`semantic_vad`: how soon a turn ends (the longest wait: 8, 4 or 2 s; auto is medium).",
     )
     create_response: StrictBool = Field(default=_TURN.create_response, description="A turn's end starts a response.")
     interrupt_response: StrictBool = Field(
@@ -179,6 +178,7 @@ class TurnDetection(_Update):
         )
         params = replace(current or StreamParams(), **sent)
         if turn.type == "semantic_vad":
+            # Without a turn model the session keeps this silence (see `semantic_turns`).
             params = replace(params, silence_duration_ms=SEMANTIC_SILENCE_MS[turn.eagerness])
         return params, turn
 
