@@ -240,8 +240,9 @@ class HttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _turn_away(self, refused: APIError) -> None:
-        """Answer a connection beyond a cap at once, then read it until the client goes (or for
-        `TURNED_AWAY_LINGER_S`), so that closing does not reset it before it reads its 503."""
+        """Answer at once (a connection beyond a cap, a request refused on the wire), then read and
+        drop what comes until the client goes (or for `TURNED_AWAY_LINGER_S`), so that closing does
+        not reset the connection before the client reads its answer."""
         self._turned_away = True
         self._stop_timer()
         self.transport.write(error_response(refused))
@@ -317,8 +318,12 @@ class HttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         log.warning("refusing %s from %s: %s", request, _peer(self.client), error.message)
-        self.transport.write(error_response(error))
-        self.transport.close()
+        # A client still sending (a body that dribbles) would get a reset, and could lose the
+        # answer, if the connection closed with its bytes unread: linger as for a cap, no longer
+        # counted against the caps (the linger is bounded in time).
+        if self._connections is not None:
+            self._connections.release(self.transport)
+        self._turn_away(error)
 
     def send_400_response(self, msg: str) -> None:
         if self.transport.is_closing() or self._turned_away:  # answered already
