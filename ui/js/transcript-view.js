@@ -12,7 +12,7 @@ export class TranscriptView {
     this.emptyNote = emptyNote;
     this.turns = new Map(); // item_id → turn
     this.replies = new Map(); // response id → reply paragraph
-    this.lastFinal = null;
+    this.lastHeard = null; // the latest turn whose speech ended: a reply answers it
   }
 
   /** The turn for `itemId`, created at the end of the list when new. */
@@ -39,6 +39,7 @@ export class TranscriptView {
   speechStopped(itemId) {
     const turn = this.turn(itemId);
     if (turn.item.dataset.state === "speaking") turn.item.dataset.state = "transcribing";
+    this.lastHeard = turn;
   }
 
   partial(itemId, transcript) {
@@ -66,7 +67,6 @@ export class TranscriptView {
       latency.setAttribute("aria-label", `final after ${(latencyMs / 1000).toFixed(2)} seconds`);
       turn.head.append(latency);
     }
-    this.lastFinal = turn;
   }
 
   failed(itemId, message) {
@@ -91,9 +91,9 @@ export class TranscriptView {
     return [...this.turns.values()].filter((t) => ["speaking", "transcribing"].includes(t.item.dataset.state)).length;
   }
 
-  /** An assistant response begins: it answers the latest final turn. */
+  /** An assistant response begins: it answers the latest turn heard (its transcript may come later). */
   replyStarted(responseId) {
-    const turn = this.lastFinal;
+    const turn = this.lastHeard;
     if (!turn) return;
     const reply = element("div", "reply");
     const text = element("p", "reply-text");
@@ -123,7 +123,7 @@ export class TranscriptView {
     this.list.replaceChildren();
     this.turns.clear();
     this.replies.clear();
-    this.lastFinal = null;
+    this.lastHeard = null;
     this.emptyNote.hidden = false;
   }
 
