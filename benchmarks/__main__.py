@@ -24,9 +24,10 @@ from benchmarks import (
     processes,
     realtime_bench,
     results,
+    ttfs_bench,
 )
 
-COMMANDS = ("all", "capacity", "realtime", "conversation", "files", "overhead", "mixed", "fairness", "vad")
+COMMANDS = ("all", "capacity", "realtime", "conversation", "ttfs", "files", "overhead", "mixed", "fairness", "vad")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--load-processes", type=int, default=1, help="capacity: client processes of the load generator"
     )
+    parser.add_argument("--ttfs-sessions", type=_levels, default=[1, 8], help="ttfs: sessions per mode")
     parser.add_argument("--conversation-sessions", type=_levels, default=[1, 4, 8, 16, 24, 32, 48])
     parser.add_argument("--conversation-alone-sessions", type=_levels, default=[16, 64, 128, 256])
     parser.add_argument("--reply-tokens", type=int, default=32, help="conversation: max_output_tokens per reply")
@@ -83,6 +85,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             capacity_sessions=[4],
             realtime_sessions=[2],
             conversation_sessions=[2],
+            ttfs_sessions=[1],
             conversation_alone_sessions=[2],
             long_sessions=1,
             long_minutes=1.0,
@@ -175,6 +178,13 @@ def run_conversation(args: argparse.Namespace, stack: Stack) -> None:
         conversation_bench.run(alone, real, load, args.long_sessions, args.long_minutes, args.long_speed)
 
 
+def run_ttfs(args: argparse.Namespace, stack: Stack) -> None:
+    if not stack.vllm_url:
+        raise SystemExit("the TTFS benchmark starts its own edges: give --vllm-url")
+    load = ttfs_bench.Load(args.seconds)
+    ttfs_bench.run(stack.vllm_url, args.ttfs_sessions, load, _backend_name(args, stack))
+
+
 def _backend_name(args: argparse.Namespace, stack: Stack) -> str:
     if args.vllm_url or args.edge_url:
         if not stack.vllm_url:
@@ -226,6 +236,7 @@ def run_fairness(args: argparse.Namespace, stack: Stack) -> None:
 VLLM_RUNNERS = {
     "realtime": run_realtime,
     "conversation": run_conversation,
+    "ttfs": run_ttfs,
     "files": run_files,
     "overhead": run_overhead,
     "fairness": run_fairness,

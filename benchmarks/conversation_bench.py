@@ -22,7 +22,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 
@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from benchmarks import results
 from benchmarks.procstats import ProcessMeter
-from benchmarks.realtime_client import SessionLog, append_message, heard_turns, run_session
+from benchmarks.realtime_client import SessionLog, append_message, heard_turns, run_many
 from benchmarks.speech import SessionAudio, SessionPlan
 from benchmarks.stats import counter_delta, histogram_quantiles, percentiles, scrape
 
@@ -72,7 +72,6 @@ class ConversationLog(SessionLog):
     """A transcription log plus each turn's response: the turn it answers (the last one stopped
     when it was created), its first text delta's arrival and its final status."""
 
-    session_update: str = ""
     answers: dict[str, str] = field(default_factory=dict)  # response id → item id
     first_delta: dict[str, float] = field(default_factory=dict)  # item id → arrival
     status: dict[str, str] = field(default_factory=dict)  # item id → response status
@@ -123,15 +122,17 @@ async def _sessions(
     url: str, n: int, audio: SessionAudio, load: Load, update: str, speed: float = 1.0, seed: int = 0
 ) -> list[Run]:
     plans = [audio.plan(load.seconds, seed + i) for i in range(n)]
-
-    async def one(i: int) -> ConversationLog:
-        await asyncio.sleep(load.ramp_s * i / n)
-        log = ConversationLog(session_update=update)
-        await run_session(url, plans[i], audio.messages, load.chunk_ms / 1000, load.drain_s, log, speed)
-        return log
-
-    logs = await asyncio.gather(*(one(i) for i in range(n)))
-    return list(zip(plans, logs, strict=True))
+    logs = await run_many(
+        url,
+        plans,
+        audio.messages,
+        load.chunk_ms / 1000,
+        load.drain_s,
+        load.ramp_s,
+        lambda: ConversationLog(session_update=update),
+        speed,
+    )
+    return [(plan, cast(ConversationLog, log)) for plan, log in zip(plans, logs, strict=True)]
 
 
 def _score(runs: list[Run], speed: float = 1.0) -> dict[str, Any]:

@@ -9,31 +9,23 @@ import asyncio
 import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import websockets
 
 from benchmarks.speech import SessionPlan
 
-SESSION_UPDATE = json.dumps(
-    {
-        "type": "session.update",
-        "session": {
-            "type": "transcription",
-            "audio": {
-                "input": {
-                    "format": {"type": "audio/pcm", "rate": 24000},
-                    "turn_detection": {
-                        "type": "server_vad",
-                        "threshold": 0.5,
-                        "prefix_padding_ms": 300,
-                        "silence_duration_ms": 500,
-                    },
-                }
-            },
-        },
-    }
-)
+SERVER_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
+
+
+def transcription_update(turn_detection: dict) -> str:
+    """A transcription session's `session.update`: PCM16 at 24 kHz, this turn detection."""
+    audio_input = {"format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": turn_detection}
+    return json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": audio_input}}})
+
+
+SESSION_UPDATE = transcription_update(SERVER_VAD)
 STOPPED = "input_audio_buffer.speech_stopped"
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 FAILED = "conversation.item.input_audio_transcription.failed"
@@ -56,8 +48,7 @@ class SessionLog:
     errors: list[str] = field(default_factory=list)
     dropped: str | None = None
     max_send_lag_s: float = 0.0
-
-    session_update = SESSION_UPDATE
+    session_update: str = SESSION_UPDATE
 
     def record(self, event: dict, now: float) -> None:
         kind = event["type"]
@@ -128,6 +119,25 @@ async def run_session(
     except (TimeoutError, OSError, websockets.WebSocketException, RuntimeError) as exc:
         log.dropped = f"{type(exc).__name__}: {exc}"
     return log
+
+
+async def run_many(
+    url: str,
+    plans: list[SessionPlan],
+    messages: list[str],
+    chunk_s: float,
+    drain_s: float,
+    ramp_s: float,
+    make_log: Callable[[], SessionLog],
+    speed: float = 1.0,
+) -> list[SessionLog]:
+    """One session per plan, session i starting `ramp_s * i / len(plans)` in; their logs."""
+
+    async def one(i: int) -> SessionLog:
+        await asyncio.sleep(ramp_s * i / len(plans))
+        return await run_session(url, plans[i], messages, chunk_s, drain_s, make_log(), speed)
+
+    return list(await asyncio.gather(*(one(i) for i in range(len(plans)))))
 
 
 @dataclass
