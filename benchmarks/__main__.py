@@ -63,7 +63,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--conversation-sessions", type=_levels, default=[1, 4, 8, 16, 24, 32, 48])
     parser.add_argument("--conversation-alone-sessions", type=_levels, default=[16, 64, 128, 256])
     parser.add_argument("--reply-tokens", type=int, default=32, help="conversation: max_output_tokens per reply")
-    parser.add_argument("--long-sessions", type=int, default=4, help="conversation: sessions of the long conversation")
+    parser.add_argument("--long-sessions", type=int, default=16, help="conversation: sessions of the long conversation")
     parser.add_argument("--long-minutes", type=float, default=30.0, help="conversation: audio per long conversation")
     parser.add_argument(
         "--long-speed", type=float, default=10.0, help="conversation: the long one's pace (x real time)"
@@ -164,7 +164,14 @@ def run_realtime(args: argparse.Namespace, stack: Stack) -> None:
 def run_conversation(args: argparse.Namespace, stack: Stack) -> None:
     load = conversation_bench.Load(args.seconds, args.chunk_ms, args.reply_tokens)
     budget = conversation_bench.Budget()
-    with processes.standin() as backend, processes.edge(backend.url) as edge:
+    with (
+        processes.standin() as backend,
+        processes.edge(backend.url) as edge,
+        processes.edge(backend.url) as fresh,
+    ):
+        long_talk = conversation_bench.LongTalk(
+            fresh.url, fresh.pid, args.long_sessions, args.long_minutes, args.long_speed
+        )
         alone = conversation_bench.Sweep(
             "Edge alone, zero-cost stand-in backend (benchmarks/standin.py)",
             edge.url,
@@ -175,7 +182,7 @@ def run_conversation(args: argparse.Namespace, stack: Stack) -> None:
         real = conversation_bench.Sweep(
             f"End to end, {_backend_name(args, stack)}", stack.edge_url, stack.pids, args.conversation_sessions, budget
         )
-        conversation_bench.run(alone, real, load, args.long_sessions, args.long_minutes, args.long_speed)
+        conversation_bench.run(long_talk, alone, real, load)
 
 
 def run_ttfs(args: argparse.Namespace, stack: Stack) -> None:

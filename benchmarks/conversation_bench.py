@@ -200,7 +200,8 @@ def sweep(
 ) -> tuple[list[dict[str, Any]], int | None]:
     audio = SessionAudio(load.chunk_ms, append_message)
     # A cold vLLM takes its first requests of each shape far slower (issue 23): warm it up first.
-    run_point(edge_url, 2, audio, replace(load, seconds=min(load.seconds, 15.0)), {})
+    if levels:
+        run_point(edge_url, 2, audio, replace(load, seconds=min(load.seconds, 15.0)), {})
     points, best = [], None
     for n in levels:
         point = run_point(edge_url, n, audio, load, pids)
@@ -392,21 +393,32 @@ class Sweep:
     budget: Budget
 
 
-def run(alone: Sweep, real: Sweep, load: Load, long_sessions: int, long_minutes: float, long_speed: float) -> None:
-    """The edge alone (its share, and the long conversation's memory, against the stand-in
-    backend), then the real vLLM sweep; one results file."""
-    sweeps: list[dict[str, Any]] = []
+@dataclass(frozen=True)
+class LongTalk:
+    """The long conversation: on a fresh edge of its own (`pid` metered), so its memory is its own."""
+
+    edge_url: str
+    pid: int
+    sessions: int
+    minutes: float
+    speed: float
+
+
+def run(long_talk: LongTalk, alone: Sweep, real: Sweep, load: Load) -> None:
+    """The long conversation's memory and the edge alone (its share), against the stand-in backend,
+    then the real vLLM sweep; one results file."""
     long: dict[str, Any] | None = None
+    if long_talk.minutes > 0 and long_talk.sessions > 0:
+        tqdm.write(f"== long conversation, {alone.title}")
+        long = long_conversation(
+            long_talk.edge_url, long_talk.pid, long_talk.sessions, long_talk.minutes, long_talk.speed, load
+        )
+        tqdm.write(long_table(long))
+    sweeps: list[dict[str, Any]] = []
     for one in (alone, real):
         tqdm.write(f"== {one.title}")
         points, best = sweep(one.edge_url, one.levels, one.budget, load, one.pids)
         sweeps.append({"title": one.title, "budget": one.budget.describe(), "points": points, "best": best})
-        if one is alone and long_minutes > 0 and long_sessions > 0:
-            tqdm.write(f"== long conversation, {alone.title}")
-            long = long_conversation(
-                alone.edge_url, alone.pids.get("edge"), long_sessions, long_minutes, long_speed, load
-            )
-            tqdm.write(long_table(long))
     data = {
         "benchmark": "conversation",
         "machine": results.machine(),
@@ -423,5 +435,5 @@ def run(alone: Sweep, real: Sweep, load: Load, long_sessions: int, long_minutes:
         parts.append(f"{table(entry['points'])}\n\n{entry['title']}. {summary}")
     if long:
         parts.append(f"{long_table(long)}\n\nLong conversation, {alone.title}.")
-    results.write("conversation", data, "\n\n".join(parts), plot(sweeps[1]["points"], long))
+    results.write("conversation", data, "\n\n".join(parts), plot(sweeps[-1]["points"], long))
     tqdm.write("\n\n".join(parts))
