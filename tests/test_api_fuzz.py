@@ -27,6 +27,8 @@ OPERATIONS = [
     ("GET", "/v1/models/{model_id}"),
     ("POST", "/v1/realtime/client_secrets"),
     ("POST", "/v1/realtime/transcription_sessions"),
+    ("POST", "/v1/realtime/calls"),
+    ("POST", "/v1/realtime/calls/{call_id}/hangup"),
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),

@@ -1,8 +1,9 @@
 """Access control at the edge's transports: the `/v1` HTTP dependency and the WebSocket handshake.
 
 HTTP routes take `Authorization: Bearer <key>` (what the OpenAI SDKs send) and answer 401 in
-OpenAI's shape otherwise. Realtime sockets take the same header, or from a browser (which cannot
-set headers) the subprotocol `openai-insecure-api-key.<key>`; they also take ephemeral secrets.
+OpenAI's shape otherwise; the WebRTC call routes take ephemeral secrets too. Realtime sockets take
+the same header, or from a browser (which cannot set headers) the subprotocol
+`openai-insecure-api-key.<key>`; they also take ephemeral secrets.
 The caller's key name is kept in `metrics.usage_key` for the metrics of the request or session.
 """
 
@@ -58,6 +59,25 @@ async def require_api_key(request: Request, credentials: Bearer) -> Identity:
     token = credentials.credentials if credentials else None
     identity = services_of(request).keys.check_bearer(token)
     if identity is None:
+        raise invalid_api_key(token)
+    metrics.usage_key.set(identity.name)
+    metrics.KEY_REQUESTS.labels(identity.name).inc()
+    return identity
+
+
+async def require_realtime_key(request: Request, credentials: Bearer) -> Identity:
+    """Like `require_api_key`, and an ephemeral secret is taken too: the dependency of the routes
+    that open realtime sessions over HTTP (WebRTC calls)."""
+    token = credentials.credentials if credentials else None
+    identity = services_of(request).keys.check_realtime(token)
+    if identity is None:
+        if token and token.startswith(EPHEMERAL_PREFIX):
+            raise APIError(
+                401,
+                "The ephemeral client secret is invalid or expired; mint a new one.",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         raise invalid_api_key(token)
     metrics.usage_key.set(identity.name)
     metrics.KEY_REQUESTS.labels(identity.name).inc()

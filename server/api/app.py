@@ -20,12 +20,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.api.access import require_api_key
 from server.api.error_handlers import install_error_handlers
 from server.api.health_port import HealthServer
-from server.api.routes import audio, chat, client_secrets, models, realtime, service
+from server.api.routes import audio, calls, chat, client_secrets, models, realtime, service
 from server.api.services import Services
 from server.core import connections, metrics
 from server.core.errors import too_large
 from server.core.settings import Settings, get_settings
 from server.realtime.transports.tcp import TCPStreamServer
+from server.realtime.webrtc.ice import install_host_addresses
 
 UI_DIR = Path(__file__).resolve().parents[2] / "ui"
 log = logging.getLogger("edge")
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        install_host_addresses(settings)
         services = Services.build(settings)
         await services.start()
         app.state.services = services
@@ -150,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(client_secrets.router, dependencies=protected)
     app.include_router(service.router)
     app.include_router(realtime.router)
+    app.include_router(calls.router)
     app.mount("/ui", StaticFiles(directory=UI_DIR, check_dir=False), name="ui")
 
     @app.get("/", include_in_schema=False)

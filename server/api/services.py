@@ -23,6 +23,7 @@ from server.realtime.engines import EngineSelector
 from server.realtime.semantic_turns import TurnJudge
 from server.realtime.services import RealtimeServices
 from server.realtime.shedding import LagShedder
+from server.realtime.webrtc.calls import Calls
 from vad import BatchedSmartTurn, BatchedVADEngine, SileroSequenceModel, SmartTurnModel
 
 log = logging.getLogger("edge")
@@ -43,6 +44,7 @@ class Services:
     realtime_engines: EngineSelector
     turn_judge: TurnJudge | None = None
     shedder: LagShedder = field(default_factory=LagShedder)  # one per app: its sessions shed one at a time
+    calls: Calls = field(default_factory=Calls)  # the app's WebRTC calls
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
@@ -88,6 +90,7 @@ class Services:
         await self.vad_engine.start()
 
     async def aclose(self) -> None:
+        await self.calls.aclose()
         await self.vad_engine.stop()
         if self.turn_judge is not None:
             self.turn_judge.close()

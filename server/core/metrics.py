@@ -78,6 +78,7 @@ REALTIME_SHED = Counter(
     "Realtime sessions the edge closed to protect itself: lagging (processing behind) or slow_client (not reading)",
     ["reason"],
 )
+WEBRTC_CALLS = Counter("edge_webrtc_calls_total", "WebRTC calls ended, by how they ended", ["end"])
 REALTIME_TURNS = Counter("edge_realtime_turns_total", "Realtime turns by outcome", ["outcome"])
 TURN_CHECKS = Counter(
     "edge_realtime_turn_checks_total",

@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IceServer(BaseModel):
+    """A STUN or TURN server for WebRTC calls, in the browser's `RTCIceServer` shape."""
+
+    urls: str | list[str]
+    username: str | None = None
+    credential: str | None = None
 
 
 class Settings(BaseSettings):
@@ -114,6 +122,20 @@ class Settings(BaseSettings):
     realtime_engine: Literal["auto", "turns", "stream"] = "auto"
     realtime_vllm_url: str | None = Field(
         default=None, description="Base URL of a vLLM serving Voxtral Realtime for live sessions; unset = VLLM_URL's"
+    )
+
+    # WebRTC calls (`/v1/realtime/calls`): where ICE gathers and what it announces.
+    webrtc_host_addresses: str = Field(
+        default="", description="Addresses to gather ICE host candidates on (comma-separated); unset = all but loopback"
+    )
+    webrtc_public_address: str | None = Field(
+        default=None, description="Address announced in place of the host candidates' (1:1 NAT, a node's public IP)"
+    )
+    webrtc_ice_servers: list[IceServer] = Field(
+        default_factory=list, description='STUN/TURN servers, JSON: [{"urls": "turn:host:3478", "username": …}]'
+    )
+    webrtc_connect_timeout_s: float = Field(
+        default=15.0, gt=0, description="Time a call's peer has to complete ICE and DTLS and open its data channel"
     )
 
     # Overload, per edge process: caps on connections (HTTP, WebSocket and the raw TCP stream

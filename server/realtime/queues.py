@@ -13,30 +13,32 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sized
 from contextlib import suppress
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from server.core.tasks import cancel_and_wait
 
 Message = dict[str, Any]
 Send = Callable[[str], Awaitable[None]]
+F = TypeVar("F", bound=Sized)
 
 
-class Inbox:
-    """Client frames (text, or bytes for a binary frame) in arrival order, each with its arrival time."""
+class Inbox(Generic[F]):
+    """Client frames (a message's text or bytes, or audio) in arrival order, each with its arrival
+    time; their sizes (`len`) are counted while they wait."""
 
     def __init__(self) -> None:
-        self._items: deque[tuple[str | bytes, float]] = deque()
+        self._items: deque[tuple[F, float]] = deque()
         self._ready = asyncio.Event()
         self.bytes = 0
 
-    def put(self, frame: str | bytes) -> None:
+    def put(self, frame: F) -> None:
         self._items.append((frame, time.monotonic()))
         self.bytes += len(frame)
         self._ready.set()
 
-    async def next(self) -> str | bytes:
+    async def next(self) -> F:
         """The oldest frame; it stays counted as waiting until `done()`."""
         while not self._items:
             self._ready.clear()

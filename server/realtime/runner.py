@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
+
 from server.core import metrics
 from server.core.errors import APIError
 from server.core.settings import Settings
@@ -38,9 +40,23 @@ from server.realtime.queues import Inbox, Outbox
 from server.realtime.services import RealtimeServices
 from server.realtime.session import RealtimeSession
 from server.realtime.shedding import LagShedder
+from vad import SAMPLE_RATE
 
 Message = dict[str, Any]
-Frame = str | bytes  # a text message, or a binary one
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Audio the transport decoded itself (a WebRTC call's track: 16 kHz float32), applied to the
+    session in order with the client's messages."""
+
+    audio: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.audio.nbytes)
+
+
+Frame = str | bytes | Samples  # a text message, a binary one, or decoded audio
 CLOSE_TIMEOUT_S = 5.0
 MB = 1_048_576
 T = TypeVar("T")
@@ -185,7 +201,7 @@ async def _within(idle_s: float, receive: Callable[[], Awaitable[T]]) -> T:
 async def read_messages(live: Live, receive: Callable[[], Awaitable[Frame | None]]) -> Outcome:
     """Read the client's messages (`receive` gives the next one, None once the client is gone) into
     the inbox, and apply them to the session in order, until the session must end."""
-    inbox = Inbox()
+    inbox: Inbox[Frame] = Inbox()
     with live.shedder.watching(inbox.lag_s, live.settings.realtime_max_lag_s) as watch:
         reader = asyncio.create_task(_read(live, receive, inbox), name="realtime-reader")
         processor = asyncio.create_task(_process(live, inbox), name="realtime-processor")
@@ -201,7 +217,7 @@ async def read_messages(live: Live, receive: Callable[[], Awaitable[Frame | None
     return reader.result()
 
 
-async def _read(live: Live, receive: Callable[[], Awaitable[Frame | None]], inbox: Inbox) -> Outcome:
+async def _read(live: Live, receive: Callable[[], Awaitable[Frame | None]], inbox: Inbox[Frame]) -> Outcome:
     """Take client messages off the connection as they come; end the session when it must end,
     and tell the shedder when it lags."""
     settings = live.settings
@@ -232,7 +248,7 @@ async def _read(live: Live, receive: Callable[[], Awaitable[Frame | None]], inbo
             live.shedder.report(settings.realtime_shed_interval_s)
 
 
-def _lagging(lag_s: float, inbox: Inbox, settings: Settings) -> Outcome:
+def _lagging(lag_s: float, inbox: Inbox[Frame], settings: Settings) -> Outcome:
     message = (
         f"The server fell behind this session: its oldest waiting message waited {lag_s:.1f} s "
         f"(at most {settings.realtime_max_lag_s:g} s), {len(inbox)} messages "
@@ -242,12 +258,18 @@ def _lagging(lag_s: float, inbox: Inbox, settings: Settings) -> Outcome:
     return Outcome(End.LAGGING, APIError(503, message, code="session_lagging"))
 
 
-async def _process(live: Live, inbox: Inbox) -> None:
+async def _process(live: Live, inbox: Inbox[Frame]) -> None:
     """Apply the client's messages to the session one by one, in the order they came; the
     protocols speak JSON text, so a binary message gets an error."""
     while True:
         frame = await inbox.next()
-        if isinstance(frame, bytes):
+        if isinstance(frame, Samples):
+            metrics.count_key_audio(len(frame.audio) / SAMPLE_RATE)
+            try:
+                await live.session.append_samples(frame.audio)
+            except APIError as exc:
+                live.outbox.put_all([live.protocol.error(exc)])
+        elif isinstance(frame, bytes):
             error = APIError(400, "Binary frames are not supported; send JSON text.", code="invalid_json")
             live.outbox.put_all([live.protocol.error(error)])
         else:

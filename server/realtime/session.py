@@ -149,9 +149,21 @@ class RealtimeSession:
     async def append(self, payload: bytes) -> None:
         """Take audio in the session's format; with server VAD, turns start and end as it is heard."""
         if self._vad is None:
-            self._buffer_manually(payload)
+            if self._room_for(len(payload)):
+                self._buffer_manually(self._input.decode(payload))
             return
-        samples = self._input.decode(payload)
+        await self._hear(self._input.decode(payload))
+
+    async def append_samples(self, samples: np.ndarray) -> None:
+        """Take 16 kHz float32 audio the transport decoded itself (a WebRTC call's microphone track)."""
+        if self._vad is None:
+            if self._room_for(len(samples) * 2):  # counted as the 16 kHz PCM16 it amounts to
+                self._buffer_manually(samples)
+            return
+        await self._hear(samples)
+
+    async def _hear(self, samples: np.ndarray) -> None:
+        assert self._vad is not None
         if self._open is None and self.config.turn_detection is not None:
             prefix = self.config.turn_detection.prefix_padding_ms * SAMPLES_PER_MS
             self._buffer.drop_before(self._buffer.end - prefix - FRAME_SAMPLES)
@@ -201,12 +213,12 @@ class RealtimeSession:
     def _semantic(self) -> bool:
         return self._judge is not None and self.config.turn.type == "semantic_vad"
 
-    def _buffer_manually(self, payload: bytes) -> None:
-        """Buffer audio until the client commits, up to `max_commit_bytes` of it (as sent, before
-        decoding); an append beyond that is dropped, the first one with an error."""
-        if self._uncommitted_bytes + len(payload) > self._max_commit_bytes:
+    def _room_for(self, size: int) -> bool:
+        """Whether `size` more bytes (as sent, before decoding) fit the manual buffer's
+        `max_commit_bytes`; an append beyond that is dropped, the first one with an error."""
+        if self._uncommitted_bytes + size > self._max_commit_bytes:
             if self._buffer_full:
-                return
+                return False
             self._buffer_full = True
             raise APIError(
                 400,
@@ -215,8 +227,11 @@ class RealtimeSession:
                 param="audio",
                 code="input_audio_buffer_full",
             )
-        self._uncommitted_bytes += len(payload)
-        samples = self._input.decode(payload)
+        self._uncommitted_bytes += size
+        return True
+
+    def _buffer_manually(self, samples: np.ndarray) -> None:
+        """Buffer audio until the client commits."""
         if len(samples) and self._manual is None:
             self._manual = Item(new_id("item"), self._buffer.end)
             self._transcriber.start_item(self._manual.item_id, self._manual.start)

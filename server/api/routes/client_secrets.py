@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.access import require_api_key
+from server.api.realtime_sessions import validated_session
 from server.api.services import Services, services_of
 from server.core.auth import Identity, SessionFlavour
 from server.core.errors import APIError
@@ -22,8 +23,6 @@ from server.realtime.ids import new_id
 from server.realtime.protocols.openai_session import (
     GASessionBody,
     beta_session_properties,
-    parse_beta_session,
-    parse_ga_session,
     session_object,
 )
 
@@ -54,14 +53,6 @@ class BetaTranscriptionSessionRequest(BaseModel):
         return dict(self.model_extra or {})
 
 
-async def _session_config(services: Services, flavour: SessionFlavour, session: dict[str, Any]) -> SessionConfig:
-    parse = parse_beta_session if flavour == "beta" else parse_ga_session
-    config = parse(session, SessionConfig())
-    if config.transcription.model is not None:
-        await services.models.resolve(config.transcription.model)
-    return config
-
-
 async def _shown(services: Services, flavour: SessionFlavour, config: SessionConfig, session_id: str) -> dict[str, Any]:
     """The session as its socket will show it in `session.created`, with the same id."""
     try:
@@ -83,7 +74,7 @@ async def create_client_secret(
 ) -> dict[str, Any]:
     services = services_of(request)
     session = body.session or {}
-    config = await _session_config(services, "ga", session)
+    config = await validated_session(services, "ga", session)
     session_id = new_id("sess")
     minted = services.keys.mint(owner, "ga", session, body.expires_after.seconds, session_id)
     shown = await _shown(services, "ga", config, session_id)
@@ -96,7 +87,7 @@ async def create_transcription_session(
 ) -> dict[str, Any]:
     services = services_of(request)
     session = body.session()
-    config = await _session_config(services, "beta", session)
+    config = await validated_session(services, "beta", session)
     session_id = new_id("sess")
     minted = services.keys.mint(owner, "beta", session, body.client_secret.expires_at.seconds, session_id)
     shown = await _shown(services, "beta", config, session_id)

@@ -12,41 +12,18 @@ An ephemeral secret starts its session with the config it was minted with.
 """
 
 import logging
-from dataclasses import replace
 
 from fastapi import APIRouter, WebSocket
 
 from server.api.access import authenticate_socket
-from server.api.services import Services, services_of
-from server.core.auth import Identity
+from server.api.realtime_sessions import openai_protocol, secret_config
+from server.api.services import services_of
 from server.core.errors import APIError
-from server.realtime.config import SessionConfig
-from server.realtime.protocols.openai import OpenAIProtocol
-from server.realtime.protocols.openai_session import parse_beta_session, parse_ga_session
 from server.realtime.protocols.simple import SimpleProtocol
 from server.realtime.transports.websocket import serve_connection
 
 router = APIRouter()
 log = logging.getLogger("edge.auth")
-
-
-def _initial_config(identity: Identity) -> SessionConfig | None:
-    if identity.session is None:
-        return None
-    parse = parse_beta_session if identity.flavour == "beta" else parse_ga_session
-    return parse(identity.session, SessionConfig())
-
-
-async def _conversation(services: Services, model: str) -> tuple[SessionConfig, tuple[APIError, ...]]:
-    """A GA connection with `?model=` (and no `intent=transcription`) opens a conversation
-    session, as OpenAI's does; a model not served is said at once, and the served one answers."""
-    conversation = SessionConfig(kind="realtime")
-    try:
-        await services.models.resolve(model)
-    except APIError as exc:
-        exc.param = "model"
-        return conversation, (exc,)
-    return replace(conversation, conversation=replace(conversation.conversation, model=model)), ()
 
 
 @router.websocket("/v1/realtime")
@@ -58,26 +35,18 @@ async def openai_realtime(websocket: WebSocket) -> None:
     beta = "realtime=v1" in websocket.headers.get("openai-beta", "") or "openai-beta.realtime-v1" in offered
     services = services_of(websocket)
     try:
-        initial = _initial_config(identity)
+        initial = secret_config(identity)
     except APIError as exc:  # minted by an edge that validated differently: refuse rather than guess
         log.warning("refused a realtime handshake: its ephemeral secret's session is invalid: %s", exc.message)
         await websocket.close(code=1008)
         return
-    try:
-        default_model = await services.models.served()
-    except APIError:
-        default_model = None
-    opening_errors: tuple[APIError, ...] = ()
-    model = websocket.query_params.get("model")
-    if not beta and initial is None and model and websocket.query_params.get("intent") != "transcription":
-        initial, opening_errors = await _conversation(services, model)
-    protocol = OpenAIProtocol(
+    protocol = await openai_protocol(
+        services,
+        identity,
+        initial,
         beta=beta,
-        default_model=default_model,
-        lifetime_s=services.settings.realtime_max_session_s,
-        initial=initial,
-        session_id=identity.session_id,
-        opening_errors=opening_errors,
+        model=websocket.query_params.get("model"),
+        transcription_intent=websocket.query_params.get("intent") == "transcription",
     )
     await serve_connection(
         websocket, protocol, services.realtime, identity, "realtime" if "realtime" in offered else None
