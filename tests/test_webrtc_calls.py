@@ -5,6 +5,7 @@ hangup; bad offers, refused secrets, and a peer that never connects. Every ICE c
 127.0.0.1 (`webrtc_client.only_loopback` checks each offer and answer before it is used)."""
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 
@@ -146,6 +147,20 @@ async def test_bad_offers_get_openai_errors(
     await wait_for_no_calls(rtc_edge)
 
 
+async def test_an_offer_without_a_codec_the_edge_decodes_is_refused(rtc_edge: EdgeServer) -> None:
+    peer = Peer(build_recording([JFK_1]).audio)
+    try:
+        offer = await peer.offer()
+    finally:
+        await peer.close()
+    unknown = re.sub(r"a=rtpmap:(\d+) (opus|PCMU|PCMA|G722)/", r"a=rtpmap:\1 x-unknown/", offer)
+    assert "opus/" not in unknown
+    answer = await post_offer(rtc_edge, unknown)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "invalid_offer" and "audio" in answer.json()["error"]["message"]
+    await wait_for_no_calls(rtc_edge)
+
+
 async def test_an_offer_without_the_events_channel_is_refused(rtc_edge: EdgeServer) -> None:
     peer = Peer(build_recording([JFK_1]).audio, channel=False)
     try:
@@ -166,6 +181,8 @@ async def test_refused_keys_get_401_and_no_call(rtc_edge: EdgeServer, key: str) 
         await peer.close()
     assert answer.status_code == 401
     assert answer.json()["error"]["code"] == "invalid_api_key"
+    if key.startswith("ek_"):
+        assert "invalid or expired" in answer.json()["error"]["message"]
     await wait_for_no_calls(rtc_edge)
 
 

@@ -31,13 +31,16 @@ _bearer_scheme = HTTPBearer(
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)]
 
 
-def invalid_api_key(token: str | None) -> APIError:
-    """OpenAI's 401 for a missing or refused key; the key itself is never echoed whole."""
+def invalid_api_key(token: str | None, secrets_taken: bool = False) -> APIError:
+    """OpenAI's 401 for a missing or refused key (`secrets_taken`: where ephemeral secrets are
+    accepted); the key itself is never echoed whole."""
     if not token:
         message = (
             "You didn't provide an API key. You need to provide your API key in an Authorization header "
             "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
         )
+    elif token.startswith(EPHEMERAL_PREFIX) and secrets_taken:
+        message = "The ephemeral client secret is invalid or expired; mint a new one."
     elif token.startswith(EPHEMERAL_PREFIX):
         message = "Ephemeral client secrets (ek_...) open realtime sessions only. Use an API key for this request."
     else:
@@ -56,29 +59,21 @@ async def require_api_key(request: Request, credentials: Bearer) -> Identity:
 
     Async on purpose: the key name set here stays visible to the route (same task and context).
     """
-    token = credentials.credentials if credentials else None
-    identity = services_of(request).keys.check_bearer(token)
-    if identity is None:
-        raise invalid_api_key(token)
-    metrics.usage_key.set(identity.name)
-    metrics.KEY_REQUESTS.labels(identity.name).inc()
-    return identity
+    return _identified(request, credentials, secrets_taken=False)
 
 
 async def require_realtime_key(request: Request, credentials: Bearer) -> Identity:
     """Like `require_api_key`, and an ephemeral secret is taken too: the dependency of the routes
     that open realtime sessions over HTTP (WebRTC calls)."""
+    return _identified(request, credentials, secrets_taken=True)
+
+
+def _identified(request: Request, credentials: HTTPAuthorizationCredentials | None, secrets_taken: bool) -> Identity:
     token = credentials.credentials if credentials else None
-    identity = services_of(request).keys.check_realtime(token)
+    keys = services_of(request).keys
+    identity = keys.check_realtime(token) if secrets_taken else keys.check_bearer(token)
     if identity is None:
-        if token and token.startswith(EPHEMERAL_PREFIX):
-            raise APIError(
-                401,
-                "The ephemeral client secret is invalid or expired; mint a new one.",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        raise invalid_api_key(token)
+        raise invalid_api_key(token, secrets_taken)
     metrics.usage_key.set(identity.name)
     metrics.KEY_REQUESTS.labels(identity.name).inc()
     return identity

@@ -101,7 +101,7 @@ async def _offer(request: Request) -> tuple[str, dict[str, Any] | None]:
         )
     async with request.form(max_files=2, max_fields=2, max_part_size=MAX_OFFER_BYTES) as form:
         sdp = await _field(form.get("sdp"), "sdp")
-        session_text = await _field(form.get("session"), "session") if form.get("session") is not None else None
+        session_text = await _field(form.get("session"), "session")
     if sdp is None:
         raise APIError(400, "The multipart body has no `sdp` field.", param="sdp", code="missing_required_parameter")
     if session_text is None:

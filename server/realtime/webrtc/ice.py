@@ -4,7 +4,7 @@ aiortc gathers host candidates through aioice, which takes every interface's add
 loopback and has no option to choose. `WEBRTC_HOST_ADDRESSES` narrows the choice to the addresses
 given (loopback included, which the tests' network namespace needs: it has nothing else); it is
 installed as aioice's `get_host_addresses`, process-wide, the one hook aioice has (pyproject pins
-its minor version; tests/test_webrtc_calls.py fails if the hook stops being used).
+its minor version; tests/test_webrtc_ice.py fails if the hook stops being used).
 
 Behind a 1:1 NAT (a cloud VM, a Kubernetes node's address) the host candidates are private;
 `WEBRTC_PUBLIC_ADDRESS` adds a copy of each with the public address to the answer, and the checks
