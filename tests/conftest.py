@@ -106,6 +106,7 @@ def edge_settings(backend_url: str, **overrides: object) -> Settings:
         served_model_name=SERVED_MODEL,
         max_output_tokens=6,
         allowed_url_hosts="127.0.0.1,localhost",
+        warmup_requests=0,  # tests/test_warmup.py warms; the rest need not wait for it
     )
     values.update(overrides)
     return Settings(_env_file=None, **values)

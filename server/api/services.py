@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 
 from server.backend.model_names import ModelNames
 from server.backend.vllm_client import VLLMClient
+from server.backend.warmup import Warmup
 from server.core.auth import KeyRing
 from server.core.settings import Settings
 from server.core.shared_count import SessionSlots, SharedCount
@@ -42,6 +43,7 @@ class Services:
     realtime_slots: SessionSlots
     keys: KeyRing
     realtime_engines: EngineSelector
+    warmup: Warmup
     turn_judge: TurnJudge | None = None
     shedder: LagShedder = field(default_factory=LagShedder)  # one per app: its sessions shed one at a time
     calls: Calls = field(default_factory=Calls)  # the app's WebRTC calls
@@ -51,11 +53,13 @@ class Services:
         """Create the clients and engines; `start()` them on the serving event loop, `aclose()` at the end."""
         backend = VLLMClient(settings)
         fetcher = SafeFetcher(settings)
+        models = ModelNames(settings, backend)
+        engines = EngineSelector(settings)
         return cls(
             settings=settings,
             backend=backend,
             fetcher=fetcher,
-            models=ModelNames(settings, backend),
+            models=models,
             transcriber=TranscriptionService(
                 settings, backend, fetcher, SileroSequenceModel(intra_op_threads=settings.vad_intra_op_threads)
             ),
@@ -66,7 +70,8 @@ class Services:
             ),
             realtime_slots=SessionSlots(settings.realtime_max_sessions, _shared_session_count(settings)),
             keys=KeyRing.from_settings(settings),
-            realtime_engines=EngineSelector(settings),
+            realtime_engines=engines,
+            warmup=Warmup.of(settings, backend, models, engines.probe),
             turn_judge=_turn_judge(settings),
         )
 
@@ -88,8 +93,10 @@ class Services:
 
     async def start(self) -> None:
         await self.vad_engine.start()
+        self.warmup.start()
 
     async def aclose(self) -> None:
+        await self.warmup.aclose()
         await self.calls.aclose()
         await self.vad_engine.stop()
         if self.turn_judge is not None:

@@ -152,15 +152,23 @@ class VLLMClient:
         return error
 
     def _audio_request(
-        self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float, stream: bool
+        self,
+        wav: bytes,
+        *,
+        task: str,
+        model: str,
+        language: str | None,
+        temperature: float,
+        stream: bool,
+        max_tokens: int | None,
     ) -> httpx.Request:
         """A transcription request for one WAV chunk: multipart for vLLM, or JSON for a backend
         behind a JSON-only proxy (RunPod's OpenAI URL), with the audio as a `data:` URL."""
         fields: dict[str, str] = {"model": model, "response_format": "json", "temperature": str(temperature)}
         if language:
             fields["language"] = language
-        if self.max_output_tokens:
-            fields["max_completion_tokens"] = str(self.max_output_tokens)
+        if limit := max_tokens or self.max_output_tokens:
+            fields["max_completion_tokens"] = str(limit)
         if stream:
             fields.update(stream="true", stream_include_usage="true")
         url = f"/audio/{_route(task)}"
@@ -170,11 +178,18 @@ class VLLMClient:
         return self._http.build_request("POST", url, data=fields, files={"file": ("audio.wav", wav, "audio/wav")})
 
     async def transcribe(
-        self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float
+        self,
+        wav: bytes,
+        *,
+        task: str,
+        model: str,
+        language: str | None,
+        temperature: float,
+        max_tokens: int | None = None,
     ) -> TranscriptionResult:
-        """Transcribe (or translate) one WAV chunk."""
+        """Transcribe (or translate) one WAV chunk; `max_tokens` caps it instead of `MAX_OUTPUT_TOKENS`."""
         request = self._audio_request(
-            wav, task=task, model=model, language=language, temperature=temperature, stream=False
+            wav, task=task, model=model, language=language, temperature=temperature, stream=False, max_tokens=max_tokens
         )
         response = await self._send(request)
         try:
@@ -184,14 +199,22 @@ class VLLMClient:
             raise APIError(502, "The speech backend sent an unreadable transcription.", code="backend_error") from exc
 
     async def transcribe_stream(
-        self, wav: bytes, *, task: str, model: str, language: str | None, temperature: float, usage: StreamUsage
+        self,
+        wav: bytes,
+        *,
+        task: str,
+        model: str,
+        language: str | None,
+        temperature: float,
+        usage: StreamUsage,
+        max_tokens: int | None = None,
     ) -> AsyncGenerator[str, None]:
         """Yield text deltas of one chunk as vLLM streams them; token counts are added to `usage`.
 
         Closing the iterator early closes the HTTP stream, which makes vLLM abort the request.
         """
         request = self._audio_request(
-            wav, task=task, model=model, language=language, temperature=temperature, stream=True
+            wav, task=task, model=model, language=language, temperature=temperature, stream=True, max_tokens=max_tokens
         )
         async with aclosing(_text_deltas(await self._send(request, stream=True), usage)) as deltas:
             async for delta in deltas:

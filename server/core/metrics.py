@@ -85,6 +85,12 @@ TURN_CHECKS = Counter(
     "semantic_vad's turn-completion checks at a pause: complete (the turn ended), incomplete, failed",
     ["outcome"],
 )
+WARMUP_REQUEST_SECONDS = Histogram(
+    "edge_warmup_request_seconds",
+    "One warm-up request to vLLM before /ready, by kind (transcription, transcription stream, chat, realtime)",
+    ["kind", "outcome"],
+    buckets=LATENCY_BUCKETS,
+)
 TURN_CHECK_SECONDS = Histogram(
     "edge_realtime_turn_check_seconds", "One turn-completion check, asked → answered", buckets=LATENCY_BUCKETS
 )

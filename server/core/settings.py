@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     vllm_cpu_kvcache_gb: int = 4
     vllm_args: str = ""
     vllm_startup_timeout_s: float = 1800.0
+    warmup_requests: int = Field(default=2, ge=0, le=20)
     backend_timeout_s: float = 300.0
     backend_connect_timeout_s: float = 5.0
     max_chunk_concurrency: int = 8

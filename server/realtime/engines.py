@@ -27,11 +27,7 @@ class EngineSelector:
 
     def __init__(self, settings: Settings) -> None:
         self._setting = settings.realtime_engine
-        if settings.realtime_vllm_url:
-            url, model = settings.realtime_vllm_url, None
-        else:
-            url, model = settings.backend_url, settings.served_model_name
-        self.probe = RealtimeProbe(url, model=model, api_key=settings.vllm_api_key)
+        self.probe = RealtimeProbe.of(settings)
         self._logged: EngineKind | None = None
 
     async def select(self) -> tuple[EngineKind, RealtimeBackend | None]:

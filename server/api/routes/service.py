@@ -6,7 +6,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.api.access import metrics_access
 from server.api.services import services_of
-from server.backend.vllm_client import BackendAuthFailed
+from server.backend.readiness import serving
+from server.backend.vllm_client import RETRY_AFTER_S, BackendAuthFailed
 from server.core import metrics
 from server.core.errors import APIError
 
@@ -21,27 +22,24 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    """200 when vLLM answers and serves the model; 503 (with Retry-After) otherwise.
+    """200 when vLLM serves the model and the warm-up is done; 503 (with Retry-After) otherwise.
 
     vLLM refusing the edge's key is no wait: that 503 carries the error in OpenAI's shape
     (`backend_auth_failed`) and no Retry-After.
     """
     services = services_of(request)
     try:
-        listing = await services.backend.models()
-        served = await services.models.served()
+        served = await serving(services.backend, services.models)
     except BackendAuthFailed as exc:
         return JSONResponse({"status": "unavailable", "reason": exc.message, **exc.body()}, status_code=503)
     except APIError as exc:
         return JSONResponse(
-            {"status": "unavailable", "reason": exc.message}, status_code=503, headers={"Retry-After": "5"}
+            {"status": "unavailable", "reason": exc.message}, status_code=503, headers={"Retry-After": RETRY_AFTER_S}
         )
-    ids = [m.get("id") for m in listing.get("data") or []]
-    if served not in ids:
+    if not services.warmup.done:
+        reason = f"warming vLLM up ({services.warmup.requests} requests of each kind the edge sends)"
         return JSONResponse(
-            {"status": "unavailable", "reason": f"vLLM does not serve {served!r} (it serves {ids})"},
-            status_code=503,
-            headers={"Retry-After": "5"},
+            {"status": "warming_up", "reason": reason}, status_code=503, headers={"Retry-After": RETRY_AFTER_S}
         )
     return JSONResponse({"status": "ready", "model": served})
 

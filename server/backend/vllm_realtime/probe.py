@@ -15,6 +15,7 @@ import httpx
 
 from server.backend.vllm_realtime.connection import RealtimeConnection
 from server.backend.vllm_realtime.errors import RealtimeBackendError
+from server.core.settings import Settings
 
 log = logging.getLogger("edge.vllm_realtime")
 
@@ -77,6 +78,14 @@ class RealtimeProbe:
         self._backend: RealtimeBackend | None = None
         self._checked_at: float | None = None
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def of(cls, settings: Settings) -> "RealtimeProbe":
+        """The probe of the vLLM for live sessions: `REALTIME_VLLM_URL` (its first model), else the
+        main vLLM (its served model)."""
+        if settings.realtime_vllm_url:
+            return cls(settings.realtime_vllm_url, api_key=settings.vllm_api_key)
+        return cls(settings.backend_url, model=settings.served_model_name, api_key=settings.vllm_api_key)
 
     async def backend(self) -> RealtimeBackend | None:
         """The realtime backend, or None if the vLLM serves none (or did not answer)."""
