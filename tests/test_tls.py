@@ -2,12 +2,11 @@
 self-signed certificate made here, and the OpenAI Node SDK's realtime client (which always uses
 wss) transcribes over it with an API key.
 
-The Node test installs npm's `openai` and `ws` into a cache folder when they are missing; without
-Node or npm it fails rather than skipping.
+The Node test runs npm's `openai` and `ws` from .venvs/node (installed by `./serve.sh test`); without
+them it fails rather than skipping.
 """
 
 import json
-import shutil
 import ssl
 import subprocess
 from collections.abc import Callable
@@ -17,14 +16,13 @@ import httpx
 import openai
 import pytest
 import websockets
+from node_helpers import node_packages
 from realtime_helpers import JFK_1, build_recording, pcm16
 from tls_helpers import self_signed
 
 from tests.conftest import EdgeServer
 
 KEY = "sk-tls-0123456789abcdefghijklmn"
-NODE_PACKAGES = ["openai@6.49.0", "ws@8.23.0"]
-NODE_CACHE = Path.home() / ".cache" / "voxtral-edge-tests" / "node-openai"
 NODE_SCRIPT = Path(__file__).parent / "node" / "realtime_wss.mjs"
 
 
@@ -66,23 +64,6 @@ async def test_wss_with_the_python_sdk(tls_edge: str, certificate: tuple[Path, P
             pass
 
 
-def node_openai() -> Path:
-    """The folder with npm's `openai` and `ws` installed (installed now if missing)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    assert node and npm, "the Node SDK test needs node and npm (Node 20 or later)"
-    installed = NODE_CACHE / "node_modules" / "openai" / "package.json"
-    if not installed.exists() or json.loads(installed.read_text())["version"] != NODE_PACKAGES[0].split("@")[1]:
-        NODE_CACHE.mkdir(parents=True, exist_ok=True)
-        (NODE_CACHE / "package.json").write_text('{"private": true, "type": "module"}\n')
-        subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NODE_CACHE), *NODE_PACKAGES],
-            check=True,
-            timeout=600,
-        )
-    shutil.copy(NODE_SCRIPT, NODE_CACHE / NODE_SCRIPT.name)  # ESM resolves packages next to the script
-    return NODE_CACHE
-
-
 def run_node(folder: Path, base_url: str, key: str, pcm_file: Path, ca_file: Path) -> dict:
     done = subprocess.run(
         ["node", str(folder / NODE_SCRIPT.name), base_url, key, str(pcm_file)],
@@ -96,7 +77,7 @@ def run_node(folder: Path, base_url: str, key: str, pcm_file: Path, ca_file: Pat
 
 
 def test_node_sdk_realtime_over_wss_with_a_key(tls_edge: str, certificate: tuple[Path, Path], tmp_path: Path) -> None:
-    folder = node_openai()
+    folder = node_packages(NODE_SCRIPT)
     pcm_file = tmp_path / "jfk.pcm"
     pcm_file.write_bytes(pcm16(build_recording([JFK_1]).audio, 24000))
     result = run_node(folder, f"{tls_edge}/v1", KEY, pcm_file, certificate[0])

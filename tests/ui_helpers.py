@@ -89,12 +89,12 @@ navigator.mediaDevices.getUserMedia = () =>
 
 
 @contextmanager
-def chromium_with_fake_microphone(fake_audio: Path) -> Iterator[Browser]:
+def chromium_with_fake_microphone(fake_audio: Path, *extra_args: str) -> Iterator[Browser]:
     """Debian's Chromium, headless, whose microphone plays `fake_audio`; fails if it is missing."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium fonts-liberation")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args(fake_audio))
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*chromium_args(fake_audio), *extra_args])
         yield browser
         browser.close()
 
