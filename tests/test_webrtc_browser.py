@@ -10,21 +10,24 @@ can go to any other address: they fail, rather than send, anywhere else.
 """
 
 import socket
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page
-from ui_helpers import chromium_with_fake_microphone, fake_speech_wav
+from ui_helpers import (
+    WEBRTC_ARGS,
+    assert_loopback_only,
+    chromium_with_fake_microphone,
+    fake_speech_wav,
+    wait_for_no_calls,
+)
 
 from tests.conftest import SERVED_NAME, EdgeServer
 
 KEY = "sk-browser-0123456789abcdefghijklmn"
 COMPLETED = "conversation.item.input_audio_transcription.completed"
-# Loopback candidates are hidden from pages unless asked for; mDNS names would hide the address.
-WEBRTC_ARGS = ("--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns")
 
 # OpenAI's browser example, as documented: offer posted as soon as it is set (no waiting for ICE
 # gathering), the answer set from the response body. Everything received is kept for the test.
@@ -53,11 +56,7 @@ async ({ url, secret }) => {
 
 @pytest.fixture(scope="module", autouse=True)
 def loopback_only() -> None:
-    names = [name for _, name in socket.if_nameindex()]
-    assert names == ["lo"], (
-        f"the WebRTC browser tests need a network namespace with only loopback (interfaces: {names}); "
-        "run them through ./serve.sh test"
-    )
+    assert_loopback_only()
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +114,6 @@ def wait_for(page: Page, kind: str, count: int = 1, timeout_s: float = 60) -> li
         timeout=timeout_s * 1000,
     )
     return received(page, kind)
-
-
-def wait_for_no_calls(edge: EdgeServer, timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while len(edge.app.state.services.calls):
-        assert time.monotonic() < deadline, "the call was not freed"
-        time.sleep(0.1)
 
 
 def test_chromium_transcribes_its_microphone_over_webrtc(page: Page, rtc_edge: EdgeServer) -> None:

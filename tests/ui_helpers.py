@@ -1,5 +1,7 @@
 """Helpers for the browser UI tests: the fake microphone recording and Chromium's launch options."""
 
+import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,6 +99,28 @@ def chromium_with_fake_microphone(fake_audio: Path, *extra_args: str) -> Iterato
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*chromium_args(fake_audio), *extra_args])
         yield browser
         browser.close()
+
+
+# Loopback candidates are hidden from pages unless asked for; mDNS names would hide the address.
+WEBRTC_ARGS = ("--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns")
+
+
+def assert_loopback_only() -> None:
+    """Chromium offers ICE candidates on every interface it has: its WebRTC tests run only where
+    loopback is the one interface (`./serve.sh test` runs the suite in such a network namespace)."""
+    names = [name for _, name in socket.if_nameindex()]
+    assert names == ["lo"], (
+        f"the WebRTC browser tests need a network namespace with only loopback (interfaces: {names}); "
+        "run them through ./serve.sh test"
+    )
+
+
+def wait_for_no_calls(edge: Any, timeout_s: float = 15) -> None:
+    """Wait until `edge` (an EdgeServer) has no WebRTC call left."""
+    deadline = time.monotonic() + timeout_s
+    while len(edge.app.state.services.calls):
+        assert time.monotonic() < deadline, "the call was not freed"
+        time.sleep(0.1)
 
 
 DESKTOP = {"width": 1280, "height": 860}

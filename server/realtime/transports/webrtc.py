@@ -31,7 +31,7 @@ class CallTransport:
     """Feed a call's channel messages and audio to the session; send its events on the channel."""
 
     def __init__(self, channel: RTCDataChannel, track: MediaStreamTrack | None, gone: asyncio.Event) -> None:
-        self._channel = channel
+        self.channel = channel
         self._track = track
         self._gone = gone
         self._incoming: asyncio.Queue[Frame | None] = asyncio.Queue()
@@ -43,12 +43,12 @@ class CallTransport:
         self.audio_seconds = 0.0  # heard on the track, as sent (gaps not counted)
 
     async def send_text(self, text: str) -> None:
-        while self._channel.bufferedAmount > SEND_BUFFER_BYTES:
+        while self.channel.bufferedAmount > SEND_BUFFER_BYTES:
             self._drained.clear()
             await self._drained.wait()
-        if self._channel.readyState != "open":
-            raise ConnectionError(f"the data channel is {self._channel.readyState}")
-        self._channel.send(text)
+        if self.channel.readyState != "open":
+            raise ConnectionError(f"the data channel is {self.channel.readyState}")
+        self.channel.send(text)
 
     async def serve_input(self, live: Live) -> Outcome:
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(self._gone.wait(), name="webrtc-gone")]

@@ -49,7 +49,8 @@ class _Call:
     identity: Identity
     peer: str
     pc: RTCPeerConnection
-    channel: asyncio.Future[RTCDataChannel] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # The channel's transport, made as the channel arrives so that no message sent at open is lost.
+    channel: asyncio.Future[CallTransport] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     track: MediaStreamTrack | None = None
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # the channel closed or the connection failed
     hung_up: bool = False
@@ -108,10 +109,10 @@ class Calls:
     ) -> None:
         started = time.monotonic()
         try:
-            channel = await _connected(call, services.settings.webrtc_connect_timeout_s)
-            if channel is None:
+            transport = await _connected(call, services.settings.webrtc_connect_timeout_s)
+            if transport is None:
                 return
-            transport = CallTransport(channel, call.track, call.gone)
+            channel = transport.channel
             outcome = await run_session(transport, protocol, services)
             _report(call, outcome, transport, time.monotonic() - started)
             if outcome.error is not None and channel.readyState == "open":
@@ -132,7 +133,8 @@ def _listen(call: _Call) -> None:
             channel.close()
             return
         channel.on("close", call.gone.set)
-        call.channel.set_result(channel)
+        # The track came with the offer, set before any channel opens.
+        call.channel.set_result(CallTransport(channel, call.track, call.gone))
 
     @pc.on("track")
     def on_track(track: MediaStreamTrack) -> None:
@@ -166,8 +168,8 @@ async def _negotiate(pc: RTCPeerConnection, offer: str) -> str:
     return pc.localDescription.sdp
 
 
-async def _connected(call: _Call, timeout_s: float) -> RTCDataChannel | None:
-    """The call's open data channel, once ICE and DTLS are done; None (logged) when the peer does
+async def _connected(call: _Call, timeout_s: float) -> CallTransport | None:
+    """The transport of the call's open data channel, once ICE and DTLS are done; None (logged) when the peer does
     not get there in time or is gone first."""
     gone = asyncio.create_task(call.gone.wait())
     try:

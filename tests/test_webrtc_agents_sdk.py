@@ -1,0 +1,136 @@
+"""The OpenAI Agents SDK for JavaScript (`@openai/agents-realtime` from npm, bundled for the page by
+esbuild) connects from Chromium to the edge over its default browser transport, WebRTC, with an
+ephemeral secret: a voice agent's session hears the fake microphone, gets transcripts of its
+turns and text replies, as against OpenAI's own service.
+
+Like tests/test_webrtc_browser.py, these run only with loopback as the one interface.
+"""
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from node_helpers import node_packages
+from playwright.sync_api import Browser, Page
+from ui_helpers import (
+    WEBRTC_ARGS,
+    assert_loopback_only,
+    chromium_with_fake_microphone,
+    fake_speech_wav,
+    wait_for_no_calls,
+)
+
+from tests.conftest import SERVED_NAME, EdgeServer
+
+KEY = "sk-agents-0123456789abcdefghijklmn"
+ENTRY = Path(__file__).parent / "node" / "agents_webrtc_page.mjs"
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+
+# A voice agent as the SDK's guide writes it, pointed at the edge instead of api.openai.com.
+AGENT = """
+async ({ url, secret, model }) => {
+  const { RealtimeAgent, RealtimeSession, OpenAIRealtimeWebRTC } = window.agentsRealtime;
+  const received = (window.__received = []);
+  const agent = new RealtimeAgent({ name: "Assistant", instructions: "Answer briefly." });
+  const session = (window.__session = new RealtimeSession(agent, {
+    transport: new OpenAIRealtimeWebRTC({ baseUrl: `${url}/v1/realtime/calls` }),
+    model,
+    config: { outputModalities: ["text"], audio: { input: { turnDetection: { type: "server_vad" } } } },
+  }));
+  session.on("transport_event", (event) => received.push(event));
+  const errors = (window.__errors = []);
+  session.on("error", (error) => errors.push(String(error.error?.message ?? error.error ?? error)));
+  await session.connect({ apiKey: secret });
+  return session.transport.callId;
+}
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loopback_only() -> None:
+    assert_loopback_only()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SDK and the page's entry, bundled into one browser script."""
+    folder = node_packages(ENTRY)
+    out = tmp_path_factory.mktemp("agents") / "agents-realtime.js"
+    subprocess.run(
+        [folder / "node_modules" / ".bin" / "esbuild", ENTRY.name, "--bundle", "--format=iife",
+         "--platform=browser", f"--outfile={out}", "--log-level=warning"],
+        cwd=folder,
+        check=True,
+        timeout=120,
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    recording = tmp_path_factory.mktemp("agents-mic") / "utterances.wav"
+    fake_speech_wav(recording)
+    with chromium_with_fake_microphone(recording, *WEBRTC_ARGS) as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def rtc_edge(make_edge: Callable[..., EdgeServer]) -> EdgeServer:
+    return make_edge(api_keys=f"agents:{KEY}", webrtc_host_addresses="127.0.0.1")
+
+
+@pytest.fixture
+def page(browser: Browser, rtc_edge: EdgeServer, bundle: Path) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[Any] = []
+    page.on("pageerror", lambda error: errors.append(error))
+    page.goto(f"{rtc_edge.url}/")
+    page.add_script_tag(path=str(bundle))
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def secret(edge: EdgeServer) -> str:
+    minted = httpx.post(
+        f"{edge.url}/v1/realtime/client_secrets",
+        json={"session": {"type": "realtime", "model": SERVED_NAME}},
+        headers={"authorization": f"Bearer {KEY}"},
+    )
+    assert minted.status_code == 200, minted.text
+    return minted.json()["value"]
+
+
+def received(page: Page, kind: str) -> list[dict[str, Any]]:
+    return [e for e in page.evaluate("window.__received") if e.get("type") == kind]
+
+
+def wait_for(page: Page, kind: str, count: int = 1, timeout_s: float = 90) -> list[dict[str, Any]]:
+    page.wait_for_function(
+        "([kind, count]) => window.__received.filter((e) => e.type === kind).length >= count",
+        arg=[kind, count],
+        timeout=timeout_s * 1000,
+    )
+    return received(page, kind)
+
+
+def test_a_voice_agent_transcribes_and_replies_over_webrtc(page: Page, rtc_edge: EdgeServer) -> None:
+    call_id = page.evaluate(AGENT, {"url": rtc_edge.url, "secret": secret(rtc_edge), "model": SERVED_NAME})
+    assert call_id and call_id.startswith("rtc_")
+    (updated, *_) = received(page, "session.updated")  # connect() resolved on the SDK's session.update
+    assert updated["session"]["instructions"] == "Answer briefly."
+    assert updated["session"]["output_modalities"] == ["text"]
+    completed = wait_for(page, COMPLETED, 2)
+    assert all(item["transcript"] for item in completed)
+    done = wait_for(page, "response.done")[0]["response"]
+    assert done["output"] and done["output"][0]["content"][0]["text"]
+    # The SDK's own history holds the user's transcribed turn and the agent's reply.
+    history = page.evaluate("window.__session.history.map((item) => [item.role, item.status, item.type])")
+    assert ["user", "completed", "message"] in history and any(role == "assistant" for role, _, _ in history)
+    assert page.evaluate("window.__errors") == []
+    page.evaluate("window.__session.close()")
+    wait_for_no_calls(rtc_edge)
