@@ -109,11 +109,14 @@ install_node_packages() {
 
 # loopback_only COMMAND...: run COMMAND in a network namespace of its own whose one interface is
 # loopback, so that nothing it runs (Chromium's ICE above all) can send to any other address.
+# Without root, a user namespace (mapped to root inside) makes the network namespace possible.
 loopback_only() {
-    if unshare -n true 2>/dev/null; then
-        exec unshare -n -- sh -c 'ip link set lo up && exec "$@"' loopback-only "$@"
+    local flags="-n"
+    [[ $(id -u) == 0 ]] || flags="-rn"
+    if unshare "$flags" true 2>/dev/null; then
+        exec unshare "$flags" -- sh -c 'ip link set lo up && exec "$@"' loopback-only "$@"
     fi
-    say "cannot create a network namespace here (unshare -n needs root): the WebRTC browser tests will fail"
+    say "cannot create a network namespace here (needs root or user namespaces): the WebRTC browser tests will fail"
     exec "$@"
 }
 
