@@ -25,9 +25,12 @@ from benchmarks import (
     realtime_bench,
     results,
     ttfs_bench,
+    webrtc_bench,
 )
 
-COMMANDS = ("all", "capacity", "realtime", "conversation", "ttfs", "files", "overhead", "mixed", "fairness", "vad")
+COMMANDS = (
+    "all", "capacity", "realtime", "conversation", "ttfs", "webrtc", "files", "overhead", "mixed", "fairness", "vad",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--load-processes", type=int, default=1, help="capacity: client processes of the load generator"
     )
     parser.add_argument("--ttfs-sessions", type=_levels, default=[1, 8], help="ttfs: sessions per mode")
+    parser.add_argument("--webrtc-sessions", type=_levels, default=[1, 8, 16], help="webrtc: sessions per transport")
     parser.add_argument("--conversation-sessions", type=_levels, default=[1, 4, 8, 16, 24, 32, 48])
     parser.add_argument("--conversation-alone-sessions", type=_levels, default=[16, 64, 128, 256])
     parser.add_argument("--reply-tokens", type=int, default=32, help="conversation: max_output_tokens per reply")
@@ -86,6 +90,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             realtime_sessions=[2],
             conversation_sessions=[2],
             ttfs_sessions=[1],
+            webrtc_sessions=[1],
             conversation_alone_sessions=[2],
             long_sessions=1,
             long_minutes=1.0,
@@ -192,6 +197,12 @@ def run_ttfs(args: argparse.Namespace, stack: Stack) -> None:
     ttfs_bench.run(stack.vllm_url, args.ttfs_sessions, load, _backend_name(args, stack))
 
 
+def run_webrtc(args: argparse.Namespace, stack: Stack) -> None:
+    if not stack.vllm_url:
+        raise SystemExit("the WebRTC benchmark starts its own edge: give --vllm-url")
+    webrtc_bench.run(stack.vllm_url, args.webrtc_sessions, webrtc_bench.Load(args.seconds), _backend_name(args, stack))
+
+
 def _backend_name(args: argparse.Namespace, stack: Stack) -> str:
     if args.vllm_url or args.edge_url:
         if not stack.vllm_url:
@@ -244,6 +255,7 @@ VLLM_RUNNERS = {
     "realtime": run_realtime,
     "conversation": run_conversation,
     "ttfs": run_ttfs,
+    "webrtc": run_webrtc,
     "files": run_files,
     "overhead": run_overhead,
     "fairness": run_fairness,

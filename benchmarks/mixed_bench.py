@@ -123,7 +123,7 @@ def live_run(
         for item, (_, stopped_at) in log.stopped.items()
         if item in log.completed
     ]
-    scores = [score_session(plan, log, config.chunk_ms / 1000) for plan, log in logs]
+    scores = [score_session(plan, log) for plan, log in logs]
     expected = sum(s.expected for s in scores)
     matched = sum(s.matched for s in scores)
     return {

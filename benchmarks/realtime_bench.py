@@ -134,7 +134,7 @@ def run_point(
     if "load_generator" in processes and client_cpu_s:
         cpu_s["load_generator"] += client_cpu_s
         processes["load_generator"]["client_processes_cpu_s"] = round(client_cpu_s, 2)
-    scores = [score_session(plan, log, config.chunk_ms / 1000) for plan, log in sessions]
+    scores = [score_session(plan, log) for plan, log in sessions]
     logs = [log for _, log in sessions]
     latencies = [v for s in scores for v in s.latencies_s]
     vad_extra = [v - SILENCE_WAIT_S for s in scores for v in s.vad_lag_s]

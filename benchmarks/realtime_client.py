@@ -174,7 +174,7 @@ def heard_turns(plan: SessionPlan, log: SessionLog, speed: float = 1.0, toleranc
     return heard
 
 
-def score_session(plan: SessionPlan, log: SessionLog, chunk_s: float) -> SessionScore:
+def score_session(plan: SessionPlan, log: SessionLog) -> SessionScore:
     latencies, stop_to_done, vad_lag = [], [], []
     matched = 0
     for turn in heard_turns(plan, log):

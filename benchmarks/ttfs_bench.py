@@ -74,7 +74,7 @@ def measure(edge_url: str, mode: Mode, n: int, audio: SessionAudio, load: Load, 
         )
     )
     after = scrape(edge_url)
-    scores = [score_session(plan, log, load.chunk_ms / 1000) for plan, log in zip(plans, logs, strict=True)]
+    scores = [score_session(plan, log) for plan, log in zip(plans, logs, strict=True)]
     return {
         "mode": asdict(mode),
         "sessions": n,

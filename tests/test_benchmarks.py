@@ -95,3 +95,13 @@ def test_time_to_final_segment_by_turn_detection_against_vllm(tmp_path: Path, vl
     assert by_name["server_vad 500 ms"]["eager"]["used"] == 0
     assert by_name["server_vad 500 ms + eager finals"]["eager"]["used"] > 0
     assert sum(by_name["semantic_vad high (Smart Turn) + eager finals"]["turn_checks"].values()) > 0
+
+
+@pytest.mark.timeout(300)
+def test_webrtc_against_websocket(tmp_path: Path, vllm_url: str) -> None:
+    bench("webrtc", tmp_path, "--vllm-url", vllm_url)
+    rows = load(tmp_path, "webrtc")["rows"]
+    assert [(row["transport"], row["sessions"]) for row in rows] == [("websocket", 1), ("webrtc", 1)]
+    for row in rows:
+        assert not row["sessions_dropped"] and row["turns_completed"] == row["turns_sent"] > 0
+        assert row["edge_cpu_s"] > 0
