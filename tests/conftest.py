@@ -107,6 +107,7 @@ def edge_settings(backend_url: str, **overrides: object) -> Settings:
         max_output_tokens=6,
         allowed_url_hosts="127.0.0.1,localhost",
         warmup_requests=0,  # tests/test_warmup.py warms; the rest need not wait for it
+        webrtc_host_addresses="127.0.0.1",  # the suite's network namespace has nothing else
     )
     values.update(overrides)
     return Settings(_env_file=None, **values)

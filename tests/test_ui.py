@@ -80,6 +80,7 @@ def test_live_shows_one_final_turn_per_utterance(open_page, edge, utterances, vi
     page = open_page(edge.url, viewport)
     page.get_by_role("button", name="Start").click()
     expect(page.locator("#connection")).to_have_text("Live", timeout=30_000)
+    expect(page.locator("#connection")).to_have_attribute("data-transport", "webrtc")  # the microphone as Opus
     expect(page.locator("#speaking")).to_have_attribute("data-active", "true", timeout=30_000)
     expect(page.locator("#speaking")).to_contain_text("Speaking")
 
@@ -213,9 +214,42 @@ def until(page: Page, predicate: Callable[[], object], timeout_s: float = 10) ->
 
 @contextmanager
 def scripted(page: Page) -> Iterator[ScriptedRealtime]:
+    """The WebSocket scripted; WebRTC calls refused as by a server without them (404), so that
+    live mode falls back to the WebSocket."""
     server = ScriptedRealtime()
+    page.route("**/v1/realtime/calls", lambda route: route.fulfill(status=404, json=NOT_FOUND))
     page.route_web_socket(re.compile(r"/v1/realtime"), server.accept)
     yield server
+
+
+NOT_FOUND = {"error": {"message": "Not Found", "type": "invalid_request_error", "param": None, "code": None}}
+
+
+def test_live_falls_back_to_the_websocket_without_webrtc_calls(open_page, edge) -> None:
+    page = open_page(edge.url)
+    page.route("**/v1/realtime/calls", lambda route: route.fulfill(status=404, json=NOT_FOUND))
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#connection")).to_have_text("Live", timeout=30_000)
+    expect(page.locator("#connection")).to_have_attribute("data-transport", "websocket")
+    expect(page.locator('.turn[data-state="final"]').first).to_be_visible(timeout=60_000)
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("#connection")).to_have_text("Not connected")
+
+
+def test_live_falls_back_to_the_websocket_when_webrtc_finds_no_path(open_page, edge) -> None:
+    """The answer's candidates point at a port nothing listens on: ICE fails, the WebSocket serves."""
+    page = open_page(edge.url)
+
+    def unreachable_answer(route) -> None:
+        answer = route.fetch()
+        sdp = re.sub(r"(a=candidate:\S+ \d+ udp \d+ 127\.0\.0\.1) \d+", r"\1 9", answer.text())
+        route.fulfill(response=answer, body=sdp)
+
+    page.route("**/v1/realtime/calls", unreachable_answer)
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#connection")).to_have_attribute("data-transport", "websocket", timeout=30_000)
+    expect(page.locator('.turn[data-state="final"]').first).to_be_visible(timeout=60_000)
+    page.get_by_role("button", name="Stop").click()
 
 
 def test_live_renders_the_realtime_protocol(open_page, edge) -> None:

@@ -16,8 +16,6 @@ import pytest
 from node_helpers import node_packages
 from playwright.sync_api import Browser, Page
 from ui_helpers import (
-    WEBRTC_ARGS,
-    assert_loopback_only,
     chromium_with_fake_microphone,
     fake_speech_wav,
     wait_for_no_calls,
@@ -49,11 +47,6 @@ async ({ url, secret, model }) => {
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def loopback_only() -> None:
-    assert_loopback_only()
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The SDK and the page's entry, bundled into one browser script."""
@@ -73,7 +66,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     recording = tmp_path_factory.mktemp("agents-mic") / "utterances.wav"
     fake_speech_wav(recording)
-    with chromium_with_fake_microphone(recording, *WEBRTC_ARGS) as browser:
+    with chromium_with_fake_microphone(recording) as browser:
         yield browser
 
 

@@ -17,8 +17,6 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 from ui_helpers import (
-    WEBRTC_ARGS,
-    assert_loopback_only,
     chromium_with_fake_microphone,
     fake_speech_wav,
     wait_for_no_calls,
@@ -54,16 +52,11 @@ async ({ url, secret }) => {
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def loopback_only() -> None:
-    assert_loopback_only()
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     recording = tmp_path_factory.mktemp("webrtc") / "utterances.wav"
     fake_speech_wav(recording)
-    with chromium_with_fake_microphone(recording, *WEBRTC_ARGS) as browser:
+    with chromium_with_fake_microphone(recording) as browser:
         yield browser
 
 

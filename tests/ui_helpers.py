@@ -51,6 +51,20 @@ def vad_turns(path: Path) -> int:
     return starts
 
 
+# Loopback candidates are hidden from pages unless asked for; mDNS names would hide the address.
+WEBRTC_ARGS = ("--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns")
+
+
+def assert_loopback_only() -> None:
+    """Chromium offers ICE candidates on every interface it has: its WebRTC tests run only where
+    loopback is the one interface (`./serve.sh test` runs the suite in such a network namespace)."""
+    names = [name for _, name in socket.if_nameindex()]
+    assert names == ["lo"], (
+        f"the WebRTC browser tests need a network namespace with only loopback (interfaces: {names}); "
+        "run them through ./serve.sh test"
+    )
+
+
 def chromium_args(fake_audio: Path) -> list[str]:
     return [
         "--no-sandbox",
@@ -62,6 +76,7 @@ def chromium_args(fake_audio: Path) -> list[str]:
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={fake_audio}",
+        *WEBRTC_ARGS,
     ]
 
 
@@ -76,6 +91,12 @@ window.WebSocket = class extends NativeWebSocket {
     super(...args);
     this.addEventListener("message", (m) => window.__events.push(JSON.parse(m.data)));
   }
+};
+const nativeCreateDataChannel = RTCPeerConnection.prototype.createDataChannel;
+RTCPeerConnection.prototype.createDataChannel = function (...args) {
+  const channel = nativeCreateDataChannel.apply(this, args);
+  channel.addEventListener("message", (m) => window.__events.push(JSON.parse(m.data)));
+  return channel;
 };
 new MutationObserver(() => {
   for (const p of document.querySelectorAll(".turn-text.provisional")) {
@@ -92,27 +113,15 @@ navigator.mediaDevices.getUserMedia = () =>
 
 @contextmanager
 def chromium_with_fake_microphone(fake_audio: Path, *extra_args: str) -> Iterator[Browser]:
-    """Debian's Chromium, headless, whose microphone plays `fake_audio`; fails if it is missing."""
+    """Debian's Chromium, headless, whose microphone plays `fake_audio`; fails if it is missing, or
+    if other interfaces than loopback are there for its WebRTC to offer."""
+    assert_loopback_only()
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium fonts-liberation")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*chromium_args(fake_audio), *extra_args])
         yield browser
         browser.close()
-
-
-# Loopback candidates are hidden from pages unless asked for; mDNS names would hide the address.
-WEBRTC_ARGS = ("--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns")
-
-
-def assert_loopback_only() -> None:
-    """Chromium offers ICE candidates on every interface it has: its WebRTC tests run only where
-    loopback is the one interface (`./serve.sh test` runs the suite in such a network namespace)."""
-    names = [name for _, name in socket.if_nameindex()]
-    assert names == ["lo"], (
-        f"the WebRTC browser tests need a network namespace with only loopback (interfaces: {names}); "
-        "run them through ./serve.sh test"
-    )
 
 
 def wait_for_no_calls(edge: Any, timeout_s: float = 15) -> None:

@@ -1,5 +1,7 @@
 // Live mode: the Start/Stop button ties the microphone, the realtime connection and the
-// transcript view together, and turns their states into what the page shows.
+// transcript view together, and turns their states into what the page shows. Hands-free sessions
+// go over WebRTC (the microphone as an Opus track) where the browser and the server can, else
+// over the WebSocket; push-to-talk, which sends only the audio of a press, uses the WebSocket.
 
 import { apiKey } from "./api-key.js";
 import { hideMessage, showMessage } from "./message.js";
@@ -7,6 +9,7 @@ import { listMicrophones, Microphone, MicrophoneError } from "./microphone.js";
 import { RealtimeClient, realtimeUrl } from "./realtime-client.js";
 import { SESSION_RATE, Settings } from "./settings.js";
 import { TranscriptView } from "./transcript-view.js";
+import { WebRtcClient } from "./webrtc-client.js";
 
 const CHUNK_MS = 100;
 const DRAIN_TIMEOUT_MS = 5000;
@@ -32,6 +35,7 @@ export class LiveMode {
     this.gate = null; // push-to-talk, when it runs the session (see push-to-talk.js)
     this.onRunningChange = null;
     this.client = null;
+    this.webSocketOnly = false; // WebRTC failed once on this page: the WebSocket from then on
     this.mic = null;
     this.speechEnds = new Map(); // item_id → performance.now() when its speech ended
     this.ui["live-toggle"].addEventListener("click", () => (this.running ? this.stop() : this.start()));
@@ -65,15 +69,21 @@ export class LiveMode {
       return;
     }
     this.fillMicrophones();
-    this.client = new RealtimeClient({
-      url: realtimeUrl(),
+    this.client = this.newClient();
+    this.client.connect();
+  }
+
+  newClient() {
+    const common = {
       session: () => (this.gate ? this.gate.session(this.settings.session()) : this.settings.session()),
-      rate: SESSION_RATE,
       onEvent: (event) => this.onEvent(event),
       onState: (state, info) => this.onState(state, info),
-      protocols: () => apiKey.subprotocols(),
-    });
-    this.client.connect();
+    };
+    if (!this.gate && !this.webSocketOnly && WebRtcClient.supported()) {
+      const mic = this.mic;
+      return new WebRtcClient({ ...common, track: () => mic.stream.getAudioTracks()[0], headers: () => apiKey.headers() });
+    }
+    return new RealtimeClient({ ...common, url: realtimeUrl(), rate: SESSION_RATE, protocols: () => apiKey.subprotocols() });
   }
 
   /** Stop the microphone, let turns already spoken finish (briefly), then disconnect. */
@@ -155,11 +165,20 @@ export class LiveMode {
 
   onState(state, info = {}) {
     const chip = this.ui.connection;
+    if (state === "unsupported") {
+      console.info(`live mode falls back to the WebSocket: ${info.detail}`);
+      this.webSocketOnly = true;
+      this.client = this.newClient();
+      this.client.connect();
+      return;
+    }
     chip.dataset.state = state;
     if (state === "connecting") {
       chip.textContent = info.attempt ? "Reconnecting…" : "Connecting…";
     } else if (state === "open") {
       chip.textContent = "Live";
+      chip.dataset.transport = this.client instanceof WebRtcClient ? "webrtc" : "websocket";
+      chip.title = this.client instanceof WebRtcClient ? "Connected over WebRTC" : "Connected over a WebSocket";
       hideMessage(this.ui["live-message"]);
       if (this.gate) this.gate.opened(this.client);
       else this.setSpeaking(false, "Listening");
