@@ -15,6 +15,7 @@ import pytest
 from realtime_helpers import JFK_1, JFK_2, TOLERANCE_MS, TRANSCRIPTION, build_recording
 from webrtc_client import Peer
 
+from server.realtime.webrtc import media
 from tests.conftest import EdgeServer, metric_sum
 
 KEY = "sk-caller-0123456789abcdefghijklmn"
@@ -62,6 +63,9 @@ async def test_a_call_transcribes_the_microphone_on_the_rtp_clock(rtc_edge: Edge
         assert answered.headers["location"] == f"/v1/realtime/calls/{call_id}" and call_id.startswith("rtc_")
         await peer.connect(answered.text)
         assert (await peer.next_event())["type"] == "session.created"
+        # The edge decodes each packet as soon as it is in order (aiortc would hold four first).
+        (receiver,) = [t.receiver for t in rtc_edge.app.state.services.calls._calls[call_id].pc.getTransceivers()]
+        assert getattr(receiver, media._JITTER_BUFFER)._prefetch == 0
         starts = []
         for _ in recording.truth_ms:
             starts.append((await peer.until("input_audio_buffer.speech_started"))["audio_start_ms"])

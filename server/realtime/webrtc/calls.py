@@ -30,6 +30,7 @@ from server.realtime.runner import CLOSE_TIMEOUT_S, End, Outcome, WireProtocol, 
 from server.realtime.services import RealtimeServices
 from server.realtime.transports.webrtc import CallTransport
 from server.realtime.webrtc.ice import announce, configuration
+from server.realtime.webrtc.media import without_prefetch
 
 log = logging.getLogger("edge.realtime")
 
@@ -140,6 +141,9 @@ def _listen(call: _Call) -> None:
     def on_track(track: MediaStreamTrack) -> None:
         if track.kind == "audio" and call.track is None:
             call.track = track
+            for transceiver in pc.getTransceivers():
+                if transceiver.receiver.track is track:
+                    without_prefetch(transceiver.receiver)
 
     @pc.on("connectionstatechange")
     def on_state() -> None:

@@ -7,12 +7,21 @@ session (`audio_start_ms`, the VAD's silence windows) mean the same as on the We
 overlaps what was already heard (a late duplicate) is dropped.
 """
 
+import logging
 from fractions import Fraction
 
 import av
 import numpy as np
+from aiortc import RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer
 
 from vad import StreamResampler
+
+log = logging.getLogger("edge.realtime")
+
+# aiortc's audio receiver holds this many packets before it decodes the first (a fixed delay);
+# the name is aiortc's private one (pinned minor version; tests/test_webrtc_media.py checks it).
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 
 MAX_GAP_S = 10.0  # a longer gap is filled with this much silence: memory stays bounded whatever the peer sends
 
@@ -63,3 +72,17 @@ def _timestamp(frame: av.AudioFrame, rate: int) -> int | None:
         return None
     time_base = frame.time_base or Fraction(1, rate)
     return round(frame.pts * time_base * rate)
+
+
+def without_prefetch(receiver: RTCRtpReceiver) -> None:
+    """Make `receiver` decode each audio packet as soon as it is in order.
+
+    aiortc buffers four audio packets (80 ms) before it decodes any, which every turn's end would
+    wait for. Without that prefetch, reordering is still handled: the buffer still waits for a
+    missing packet (up to its capacity) before it goes on.
+    """
+    buffer = getattr(receiver, _JITTER_BUFFER, None)
+    if not isinstance(buffer, JitterBuffer):
+        log.warning("aiortc's receiver has no %s: the call's audio keeps aiortc's prefetch delay", _JITTER_BUFFER)
+        return
+    setattr(receiver, _JITTER_BUFFER, JitterBuffer(capacity=buffer.capacity, prefetch=0))
