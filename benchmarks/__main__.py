@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import (
+    cold_bench,
     conversation_bench,
     fairness_bench,
     files_bench,
@@ -29,7 +30,8 @@ from benchmarks import (
 )
 
 COMMANDS = (
-    "all", "capacity", "realtime", "conversation", "ttfs", "webrtc", "files", "overhead", "mixed", "fairness", "vad",
+    "all", "capacity", "realtime", "conversation", "ttfs", "webrtc", "cold",
+    "files", "overhead", "mixed", "fairness", "vad",
 )  # fmt: skip
 
 
@@ -270,10 +272,13 @@ def main(argv: list[str] | None = None) -> None:
 
         vad_bench.main()
         return
-    commands = ["capacity", "mixed", *VLLM_RUNNERS] if args.command == "all" else [args.command]
+    commands = ["capacity", "cold", "mixed", *VLLM_RUNNERS] if args.command == "all" else [args.command]
     if "capacity" in commands:
         print("== capacity (edge alone, stand-in backend)", file=sys.stderr, flush=True)
         run_capacity(args)
+    if "cold" in commands:
+        print("== cold (a fresh vLLM's first requests, with and without the warm-up)", file=sys.stderr, flush=True)
+        cold_bench.run(_mixed_backend_name(args), args.vllm_url)
     if "mixed" in commands:
         print("== mixed (live sessions with a long file)", file=sys.stderr, flush=True)
         run_mixed(args)

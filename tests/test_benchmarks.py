@@ -105,3 +105,13 @@ def test_webrtc_against_websocket(tmp_path: Path, vllm_url: str) -> None:
     for row in rows:
         assert not row["sessions_dropped"] and row["turns_completed"] == row["turns_sent"] > 0
         assert row["edge_cpu_s"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_cold_start_runs(tmp_path: Path, vllm_url: str) -> None:
+    """With --vllm-url the session's (warm) vLLM stands in for fresh ones: the code runs, the numbers mean nothing."""
+    bench("cold", tmp_path, "--vllm-url", vllm_url)
+    rows = load(tmp_path, "cold")["rows"]
+    assert [row["warmup_requests"] for row in rows] == [0, 2]
+    for row in rows:
+        assert len(row["file_s"]) == len(row["chat_s"]) == 4 and row["live_ttfs_s"]
