@@ -156,7 +156,7 @@ def run(backend: str, given_vllm: str | None = None) -> None:
         rows.append(row)
         tqdm.write(
             f"  {mode.name}: ready {row['ready_s']:.1f} s, files {_series(row['file_s'])} ms, "
-            f"live {_series(row['live_stopped_to_completed_s'])} ms, chats {_series(row['chat_s'])} ms"
+            f"live {_series(row['live_ttfs_s'])} ms, chats {_series(row['chat_s'])} ms"
         )
     data = {"benchmark": "cold", "machine": results.machine(), "backend": backend, "rows": rows}
     results.write("cold", data, table(rows), plot(rows))
