@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import httpx
 import openai
+import psutil
 import pytest
 from realtime_helpers import JFK_1, JFK_2, TOLERANCE_MS, TRANSCRIPTION, build_recording
 from webrtc_client import Peer
@@ -46,6 +47,18 @@ async def wait_for_no_calls(edge: EdgeServer, timeout_s: float = 10) -> None:
         await asyncio.sleep(0.1)
 
 
+def udp_sockets() -> int:
+    """UDP sockets of this process (the edge and the test's peers both run in it)."""
+    return len(psutil.Process().net_connections(kind="udp"))
+
+
+async def wait_for_udp_sockets(at_most: int, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while udp_sockets() > at_most:
+        assert time.monotonic() < deadline, f"UDP sockets left open: {udp_sockets()} > {at_most}"
+        await asyncio.sleep(0.1)
+
+
 async def post_offer(edge: EdgeServer, offer: str, key: str = KEY, path: str = "/v1/realtime/calls") -> httpx.Response:
     headers = {"content-type": "application/sdp"} | ({"authorization": f"Bearer {key}"} if key else {})
     async with httpx.AsyncClient(base_url=edge.url) as client:
@@ -53,6 +66,7 @@ async def post_offer(edge: EdgeServer, offer: str, key: str = KEY, path: str = "
 
 
 async def test_a_call_transcribes_the_microphone_on_the_rtp_clock(rtc_edge: EdgeServer) -> None:
+    sockets_before = udp_sockets()
     recording = build_recording([JFK_1, JFK_2])
     peer = Peer(recording.audio)
     try:
@@ -79,9 +93,11 @@ async def test_a_call_transcribes_the_microphone_on_the_rtp_clock(rtc_edge: Edge
             )
         assert hung_up.status_code == 200
         await asyncio.wait_for(peer.closed.wait(), 10)
+        assert udp_sockets() > sockets_before  # the call's own (both sides')
     finally:
         await peer.close()
     await wait_for_no_calls(rtc_edge)
+    await wait_for_udp_sockets(sockets_before)  # every ICE socket of the call closed with it
 
 
 async def test_the_unified_interface_through_the_sdk(rtc_edge: EdgeServer) -> None:
@@ -192,6 +208,7 @@ async def test_refused_keys_get_401_and_no_call(rtc_edge: EdgeServer, key: str) 
 
 async def test_a_peer_that_never_connects_is_dropped_and_freed(rtc_edge: EdgeServer) -> None:
     before = metric_sum(await metrics_text(rtc_edge), "edge_webrtc_calls_total", 'end="not_connected"')
+    sockets_before = udp_sockets()
     peer = Peer()
     try:
         answered = await post_offer(rtc_edge, await peer.offer())
@@ -202,3 +219,4 @@ async def test_a_peer_that_never_connects_is_dropped_and_freed(rtc_edge: EdgeSer
         await peer.close()
     after = metric_sum(await metrics_text(rtc_edge), "edge_webrtc_calls_total", 'end="not_connected"')
     assert after == before + 1
+    await wait_for_udp_sockets(sockets_before)
