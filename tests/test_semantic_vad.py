@@ -18,8 +18,10 @@ from realtime_helpers import (
 )
 from vad_helpers import load_recording
 
+from server.core.settings import Settings
+from server.realtime.semantic_turns import TurnJudge
 from tests.conftest import EdgeServer
-from vad import speech_segments
+from vad import BatchedSmartTurn, SmartTurnModel, speech_segments
 
 PAUSE_S = 1.5  # inside the sentence: longer than server_vad's silences, shorter than any longest wait
 
@@ -76,3 +78,17 @@ async def test_without_the_model_semantic_vad_is_server_vad_with_its_eagerness_s
     # Low eagerness as server_vad: 1000 ms of silence, so the 1.5 s pause ends the first turn.
     stopped = of_type(events, "input_audio_buffer.speech_stopped")
     assert len(stopped) == 2 and abs(stopped[1]["audio_end_ms"] - end_ms) <= 100
+
+
+async def test_eagerness_sets_the_probability_that_ends_a_turn() -> None:
+    """JFK's "And so, my fellow Americans", cut where its speech ends, reads about 0.54 to the
+    model: finished enough for `high` (0.3), not for `low` (0.7)."""
+    audio = load_recording("jfk.flac")
+    first = speech_segments(audio)[0]
+    judge = TurnJudge(BatchedSmartTurn(SmartTurnModel(Settings(_env_file=None).smart_turn_model)))  # type: ignore[call-arg]
+    try:
+        clip = audio[: first.end_sample]
+        assert await judge.finished(clip, "high")
+        assert not await judge.finished(clip, "low")
+    finally:
+        judge.close()

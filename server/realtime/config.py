@@ -43,6 +43,9 @@ class TurnOptions:
 
 SEMANTIC_MAX_WAIT_MS = {"low": 8000, "medium": 4000, "auto": 4000, "high": 2000}
 """`semantic_vad`'s longest wait after speech for each `eagerness`, as OpenAI documents it."""
+SEMANTIC_COMPLETE = {"low": 0.7, "medium": 0.5, "auto": 0.5, "high": 0.3}
+"""The turn model's probability that ends a `semantic_vad` turn at a pause, for each `eagerness`:
+an eager session ends on a weaker "finished", a patient one waits for a surer one."""
 SEMANTIC_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 300}
 """`semantic_vad` served as `server_vad` (no turn model): the silence for each `eagerness`."""
 

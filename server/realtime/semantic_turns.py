@@ -3,8 +3,8 @@
 Silero finds the candidate ends: a pause inside a turn (`vad.SpeechPaused`, after
 `REALTIME_EAGER_PAUSE_MS` of quiet, or `PAUSE_MS` with eager finals off). At each one the turn's
 audio so far is put to Smart Turn (`vad.BatchedSmartTurn`, one batched model call for the sessions
-asking at the same moment); a probability of at least `COMPLETE` ends the turn where its pause
-began. Otherwise the turn stays open through the silence, until speech resumes or the longest wait
+asking at the same moment); a probability of at least `SEMANTIC_COMPLETE[eagerness]` ends the turn
+where its pause began. Otherwise the turn stays open through the silence, until speech resumes or the longest wait
 for its `eagerness` has passed (OpenAI's 8, 4 and 2 s for low, medium and high; auto is medium):
 that wait is the VAD's silence window (`SEMANTIC_MAX_WAIT_MS`). The model is asked once per pause,
 never per frame: its cost per call is in benchmarks/README.md ("Turn completion model").
@@ -21,13 +21,12 @@ from typing import Literal
 import numpy as np
 
 from server.core import metrics
-from server.realtime.config import SEMANTIC_MAX_WAIT_MS
+from server.realtime.config import SEMANTIC_COMPLETE, SEMANTIC_MAX_WAIT_MS
 from vad import BatchedSmartTurn, StreamParams
 
 log = logging.getLogger("edge.realtime")
 
 Eagerness = Literal["low", "medium", "high", "auto"]
-COMPLETE = 0.5
 PAUSE_MS = 200
 
 
@@ -43,7 +42,7 @@ class TurnJudge:
     def __init__(self, model: BatchedSmartTurn) -> None:
         self._model = model
 
-    async def finished(self, audio: np.ndarray) -> bool:
+    async def finished(self, audio: np.ndarray, eagerness: Eagerness) -> bool:
         started = time.perf_counter()
         try:
             probability = await self._model.completion(audio)
@@ -52,7 +51,7 @@ class TurnJudge:
             metrics.TURN_CHECKS.labels("failed").inc()
             log.warning("turn-completion check failed: %s", exc)
             return False
-        done = probability >= COMPLETE
+        done = probability >= SEMANTIC_COMPLETE[eagerness]
         metrics.TURN_CHECKS.labels("complete" if done else "incomplete").inc()
         metrics.TURN_CHECK_SECONDS.observe(time.perf_counter() - started)
         log.debug("turn-completion check: %.2f over %.2f s of audio", probability, len(audio) / 16000)

@@ -198,7 +198,7 @@ class RealtimeSession:
 
     async def _judge_pause(self, pause: tuple[Item, int], audio: np.ndarray) -> None:
         assert self._judge is not None
-        if await self._judge.finished(audio) and self._pause == pause:
+        if await self._judge.finished(audio, self.config.turn.eagerness) and self._pause == pause:
             self._finished_at = pause
             if not self._feeding:
                 self._end_finished_turn()
