@@ -2,10 +2,10 @@
 
 For each mode a new tiny vLLM is started (nothing of an earlier run is warm), then an edge with
 `WARMUP_REQUESTS` 0 or the default; once `/ready` says ready (the warm-up's time is counted:
-edge start → ready), a user's first requests are timed in order: files
-(`/v1/audio/transcriptions`, jfk.flac, one after another), then one live session's turns
-(speech end → `completed`, TTFS, 1x speech over the WebSocket; eager finals on, as shipped), then audio chats as a
-conversation session sends them. With `--vllm-url` that vLLM is used instead (warm already: a
+edge start → ready), a user's first requests are timed in order: one live session's turns (speech end → `completed`,
+TTFS, 1x speech over the WebSocket; eager finals on, as shipped), then files
+(`/v1/audio/transcriptions`, jfk.flac, one after another), then audio chats as a conversation
+session sends them. With `--vllm-url` that vLLM is used instead (warm already: a
 smoke run of the code, not a measurement).
 """
 
@@ -76,8 +76,10 @@ def chats(edge_url: str) -> list[float]:
     times = []
     with httpx.Client(base_url=edge_url, timeout=300) as client:
         for i in range(REQUESTS):
-            content = [{"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}]
-            content.append({"type": "text", "text": f"Question {i}: what is said?"})
+            content = [  # as a conversation session sends a turn: its instructions, then the audio
+                {"type": "text", "text": f"Answer briefly ({i})."},
+                {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}},
+            ]
             body = {"model": "voxtral", "messages": [{"role": "user", "content": content}], "max_tokens": 8}
             times.append(timed(lambda body=body: client.post("/v1/chat/completions", json=body)))
     return times
@@ -102,8 +104,8 @@ def measure(mode: Mode, given_vllm: str | None) -> dict[str, Any]:
                 "mode": mode.name,
                 "warmup_requests": mode.warmup_requests,
                 "ready_s": ready_s,
-                "file_s": files(edge.url),
                 "live_ttfs_s": live_turns(edge.url),
+                "file_s": files(edge.url),
                 "chat_s": chats(edge.url),
             }
 

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import fractions
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -142,7 +143,7 @@ def measure(
     transport: str, edge: processes.Child, n: int, ws_audio: SessionAudio, pieces: list[np.ndarray], load: Load
 ) -> dict[str, Any]:
     plans = [ws_audio.plan(load.seconds, seed) for seed in range(n)]
-    with ProcessMeter(edge.pid) as meter:
+    with ProcessMeter(edge.pid) as meter, ProcessMeter(os.getpid(), children=False) as client:
         if transport == "webrtc":
             logs = asyncio.run(run_calls(edge.url, plans, pieces, load))
         else:
@@ -168,6 +169,7 @@ def measure(
         "edge_cpu_ms_per_session_s": cpu_per_session_s * 1000,
         "sessions_per_core": 1 / cpu_per_session_s if cpu_per_session_s else None,
         "edge_rss_peak_mb": meter.rss_peak / 2**20,
+        "client_cpu_cores": client.cpu_s / client.wall_s if client.wall_s else None,
     }
 
 
@@ -182,6 +184,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         "edge CPU ms per session-second",
         "sessions one core holds (edge)",
         "edge RSS peak MB",
+        "client CPU (cores)",
+        "client send lag max ms",
     ]
     body = [
         [
@@ -194,6 +198,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['edge_cpu_ms_per_session_s']:.1f}",
             f"{r['sessions_per_core']:.0f}" if r["sessions_per_core"] else "–",
             f"{r['edge_rss_peak_mb']:.0f}",
+            f"{r['client_cpu_cores']:.2f}",
+            results.ms(r["max_send_lag_s"]),
         ]
         for r in rows
     ]

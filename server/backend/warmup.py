@@ -151,7 +151,8 @@ class EdgeRequests:
         }
         body = {
             "model": await self._models.served(),
-            "messages": [{"role": "user", "content": [audio]}],
+            # As a conversation session's prompt: the instructions, then the turn's audio.
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "Answer briefly."}, audio]}],
             "max_completion_tokens": MAX_TOKENS,
         }
         async with aclosing(self._backend.chat_deltas(body, StreamUsage(), priority=BULK_PRIORITY)) as stream:
