@@ -9,15 +9,17 @@ Like tests/test_webrtc_browser.py, these run only with loopback as the one inter
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from node_helpers import node_packages
 from playwright.sync_api import Browser, Page
 from ui_helpers import (
     chromium_with_fake_microphone,
+    events,
     fake_speech_wav,
+    mint_secret,
+    page_opener,
+    wait_for_events,
     wait_for_no_calls,
 )
 
@@ -31,14 +33,12 @@ COMPLETED = "conversation.item.input_audio_transcription.completed"
 AGENT = """
 async ({ url, secret, model }) => {
   const { RealtimeAgent, RealtimeSession, OpenAIRealtimeWebRTC } = window.agentsRealtime;
-  const received = (window.__received = []);
   const agent = new RealtimeAgent({ name: "Assistant", instructions: "Answer briefly." });
   const session = (window.__session = new RealtimeSession(agent, {
     transport: new OpenAIRealtimeWebRTC({ baseUrl: `${url}/v1/realtime/calls` }),
     model,
     config: { outputModalities: ["text"], audio: { input: { turnDetection: { type: "server_vad" } } } },
   }));
-  session.on("transport_event", (event) => received.push(event));
   const errors = (window.__errors = []);
   session.on("error", (error) => errors.push(String(error.error?.message ?? error.error ?? error)));
   await session.connect({ apiKey: secret });
@@ -77,49 +77,28 @@ def rtc_edge(make_edge: Callable[..., EdgeServer]) -> EdgeServer:
 
 @pytest.fixture
 def page(browser: Browser, rtc_edge: EdgeServer, bundle: Path) -> Iterator[Page]:
-    context = browser.new_context()
-    page = context.new_page()
-    errors: list[Any] = []
-    page.on("pageerror", lambda error: errors.append(error))
-    page.goto(f"{rtc_edge.url}/")
-    page.add_script_tag(path=str(bundle))
-    yield page
-    context.close()
-    assert not errors, errors
-
-
-def secret(edge: EdgeServer) -> str:
-    minted = httpx.post(
-        f"{edge.url}/v1/realtime/client_secrets",
-        json={"session": {"type": "realtime", "model": SERVED_NAME}},
-        headers={"authorization": f"Bearer {KEY}"},
-    )
-    assert minted.status_code == 200, minted.text
-    return minted.json()["value"]
-
-
-def received(page: Page, kind: str) -> list[dict[str, Any]]:
-    return [e for e in page.evaluate("window.__received") if e.get("type") == kind]
-
-
-def wait_for(page: Page, kind: str, count: int = 1, timeout_s: float = 90) -> list[dict[str, Any]]:
-    page.wait_for_function(
-        "([kind, count]) => window.__received.filter((e) => e.type === kind).length >= count",
-        arg=[kind, count],
-        timeout=timeout_s * 1000,
-    )
-    return received(page, kind)
+    with page_opener(browser) as open_page:
+        page = open_page(f"{rtc_edge.url}/")
+        page.add_script_tag(path=str(bundle))
+        yield page
 
 
 def test_a_voice_agent_transcribes_and_replies_over_webrtc(page: Page, rtc_edge: EdgeServer) -> None:
-    call_id = page.evaluate(AGENT, {"url": rtc_edge.url, "secret": secret(rtc_edge), "model": SERVED_NAME})
+    call_id = page.evaluate(
+        AGENT,
+        {
+            "url": rtc_edge.url,
+            "secret": mint_secret(rtc_edge.url, KEY, {"type": "realtime", "model": SERVED_NAME}),
+            "model": SERVED_NAME,
+        },
+    )
     assert call_id and call_id.startswith("rtc_")
-    (updated, *_) = received(page, "session.updated")  # connect() resolved on the SDK's session.update
+    (updated, *_) = events(page, "session.updated")  # connect() resolved on the SDK's session.update
     assert updated["session"]["instructions"] == "Answer briefly."
     assert updated["session"]["output_modalities"] == ["text"]
-    completed = wait_for(page, COMPLETED, 2)
+    completed = wait_for_events(page, COMPLETED, 2)
     assert all(item["transcript"] for item in completed)
-    done = wait_for(page, "response.done")[0]["response"]
+    done = wait_for_events(page, "response.done")[0]["response"]
     assert done["output"] and done["output"][0]["content"][0]["text"]
     # The SDK's own history holds the user's transcribed turn and the agent's reply.
     history = page.evaluate("window.__session.history.map((item) => [item.role, item.status, item.type])")

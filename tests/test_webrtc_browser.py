@@ -13,14 +13,18 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 from ui_helpers import (
     chromium_with_fake_microphone,
+    events,
     fake_speech_wav,
+    mint_secret,
+    page_opener,
+    wait_for_events,
     wait_for_no_calls,
 )
+from webrtc_client import only_loopback
 
 from tests.conftest import SERVED_NAME, EdgeServer
 
@@ -28,15 +32,13 @@ KEY = "sk-browser-0123456789abcdefghijklmn"
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 
 # OpenAI's browser example, as documented: offer posted as soon as it is set (no waiting for ICE
-# gathering), the answer set from the response body. Everything received is kept for the test.
+# gathering), the answer set from the response body. What the channel receives, ui_helpers.RECORDER_SCRIPT keeps.
 BROWSER_FLOW = """
 async ({ url, secret }) => {
-  const received = (window.__received = []);
   const pc = (window.__pc = new RTCPeerConnection());
   const microphone = await navigator.mediaDevices.getUserMedia({ audio: true });
   pc.addTrack(microphone.getTracks()[0]);
   const channel = (window.__channel = pc.createDataChannel("oai-events"));
-  channel.addEventListener("message", (message) => received.push(JSON.parse(message.data)));
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
   const response = await fetch(`${url}/v1/realtime/calls`, {
@@ -67,52 +69,26 @@ def rtc_edge(make_edge: Callable[..., EdgeServer]) -> EdgeServer:
 
 @pytest.fixture
 def page(browser: Browser, rtc_edge: EdgeServer) -> Iterator[Page]:
-    context = browser.new_context()
-    page = context.new_page()
-    errors: list[Any] = []
-    page.on("pageerror", lambda error: errors.append(error))
-    page.goto(f"{rtc_edge.url}/")  # the edge's own origin, as its UI calls it
-    yield page
-    context.close()
-    assert not errors, errors
+    with page_opener(browser) as open_page:
+        yield open_page(f"{rtc_edge.url}/")  # the edge's own origin, as its UI calls it
 
 
 def mint(edge: EdgeServer, session: dict[str, Any]) -> str:
-    minted = httpx.post(
-        f"{edge.url}/v1/realtime/client_secrets",
-        json={"session": session},
-        headers={"authorization": f"Bearer {KEY}"},
-    )
-    assert minted.status_code == 200, minted.text
-    return minted.json()["value"]
+    return mint_secret(edge.url, KEY, session)
 
 
 def call(page: Page, edge: EdgeServer, secret: str) -> str:
     """Run the browser flow; the call's id."""
     answered = page.evaluate(BROWSER_FLOW, {"url": edge.url, "secret": secret})
     assert answered["status"] == 201, answered
-    candidates = {line.split()[4] for line in answered["answer"].splitlines() if line.startswith("a=candidate:")}
-    assert candidates == {"127.0.0.1"}
+    only_loopback(answered["answer"])
     return answered["location"].rsplit("/", 1)[1]
-
-
-def received(page: Page, kind: str) -> list[dict[str, Any]]:
-    return [e for e in page.evaluate("window.__received") if e["type"] == kind]
-
-
-def wait_for(page: Page, kind: str, count: int = 1, timeout_s: float = 60) -> list[dict[str, Any]]:
-    page.wait_for_function(
-        "([kind, count]) => window.__received.filter((e) => e.type === kind).length >= count",
-        arg=[kind, count],
-        timeout=timeout_s * 1000,
-    )
-    return received(page, kind)
 
 
 def test_chromium_transcribes_its_microphone_over_webrtc(page: Page, rtc_edge: EdgeServer) -> None:
     secret = mint(rtc_edge, {"type": "transcription", "audio": {"input": {"transcription": {"language": "en"}}}})
     call_id = call(page, rtc_edge, secret)
-    (created,) = wait_for(page, "session.created")
+    (created,) = wait_for_events(page, "session.created")
     assert created["session"]["type"] == "transcription"
     assert created["session"]["audio"]["input"]["transcription"]["language"] == "en"  # the secret's session
     # Client events travel on the channel too.
@@ -120,12 +96,12 @@ def test_chromium_transcribes_its_microphone_over_webrtc(page: Page, rtc_edge: E
         """() => window.__channel.send(JSON.stringify({type: "session.update", session: {type: "transcription",
              audio: {input: {turn_detection: {type: "server_vad", silence_duration_ms: 400}}}}}))"""
     )
-    (updated,) = wait_for(page, "session.updated")
+    (updated,) = wait_for_events(page, "session.updated")
     assert updated["session"]["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 400
     # The fake microphone's three utterances: three turns, each with its transcript.
-    completed = wait_for(page, COMPLETED, 3, timeout_s=90)
+    completed = wait_for_events(page, COMPLETED, 3, timeout_s=90)
     assert all(item["transcript"] for item in completed[:3])
-    starts = [e["audio_start_ms"] for e in received(page, "input_audio_buffer.speech_started")]
+    starts = [e["audio_start_ms"] for e in events(page, "input_audio_buffer.speech_started")]
     assert starts == sorted(starts) and len(set(starts)) == len(starts)
     assert len(rtc_edge.app.state.services.calls) == 1 and call_id.startswith("rtc_")
     page.evaluate("() => window.__pc.close()")  # the browser hangs up: the call ends at once
@@ -144,15 +120,15 @@ def test_chromium_gets_a_text_reply_in_a_conversation_session(page: Page, rtc_ed
         },
     )
     call(page, rtc_edge, secret)
-    (created,) = wait_for(page, "session.created")
+    (created,) = wait_for_events(page, "session.created")
     assert created["session"]["type"] == "realtime"
-    (done, *_) = wait_for(page, "response.done", timeout_s=90)
+    (done, *_) = wait_for_events(page, "response.done", timeout_s=90)
     # Random weights never stop by themselves: the reply ends at its token cap.
     assert done["response"]["status_details"]["reason"] == "max_output_tokens", done
     (message,) = [item for item in done["response"]["output"] if item["type"] == "message"]
     text = "".join(part.get("text", "") for part in message["content"])
     deltas = "".join(
-        e["delta"] for e in received(page, "response.output_text.delta") if e["response_id"] == done["response"]["id"]
+        e["delta"] for e in events(page, "response.output_text.delta") if e["response_id"] == done["response"]["id"]
     )
     assert text and text == deltas
     page.close()  # the tab goes away without hanging up: the peer connection dies with it

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -162,3 +163,22 @@ def page_opener(browser: Browser, *init_scripts: str) -> Iterator[Callable[..., 
 def events(page: Page, kind: str) -> list[dict]:
     """The realtime server events of `kind` the page received (recorded by `RECORDER_SCRIPT`)."""
     return [e for e in page.evaluate("window.__events") if e["type"] == kind]
+
+
+def wait_for_events(page: Page, kind: str, count: int = 1, timeout_s: float = 90) -> list[dict]:
+    """Wait until the page received `count` events of `kind`; all it received of that kind."""
+    page.wait_for_function(
+        "([kind, count]) => window.__events.filter((e) => e.type === kind).length >= count",
+        arg=[kind, count],
+        timeout=timeout_s * 1000,
+    )
+    return events(page, kind)
+
+
+def mint_secret(edge_url: str, key: str, session: dict[str, Any]) -> str:
+    """An ephemeral `ek_` secret for `session`, minted with the API key `key`."""
+    minted = httpx.post(
+        f"{edge_url}/v1/realtime/client_secrets", json={"session": session}, headers={"authorization": f"Bearer {key}"}
+    )
+    assert minted.status_code == 200, minted.text
+    return minted.json()["value"]
