@@ -230,6 +230,7 @@ def run(
             rows.append(row)
             tqdm.write(table([row]))
             tqdm.write(metrics_table([row]))
+            tqdm.write(overlap_table([row]))
     data = {
         "benchmark": "mixed",
         "machine": results.machine(),
@@ -242,7 +243,8 @@ def run(
         "every turn completed",
         "rows": rows,
     }
-    results.write("mixed", data, table(rows) + "\n\n" + metrics_table(rows), plot(rows))
+    report = table(rows) + "\n\n" + metrics_table(rows) + "\n\n" + overlap_table(rows)
+    results.write("mixed", data, report, plot(rows))
     return data
 
 
@@ -283,6 +285,41 @@ def table(rows: list[dict[str, Any]]) -> str:
                 mixed["processes"].get("edge", {}).get("cpu_cores", "–"),
             ]
         )
+    return results.markdown_table(header, lines)
+
+
+def files_window_s(run: dict[str, Any]) -> float:
+    """When the last file was done, in seconds from the sessions' start (they start at its first text)."""
+    file = run["file"]
+    return max(file["wall_s"]) - file["first_delta_after_s"]
+
+
+def overlap_table(rows: list[dict[str, Any]]) -> str:
+    """The turns that ended while the files ran (they are often done before the sessions), against
+    the turns that ended in the same window of the run alone: a run's p99 can hide them."""
+    header = [
+        "mode",
+        "window s",
+        "turns alone / with files",
+        "alone p50 / p90 / max ms",
+        "with the files p50 / p90 / max ms",
+    ]
+    lines = []
+    for row in rows:
+        window = files_window_s(row["with_file"])
+        cells: list[Any] = [row["mode"]["name"], f"{window:.1f}"]
+        spans = []
+        for run in (row["alone"], row["with_file"]):
+            turns = sorted(v for at, v in run["turns_stopped_at_s_and_stopped_to_completed_s"] if at < window)
+            stats = percentiles(turns, (50, 90))
+            spans.append(
+                (
+                    len(turns),
+                    f"{results.ms(stats['p50'])} / {results.ms(stats['p90'])} / {results.ms(max(turns, default=None))}",
+                )
+            )
+        cells += [f"{spans[0][0]} / {spans[1][0]}", spans[0][1], spans[1][1]]
+        lines.append(cells)
     return results.markdown_table(header, lines)
 
 
