@@ -64,6 +64,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--load-processes", type=int, default=1, help="capacity: client processes of the load generator"
     )
+    parser.add_argument(
+        "--realtime-vllm-url", help="ttfs: a vLLM serving Voxtral Realtime: measure the streaming engine instead"
+    )
     parser.add_argument("--ttfs-sessions", type=_levels, default=[1, 8], help="ttfs: sessions per mode")
     parser.add_argument("--webrtc-sessions", type=_levels, default=[1, 8, 16], help="webrtc: sessions per transport")
     parser.add_argument("--conversation-sessions", type=_levels, default=[1, 4, 8, 16, 24, 32, 48])
@@ -196,7 +199,7 @@ def run_ttfs(args: argparse.Namespace, stack: Stack) -> None:
     if not stack.vllm_url:
         raise SystemExit("the TTFS benchmark starts its own edges: give --vllm-url")
     load = ttfs_bench.Load(args.seconds)
-    ttfs_bench.run(stack.vllm_url, args.ttfs_sessions, load, _backend_name(args, stack))
+    ttfs_bench.run(stack.vllm_url, args.ttfs_sessions, load, _backend_name(args, stack), args.realtime_vllm_url)
 
 
 def run_webrtc(args: argparse.Namespace, stack: Stack) -> None:

@@ -8,6 +8,10 @@ the audio → `speech_stopped` (the VAD's lag and the silence window, or the tur
 finals make it small), and their sum, TTFS. The edge's share of a turn's time after its end and
 its backend part come from `edge_realtime_turn_seconds` between two scrapes; eager transcriptions
 used and discarded, and turn-model checks, from their counters.
+
+With `realtime_vllm_url` (a vLLM serving the tiny Voxtral Realtime model) it runs `STREAM_MODES`
+instead, into `results/ttfs_stream.*`: the streaming engine with server VAD, its finals waiting for
+vLLM's `transcription.done` (the 17 steps of right padding) and at the default margin.
 """
 
 import asyncio
@@ -46,6 +50,16 @@ MODES = (
     Mode("server_vad 200 ms", {**SERVER_VAD, "silence_duration_ms": 200}, {"realtime_eager_pause_ms": 0}),
     Mode("server_vad 200 ms + eager finals", {**SERVER_VAD, "silence_duration_ms": 200}),
     Mode("semantic_vad high (Smart Turn) + eager finals", {"type": "semantic_vad", "eagerness": "high"}),
+)
+
+
+# A margin no padding step reaches: the final waits for vLLM's done, as the streaming engine did.
+AT_DONE = {"realtime_stream_margin_ms": 60_000}
+STREAM_MODES = (
+    Mode("stream, server_vad 500 ms, final at vLLM's done", SERVER_VAD, AT_DONE),
+    Mode("stream, server_vad 500 ms", SERVER_VAD),
+    Mode("stream, server_vad 200 ms, final at vLLM's done", {**SERVER_VAD, "silence_duration_ms": 200}, AT_DONE),
+    Mode("stream, server_vad 200 ms", {**SERVER_VAD, "silence_duration_ms": 200}),
 )
 
 
@@ -148,11 +162,16 @@ def plot(rows: list[dict[str, Any]]):
     return figure
 
 
-def run(vllm_url: str, levels: list[int], load: Load, backend: str) -> None:
+def run(vllm_url: str, levels: list[int], load: Load, backend: str, realtime_vllm_url: str | None = None) -> None:
     audio = SessionAudio(load.chunk_ms, append_message)
     rows = []
-    for index, mode in enumerate(MODES):
-        with processes.edge(vllm_url, **mode.settings) as edge:
+    modes: tuple[Mode, ...] = MODES
+    name, engine = "ttfs", {}
+    if realtime_vllm_url:
+        modes, name = STREAM_MODES, "ttfs_stream"
+        engine = {"realtime_engine": "stream", "realtime_vllm_url": realtime_vllm_url}
+    for index, mode in enumerate(modes):
+        with processes.edge(vllm_url, **engine, **mode.settings) as edge:
             if index == 0:  # a cold vLLM takes its first requests of each shape far slower
                 measure(edge.url, mode, 2, audio, Load(min(load.seconds, 15.0), load.chunk_ms))
             for n in levels:
@@ -162,6 +181,6 @@ def run(vllm_url: str, levels: list[int], load: Load, backend: str) -> None:
                     f"  {mode.name}, N={n}: TTFS p50 {results.ms(row['ttfs_s']['p50'])} ms, "
                     f"turns {row['turns_completed']}/{row['turns_sent']}, eager {row['eager']}"
                 )
-    data = {"benchmark": "ttfs", "machine": results.machine(), "backend": backend, "load": asdict(load), "rows": rows}
-    results.write("ttfs", data, table(rows), plot(rows))
+    data = {"benchmark": name, "machine": results.machine(), "backend": backend, "load": asdict(load), "rows": rows}
+    results.write(name, data, table(rows), plot(rows))
     tqdm.write(table(rows))

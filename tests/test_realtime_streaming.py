@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 
 from server.backend.vllm_realtime.protocol import STEP_SAMPLES
 from server.backend.vllm_realtime.stream import steps_per_generation
+from server.core.settings import Settings
 from server.process.devmodel import REALTIME_SERVED_NAME
 from tests.conftest import (
     DATA,
@@ -40,7 +41,7 @@ from tests.conftest import (
     free_port,
 )
 from tests.test_realtime_tcp import stream as tcp_stream
-from tests.test_stream_engine import CuttableProxy, expected_steps, speech
+from tests.test_stream_engine import AT_DONE_MS, CuttableProxy, expected_steps, speech, steps_to_write
 
 RATE = 16000
 GA_PCM16 = {"type": "audio/pcm", "rate": RATE}
@@ -50,6 +51,14 @@ GA_PCM16 = {"type": "audio/pcm", "rate": RATE}
 def stream_edge(make_edge: Callable[..., EdgeServer], realtime_vllm_url: str) -> EdgeServer:
     """Files go to the main vLLM, live sessions to the realtime one (`REALTIME_VLLM_URL`)."""
     return make_edge(realtime_vllm_url=realtime_vllm_url, realtime_engine="stream")
+
+
+@pytest.fixture(scope="module")
+def whole_stream_edge(make_edge: Callable[..., EdgeServer], realtime_vllm_url: str) -> EdgeServer:
+    """Finals wait for vLLM's done, so that an item's usage counts every step vLLM computed for it."""
+    return make_edge(
+        realtime_vllm_url=realtime_vllm_url, realtime_engine="stream", realtime_stream_margin_ms=AT_DONE_MS
+    )
 
 
 def client_of(edge: EdgeServer) -> AsyncOpenAI:
@@ -138,11 +147,11 @@ async def test_ga_client_gets_deltas_while_speaking_with_server_vad(stream_edge:
     assert [e["item_id"] for e in of_type(events, f"{TRANSCRIPTION}.completed")] == [e["item_id"] for e in started]
 
 
-async def test_beta_client_with_manual_commits_loses_no_audio(stream_edge: EdgeServer) -> None:
+async def test_beta_client_with_manual_commits_loses_no_audio(whole_stream_edge: EdgeServer) -> None:
     """Without turn detection the items follow each other at the commits: every sample is transcribed."""
     audio = speech(5)
     cut = 3 * RATE
-    client = client_of(stream_edge)
+    client = client_of(whole_stream_edge)
     async with client.beta.realtime.connect(model="gpt-4o-transcribe", extra_query={"intent": "transcription"}) as conn:
         assert json.loads(await conn.recv_bytes())["type"] == "transcription_session.created"
         await conn.send(
@@ -170,10 +179,10 @@ async def test_beta_client_with_manual_commits_loses_no_audio(stream_edge: EdgeS
     assert abs(sum(steps) - expected_steps(cut) - expected_steps(len(audio) - cut)) <= 1
 
 
-async def test_an_item_longer_than_one_generation_loses_no_audio(stream_edge: EdgeServer) -> None:
+async def test_an_item_longer_than_one_generation_loses_no_audio(whole_stream_edge: EdgeServer) -> None:
     budget = steps_per_generation(REALTIME_TEST_MAX_MODEL_LEN) * STEP_SAMPLES
     audio = speech(budget / RATE + 4)
-    async with client_of(stream_edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+    async with client_of(whole_stream_edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
         await conn.recv()
         await conn.session.update(session=ga_session(None))
         await conn.recv()
@@ -184,6 +193,29 @@ async def test_an_item_longer_than_one_generation_loses_no_audio(stream_edge: Ed
     completed = assert_streamed_item(events, committed["item_id"])
     # Two generations: the edge cut the first at its budget and sent the rest to a second one.
     assert completed["usage"]["output_tokens"] == expected_steps(budget) + expected_steps(len(audio) - budget)
+
+
+async def test_a_committed_items_final_does_not_wait_for_vllms_padding(stream_edge: EdgeServer) -> None:
+    """At the default margin the final goes out at the step whose text stands for 160 ms past the
+    commit, not after vLLM's right padding; the next item streams on after it."""
+    audio = speech(4)
+    cut = 3 * RATE
+    margin_samples = Settings.model_fields["realtime_stream_margin_ms"].default * RATE // 1000
+    async with client_of(stream_edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.recv()
+        await conn.session.update(session=ga_session(None))
+        await conn.recv()
+        append = lambda a: conn.input_audio_buffer.append(audio=a)  # noqa: E731
+        await send_paced(append, pcm16(audio[:cut]), RATE * 2)
+        await conn.input_audio_buffer.commit()
+        events = await collect(conn.recv_bytes, count(f"{TRANSCRIPTION}.completed", 1))
+        await send_paced(append, pcm16(audio[cut:]), RATE * 2)
+        await conn.input_audio_buffer.commit()
+        events += await collect(conn.recv_bytes, count(f"{TRANSCRIPTION}.completed", 1))
+    committed = of_type(events, "input_audio_buffer.committed")
+    first, second = (assert_streamed_item(events, e["item_id"]) for e in committed)
+    assert first["usage"]["output_tokens"] == steps_to_write(cut + margin_samples) < expected_steps(cut)
+    assert second["usage"]["output_tokens"] == steps_to_write(len(audio) - cut + margin_samples)
 
 
 async def test_vllm_going_away_ends_the_session_with_an_error(
@@ -227,9 +259,9 @@ async def test_stream_engine_without_a_realtime_model_refuses_the_session(
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
 
 
-async def test_clear_drops_the_item_in_progress(stream_edge: EdgeServer) -> None:
+async def test_clear_drops_the_item_in_progress(whole_stream_edge: EdgeServer) -> None:
     audio = speech(4)
-    async with client_of(stream_edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+    async with client_of(whole_stream_edge).realtime.connect(extra_query={"intent": "transcription"}) as conn:
         await conn.recv()
         await conn.session.update(session=ga_session(None))
         await conn.recv()

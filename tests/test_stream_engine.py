@@ -7,11 +7,13 @@ deltas counts the audio it received (see `expected_steps`).
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from realtime_helpers import wait_until
 
 from server.backend.vllm_realtime.errors import RealtimeBackendError, RealtimeRefused, RealtimeUnavailable
@@ -39,12 +41,23 @@ LEFT_PAD = 32 * STEP_SAMPLES
 RIGHT_PAD = 21760
 LOOK_AHEAD = 40
 WAIT_S = 120
+# A margin no step of vLLM's right padding reaches: the final waits for vLLM's `done`, so its usage
+# counts every step of the generation, which is what the tests of lost audio count on.
+AT_DONE_MS = 60_000
 
 
 def expected_steps(samples: int) -> int:
     """Deltas of one generation of `samples` of audio: its frames, each one step past the first."""
     first_frame_end = heard_end(LEFT_PAD, 0) + LOOK_AHEAD
     return (LEFT_PAD + samples + RIGHT_PAD - first_frame_end) // STEP_SAMPLES + 1
+
+
+def steps_to_write(samples: int) -> int:
+    """Deltas of a generation up to the first whose text stands for audio `samples` after its start."""
+    step = 0
+    while spoken_span(heard_end(0, step))[1] < samples:
+        step += 1
+    return step + 1
 
 
 def speech(seconds: float) -> np.ndarray:
@@ -74,10 +87,16 @@ class Recorder:
 
 
 @contextlib.asynccontextmanager
-async def engine_for(backend: RealtimeBackend) -> AsyncIterator[tuple[StreamEngine, Recorder]]:
+async def engine_for(
+    backend: RealtimeBackend, margin_ms: int = AT_DONE_MS
+) -> AsyncIterator[tuple[StreamEngine, Recorder]]:
     recorder = Recorder()
     engine = StreamEngine(
-        backend, recorder.events.append, recorder.errors.append, on_turn_done=recorder.turns_done.append
+        backend,
+        recorder.events.append,
+        recorder.errors.append,
+        on_turn_done=recorder.turns_done.append,
+        margin_ms=margin_ms,
     )
     try:
         yield engine, recorder
@@ -326,6 +345,62 @@ async def test_a_model_vllm_does_not_serve_is_a_typed_error(realtime_vllm_url: s
     assert error.vllm_code == "model_not_found"
     failed = recorder.final("item_a")
     assert isinstance(failed, TranscriptFailed)
+
+
+async def test_a_final_goes_out_once_vllm_has_written_the_items_text(
+    realtime_backend: RealtimeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not after vLLM's right padding: at the step whose text stands for the item's end (a VAD
+    turn, whose speech ended half a second before it) or for the margin past a commit's end; the
+    stream goes on with the next item, and nothing about an item comes after its final."""
+    audio, margin_ms = speech(6), 160
+    caplog.set_level(logging.INFO, logger="edge.realtime")
+    async with engine_for(realtime_backend, margin_ms=margin_ms) as (engine, recorder):
+        engine.start_item("item_a", 0)
+        await feed(engine, audio[: 3 * SECOND])
+        engine.end_item(int(2.5 * SECOND))  # server VAD: the speech stopped 0.5 s before the audio sent
+        engine.start_item("item_b", 3 * SECOND)
+        await feed(engine, audio[3 * SECOND :])
+        engine.end_item(6 * SECOND)  # a commit: speech may run to its end
+        await wait_for(lambda: "realtime item item_b streamed" in caplog.text)  # vLLM's done came too
+    finals = [e for e in recorder.events if isinstance(e, TranscriptCompleted)]
+    assert [e.item_id for e in finals] == ["item_a", "item_b"] and recorder.turns_done == finals
+    a, b = finals
+    assert a.usage.output_tokens == steps_to_write(3 * SECOND) < expected_steps(3 * SECOND)
+    assert b.usage.output_tokens == steps_to_write(3 * SECOND + margin_ms * 16) < expected_steps(3 * SECOND)
+    for event in finals:
+        assert event.transcript == "".join(d.delta for d in recorder.of(TranscriptDelta, event.item_id))
+        mine = [e for e in recorder.events if getattr(e, "item_id", None) == event.item_id]
+        assert mine[-1] is event
+    assert (a.audio_end_ms, b.audio_start_ms, b.audio_end_ms) == (3000, 3000, 6000)
+    assert not recorder.errors
+
+
+async def test_text_vllm_writes_after_an_early_final_is_logged_and_counted(
+    realtime_backend: RealtimeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no margin, what the random model writes in its padding is dropped, and said: the
+    early final plus the logged text is the transcript of the same audio at vLLM's done."""
+    audio = speech(3)
+
+    async def transcribe(margin_ms: int, run: int) -> str:
+        async with engine_for(realtime_backend, margin_ms=margin_ms) as (engine, recorder):
+            engine.start_item("item_a", 0)
+            await feed(engine, audio)
+            engine.end_item(len(audio))
+            await wait_for(lambda: caplog.text.count("realtime item item_a streamed") == run)
+        final = recorder.final("item_a")
+        assert isinstance(final, TranscriptCompleted)
+        return final.transcript
+
+    caplog.set_level(logging.INFO, logger="edge.realtime")
+    whole = await transcribe(AT_DONE_MS, 1)
+    late_before = REGISTRY.get_sample_value("edge_realtime_stream_late_text_total") or 0.0
+    early = await transcribe(0, 2)
+    late = [r.args[1] for r in caplog.records if "after the item's final" in r.getMessage()]  # type: ignore[index]
+    counted = (REGISTRY.get_sample_value("edge_realtime_stream_late_text_total") or 0.0) - late_before
+    assert counted == len(late) <= 1
+    assert early + "".join(late) == whole
 
 
 async def test_a_discarded_item_says_nothing_and_the_next_one_goes_on(realtime_backend: RealtimeBackend) -> None:

@@ -100,6 +100,11 @@ EAGER_TRANSCRIPTIONS = Counter(
     "(speech went on, or the turn ended elsewhere; its vLLM request aborted)",
     ["outcome"],
 )
+REALTIME_STREAM_LATE_TEXT = Counter(
+    "edge_realtime_stream_late_text_total",
+    "Streamed items (Voxtral Realtime) for which vLLM wrote text after the item's final went out; that text "
+    "was dropped (REALTIME_STREAM_MARGIN_MS is too small for the model)",
+)
 REALTIME_RESPONSES = Counter(
     "edge_realtime_responses_total",
     "Conversation-session responses by status: completed, incomplete (max_output_tokens), cancelled, failed",

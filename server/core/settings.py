@@ -118,6 +118,7 @@ class Settings(BaseSettings):
     realtime_conversation_max_mb: float = Field(default=16.0, gt=0)
     realtime_audio_turns: int = Field(default=1, ge=0)
     realtime_eager_pause_ms: int = Field(default=150, ge=0)
+    realtime_stream_margin_ms: int = Field(default=160, ge=0)
     realtime_vad_max_batch: int = 256
     realtime_vad_batch_ms: float = Field(default=0.0, ge=0)
     realtime_engine: Literal["auto", "turns", "stream"] = "auto"

@@ -86,6 +86,7 @@ class RealtimeSession:
         conversation_max_bytes: int,
         audio_turns: int,
         eager_pause_ms: int = 0,
+        stream_margin_ms: int = 0,
         turn_judge: TurnJudge | None = None,
         stream: RealtimeBackend | None = None,
         on_failure: Callable[[APIError], None] | None = None,
@@ -109,6 +110,7 @@ class RealtimeSession:
         self._conversation_max_bytes = conversation_max_bytes
         self._audio_turns = audio_turns
         self._eager_pause_ms = eager_pause_ms
+        self._stream_margin_ms = stream_margin_ms
         self._judge = turn_judge
         self._judgements = TaskSet()
         self._pause: tuple[Item, int] | None = None  # the open turn's current pause, if any
@@ -283,7 +285,13 @@ class RealtimeSession:
     def _open_engine(self, stream: RealtimeBackend | None) -> TranscriptionEngine:
         """The streaming engine with a realtime backend, else the turn engine."""
         if stream is not None:
-            return StreamEngine(stream, self._emit_transcript, self._stream_failed, on_turn_done=self._turn_done)
+            return StreamEngine(
+                stream,
+                self._emit_transcript,
+                self._stream_failed,
+                on_turn_done=self._turn_done,
+                margin_ms=self._stream_margin_ms,
+            )
         return TurnEngine(
             self._buffer,
             lambda: self.config,
