@@ -50,6 +50,11 @@ MODES = (
     Mode("server_vad 200 ms", {**SERVER_VAD, "silence_duration_ms": 200}, {"realtime_eager_pause_ms": 0}),
     Mode("server_vad 200 ms + eager finals", {**SERVER_VAD, "silence_duration_ms": 200}),
     Mode("semantic_vad high (Smart Turn) + eager finals", {"type": "semantic_vad", "eagerness": "high"}),
+    Mode(
+        "semantic_vad high (Smart Turn), 100 ms pauses",
+        {"type": "semantic_vad", "eagerness": "high"},
+        {"realtime_eager_pause_ms": 100},
+    ),
 )
 
 
@@ -105,6 +110,7 @@ def measure(edge_url: str, mode: Mode, n: int, audio: SessionAudio, load: Load, 
             outcome: counter_delta(before, after, "edge_realtime_eager_transcriptions_total", outcome=outcome)
             for outcome in ("used", "discarded")
         },
+        "turn_check_s": histogram_quantiles(before, after, "edge_realtime_turn_check_seconds"),
         "turn_checks": {
             outcome: counter_delta(before, after, "edge_realtime_turn_checks_total", outcome=outcome)
             for outcome in ("complete", "incomplete", "failed")
@@ -123,6 +129,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "edge share p50 / p99 ms",
         "eager used / discarded",
         "turn checks complete / incomplete",
+        "turn check p50 / p95 ms",
     ]
     body = []
     for r in rows:
@@ -143,6 +150,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{results.ms(edge['p50'])} / {results.ms(edge['p99'])}",
                 f"{r['eager']['used']:.0f} / {r['eager']['discarded']:.0f}",
                 f"{r['turn_checks']['complete']:.0f} / {r['turn_checks']['incomplete']:.0f}",
+                f"{results.ms(r['turn_check_s']['p50'])} / {results.ms(r['turn_check_s']['p95'])}",
             ]
         )
     return results.markdown_table(header, body)
