@@ -19,7 +19,14 @@ from the known words, never by listening, as inside a sentence or at a sentence'
   not installed (Debian: `apt-get install espeak-ng`), or for a text whose pause count VAD does not
   find exactly.
 
-At each threshold, "complete" is probability >= threshold. Writes results/turn_model.{json,md}.
+At each threshold, "complete" is probability >= threshold.
+
+Stability: the same pauses of both recordings, cut 0, 100 and 200 ms after the speech's end, read
+again with their features changed by one part in a million (times a standard normal, 3 draws):
+how far the probability moves shows which readings a different CPU's arithmetic (other SIMD
+kernels, other rounding) could change.
+
+Writes results/turn_model.{json,md}.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -44,6 +52,9 @@ from vad.log_mel import log_mel
 from vad.smart_turn import model_window
 
 BATCHES = (1, 4, 16)
+STABILITY_WAITS_MS = (0, 100, 200)
+NUDGE = 1e-6
+NUDGES = 3
 THRESHOLDS = (0.5, 0.7, 0.9)
 WAIT_S = 0.2
 SEGMENTS = VADParams()
@@ -77,11 +88,11 @@ class Pause:
     probability: float = 0.0
 
 
-def cut_at_pauses(audio: np.ndarray) -> list[np.ndarray]:
-    """The audio up to WAIT_S after each speech region's end (zero-padded past the recording's end)."""
+def cut_at_pauses(audio: np.ndarray, wait_s: float = WAIT_S) -> list[np.ndarray]:
+    """The audio up to `wait_s` after each speech region's end (zero-padded past the recording's end)."""
     cuts = []
     for segment in speech_segments(audio, SEGMENTS):
-        end = segment.end_sample + int(WAIT_S * SAMPLE_RATE)
+        end = segment.end_sample + int(wait_s * SAMPLE_RATE)
         cut = audio[:end]
         cuts.append(np.concatenate([cut, np.zeros(end - len(cut), np.float32)]))
     return cuts
@@ -144,6 +155,35 @@ def cost(model: SmartTurnModel, windows: np.ndarray, batch: int, repeats: int) -
     }
 
 
+def stability(model: SmartTurnModel, sources: list[np.ndarray]) -> list[dict[str, Any]]:
+    """Per wait after the speech's end: how far a nudge of `NUDGE` to the features moves each reading."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for wait_ms in STABILITY_WAITS_MS:
+        cuts = [cut for audio in sources for cut in cut_at_pauses(audio, wait_ms / 1000)]
+        features = log_mel(np.stack([model_window(cut) for cut in cuts]))
+        base = model.predict_features(features)
+        nudged = [
+            model.predict_features((features * (1 + NUDGE * rng.standard_normal(features.shape))).astype(np.float32))
+            for _ in range(NUDGES)
+        ]
+        moved = np.max(np.abs(np.stack(nudged) - base), axis=0)
+        middle = (base > 0.2) & (base < 0.8)
+        rows.append(
+            {
+                "wait_ms": wait_ms,
+                "pauses": len(cuts),
+                "moved_median": float(np.median(moved)),
+                "moved_max": float(moved.max()),
+                "pauses_moved_over_0.05": int((moved > 0.05).sum()),
+                "readings_between_0.2_and_0.8": int(middle.sum()),
+                "probabilities": base.tolist(),
+                "moved": moved.tolist(),
+            }
+        )
+    return rows
+
+
 def decisions(found: list[Pause], threshold: float) -> dict[str, float | int]:
     ends = [p for p in found if p.complete]
     inside = [p for p in found if not p.complete]
@@ -159,7 +199,7 @@ def decisions(found: list[Pause], threshold: float) -> dict[str, float | int]:
     }
 
 
-def table(costs: list[dict], accuracy: dict[str, list[dict]]) -> str:
+def table(costs: list[dict], accuracy: dict[str, list[dict]], steady: list[dict]) -> str:
     lines = [
         results.markdown_table(
             ["batch", "CPU ms / call", "of which features", "CPU ms / recording", "wall ms / call"],
@@ -190,6 +230,27 @@ def table(costs: list[dict], accuracy: dict[str, list[dict]]) -> str:
             )
     header = ["speech", "threshold", "sentence ends called complete", "pauses inside called complete", "accuracy"]
     lines.append(results.markdown_table(header, rows))
+    lines.append("")
+    header = [
+        "asked after speech end",
+        "pauses",
+        "moved by a 1e-6 nudge: median",
+        "max",
+        "pauses moved > 0.05",
+        "readings in 0.2–0.8",
+    ]
+    body = [
+        [
+            f"{r['wait_ms']} ms",
+            r["pauses"],
+            f"{r['moved_median']:.4f}",
+            f"{r['moved_max']:.3f}",
+            r["pauses_moved_over_0.05"],
+            r["readings_between_0.2_and_0.8"],
+        ]
+        for r in steady
+    ]
+    lines.append(results.markdown_table(header, body))
     return "\n".join(lines)
 
 
@@ -213,18 +274,20 @@ def main() -> None:
         "synthetic (espeak-ng)": [p for p in labelled_pauses if p.source != "jfk.flac"],
     }
     accuracy = {name: [decisions(group, t) for t in THRESHOLDS] for name, group in groups.items() if group}
+    steady = stability(model, sources[:2])
 
     data = {
         "machine": results.machine() | {"onnxruntime": onnxruntime.__version__},
         "costs": costs,
         "accuracy": accuracy,
+        "stability": steady,
         "pauses": [asdict(p) for p in labelled_pauses],
         "skipped_texts": skipped,
     }
     out = results.directory
     out.mkdir(parents=True, exist_ok=True)
     (out / "turn_model.json").write_text(json.dumps(data, indent=2) + "\n")
-    text = table(costs, accuracy)
+    text = table(costs, accuracy, steady)
     (out / "turn_model.md").write_text(text + "\n")
     print(text)
     for p in labelled_pauses:

@@ -81,7 +81,11 @@ class SmartTurnModel:
 
     def predict_windows(self, windows: np.ndarray) -> np.ndarray:
         """As ``predict``, for ``[batch, WINDOW_SAMPLES]`` windows made by :func:`model_window`."""
-        (probs,) = self._session.run(None, {"input_features": log_mel(windows)})
+        return self.predict_features(log_mel(windows))
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        """As ``predict``, for ``[batch, 80, 800]`` features made by :func:`vad.log_mel.log_mel`."""
+        (probs,) = self._session.run(None, {"input_features": features})
         return np.asarray(probs, dtype=np.float32)[:, 0]
 
 
