@@ -49,11 +49,15 @@ MODES = (
     Mode("server_vad 500 ms + eager finals", SERVER_VAD),
     Mode("server_vad 200 ms", {**SERVER_VAD, "silence_duration_ms": 200}, {"realtime_eager_pause_ms": 0}),
     Mode("server_vad 200 ms + eager finals", {**SERVER_VAD, "silence_duration_ms": 200}),
-    Mode("semantic_vad high (Smart Turn) + eager finals", {"type": "semantic_vad", "eagerness": "high"}),
     Mode(
-        "semantic_vad high (Smart Turn), 100 ms pauses",
+        "semantic_vad high (Smart Turn), eager after the check",
         {"type": "semantic_vad", "eagerness": "high"},
-        {"realtime_eager_pause_ms": 100},
+        {"semantic_eager": "after_check"},
+    ),
+    Mode(
+        "semantic_vad high (Smart Turn), eager after the check, 100 ms pauses",
+        {"type": "semantic_vad", "eagerness": "high"},
+        {"semantic_eager": "after_check", "realtime_eager_pause_ms": 100},
     ),
 )
 

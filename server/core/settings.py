@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     vad_speech_pad_ms: int = 200
     vad_intra_op_threads: int = 1
     semantic_vad: Literal["smart_turn", "server_vad"] = "smart_turn"
+    semantic_eager: Literal["at_pause", "after_check"] = "at_pause"
     smart_turn_model: str = Field(
         # Where serve.sh and the Dockerfile install it: vad.smart_turn.DEFAULT_MODEL_PATH.
         default=str(Path(sys.prefix, "share", "smart-turn", "smart-turn-v3.2-cpu.onnx")),

@@ -157,6 +157,7 @@ async def run_session(transport: SessionTransport, protocol: WireProtocol, servi
         conversation_max_bytes=int(settings.realtime_conversation_max_mb * MB),
         audio_turns=settings.realtime_audio_turns,
         eager_pause_ms=settings.realtime_eager_pause_ms,
+        eager_after_check=settings.semantic_eager == "after_check",
         stream_margin_ms=settings.realtime_stream_margin_ms,
         turn_judge=services.turn_judge,
         stream=stream,

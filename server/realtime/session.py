@@ -20,8 +20,9 @@ turns reach the model as their transcripts); `transcription.events` says whether
 With `eager_pause_ms`, server VAD also reports pauses that short inside a turn and the speech that
 resumes after them, and the engine may start on the turn's end early (eager finals, see
 `turn_engine`). With `semantic_vad` and a `turn_judge`, each pause is also put to the turn model,
-and a turn that sounds finished ends where its pause began (see `semantic_turns`); the verdict is
-applied between two VAD steps, and only if no speech has come since the pause.
+and a turn that sounds finished ends where its pause began (see `semantic_turns`); with
+`eager_after_check` the eager transcription starts only once the model has said "not finished".
+The verdict is applied between two VAD steps, and only if no speech has come since the pause.
 
 Positions are 16 kHz sample counts since the session's first audio; the VAD stream restarts at 0
 whenever it is reset, so its positions are offset by `_vad_origin`.
@@ -86,6 +87,7 @@ class RealtimeSession:
         conversation_max_bytes: int,
         audio_turns: int,
         eager_pause_ms: int = 0,
+        eager_after_check: bool = False,
         stream_margin_ms: int = 0,
         turn_judge: TurnJudge | None = None,
         stream: RealtimeBackend | None = None,
@@ -110,6 +112,7 @@ class RealtimeSession:
         self._conversation_max_bytes = conversation_max_bytes
         self._audio_turns = audio_turns
         self._eager_pause_ms = eager_pause_ms
+        self._eager_after_check = eager_after_check
         self._stream_margin_ms = stream_margin_ms
         self._judge = turn_judge
         self._judgements = TaskSet()
@@ -193,17 +196,33 @@ class RealtimeSession:
 
     def _paused(self, item: Item, position: int) -> None:
         self._pause = (item, position)
-        self._transcriber.pause(position)
-        if self._semantic():
+        semantic = self._semantic()
+        if not (semantic and self._eager_after_check):
+            self._transcriber.pause(position)
+        if semantic:
             audio = self._buffer.slice(item.start, self._buffer.end)
             self._judgements.spawn(self._judge_pause((item, position), audio), f"turn-check-{item.item_id}")
 
     async def _judge_pause(self, pause: tuple[Item, int], audio: np.ndarray) -> None:
+        """Put a pause to the turn model.
+
+        With `eager_after_check` the pause's eager transcription waits for the answer, so that the
+        check and the transcription do not compete for the same cores when vLLM runs on the CPU
+        (benchmarks/README.md, "Time to final segment"): a finished turn ends here and is
+        transcribed as it ends, an unfinished one is transcribed now, in case the longest wait
+        ends it at this pause.
+        """
         assert self._judge is not None
-        if await self._judge.finished(audio, self.config.turn.eagerness) and self._pause == pause:
-            self._finished_at = pause
-            if not self._feeding:
-                self._end_finished_turn()
+        finished = await self._judge.finished(audio, self.config.turn.eagerness)
+        if self._pause != pause:
+            return
+        if not finished:
+            if self._eager_after_check:
+                self._transcriber.pause(pause[1])
+            return
+        self._finished_at = pause
+        if not self._feeding:
+            self._end_finished_turn()
 
     def _end_finished_turn(self) -> None:
         """The turn the model judged finished ends at its pause, if nothing has happened since."""
