@@ -94,7 +94,7 @@ def test_time_to_final_segment_by_turn_detection_against_vllm(tmp_path: Path, vl
     by_name = {row["mode"]["name"]: row for row in rows}
     assert by_name["server_vad 500 ms"]["eager"]["used"] == 0
     assert by_name["server_vad 500 ms + eager finals"]["eager"]["used"] > 0
-    assert sum(by_name["semantic_vad high (Smart Turn) + eager finals"]["turn_checks"].values()) > 0
+    assert sum(by_name["semantic_vad high (Smart Turn), eager after the check"]["turn_checks"].values()) > 0
 
 
 @pytest.mark.timeout(300)
