@@ -49,6 +49,7 @@ MODES = (
     Mode("server_vad 500 ms + eager finals", SERVER_VAD),
     Mode("server_vad 200 ms", {**SERVER_VAD, "silence_duration_ms": 200}, {"realtime_eager_pause_ms": 0}),
     Mode("server_vad 200 ms + eager finals", {**SERVER_VAD, "silence_duration_ms": 200}),
+    Mode("semantic_vad high (Smart Turn), eager at the pause", {"type": "semantic_vad", "eagerness": "high"}),
     Mode(
         "semantic_vad high (Smart Turn), eager after the check",
         {"type": "semantic_vad", "eagerness": "high"},
