@@ -56,9 +56,9 @@ MODES = (
         {"semantic_eager": "after_check"},
     ),
     Mode(
-        "semantic_vad high (Smart Turn), eager after the check, 100 ms pauses",
+        "semantic_vad high (Smart Turn float32), eager at the pause",
         {"type": "semantic_vad", "eagerness": "high"},
-        {"semantic_eager": "after_check", "realtime_eager_pause_ms": 100},
+        {"smart_turn_precision": "float32"},
     ),
 )
 

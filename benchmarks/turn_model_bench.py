@@ -1,5 +1,8 @@
 """Smart Turn v3.2 (vad.SmartTurnModel): CPU per call by batch size, and its answers at pauses.
 
+Each measurement is made for both precisions (`SMART_TURN_PRECISION`): the int8 file as shipped,
+and float32 with its quantization folded away (`vad.qdq`).
+
 `python -m benchmarks.turn_model_bench [--repeats N]` (a minute or two on an idle 2-core machine).
 
 Cost: one `predict` call on B = 1, 4, 16 recordings (8 s windows of jfk.flac and silero_test.wav),
@@ -37,7 +40,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +52,9 @@ from benchmarks.speech import recording
 from server.core.audio import SAMPLE_RATE, decode_audio
 from vad import SmartTurnModel, VADParams, speech_segments
 from vad.log_mel import log_mel
-from vad.smart_turn import model_window
+from vad.smart_turn import Precision, model_window
 
+PRECISIONS: tuple[Precision, ...] = ("int8", "float32")
 BATCHES = (1, 4, 16)
 STABILITY_WAITS_MS = (0, 100, 200)
 NUDGE = 1e-6
@@ -199,39 +203,76 @@ def decisions(found: list[Pause], threshold: float) -> dict[str, float | int]:
     }
 
 
-def table(costs: list[dict], accuracy: dict[str, list[dict]], steady: list[dict]) -> str:
+def measure(
+    model: SmartTurnModel,
+    windows: np.ndarray,
+    found: list[tuple[Pause, np.ndarray]],
+    sources: list[np.ndarray],
+    repeats: int,
+) -> dict[str, Any]:
+    """One precision's cost by batch size, its decisions at the labelled pauses, and its stability."""
+    costs = [cost(model, windows, batch, repeats) for batch in BATCHES]
+    probabilities = model.predict([cut for _, cut in found])
+    labelled_pauses = [
+        replace(pause, probability=p) for (pause, _), p in zip(found, probabilities.tolist(), strict=True)
+    ]
+    groups = {
+        "real (jfk.flac)": [p for p in labelled_pauses if p.source == "jfk.flac"],
+        "synthetic (espeak-ng)": [p for p in labelled_pauses if p.source != "jfk.flac"],
+    }
+    return {
+        "costs": costs,
+        "accuracy": {name: [decisions(group, t) for t in THRESHOLDS] for name, group in groups.items() if group},
+        "stability": stability(model, sources),
+        "pauses": [asdict(p) for p in labelled_pauses],
+    }
+
+
+def table(runs: dict[Precision, dict[str, Any]]) -> str:
     lines = [
         results.markdown_table(
-            ["batch", "CPU ms / call", "of which features", "CPU ms / recording", "wall ms / call"],
+            ["precision", "batch", "CPU ms / call", "of which features", "CPU ms / recording", "wall ms / call"],
             [
                 [
+                    precision,
                     c["batch"],
                     f"{c['cpu_ms_per_call']:.1f}",
                     f"{c['features_cpu_ms_per_call']:.1f}",
                     f"{c['cpu_ms_per_recording']:.1f}",
                     f"{c['wall_ms_per_call']:.1f}",
                 ]
-                for c in costs
+                for precision, run in runs.items()
+                for c in run["costs"]
             ],
         ),
         "",
     ]
     rows = []
-    for name, per_threshold in accuracy.items():
-        for d in per_threshold:
-            rows.append(
-                [
-                    name,
-                    d["threshold"],
-                    f"{d['ends_called_complete']} / {d['ends']}",
-                    f"{d['inside_called_complete']} / {d['inside']}",
-                    f"{100 * d['accuracy']:.0f} %",
-                ]
-            )
-    header = ["speech", "threshold", "sentence ends called complete", "pauses inside called complete", "accuracy"]
+    for precision, run in runs.items():
+        for name, per_threshold in run["accuracy"].items():
+            for d in per_threshold:
+                rows.append(
+                    [
+                        precision,
+                        name,
+                        d["threshold"],
+                        f"{d['ends_called_complete']} / {d['ends']}",
+                        f"{d['inside_called_complete']} / {d['inside']}",
+                        f"{100 * d['accuracy']:.0f} %",
+                    ]
+                )
+    header = [
+        "precision",
+        "speech",
+        "threshold",
+        "sentence ends called complete",
+        "pauses inside called complete",
+        "accuracy",
+    ]
     lines.append(results.markdown_table(header, rows))
     lines.append("")
     header = [
+        "precision",
         "asked after speech end",
         "pauses",
         "moved by a 1e-6 nudge: median",
@@ -241,6 +282,7 @@ def table(costs: list[dict], accuracy: dict[str, list[dict]], steady: list[dict]
     ]
     body = [
         [
+            precision,
             f"{r['wait_ms']} ms",
             r["pauses"],
             f"{r['moved_median']:.4f}",
@@ -248,7 +290,8 @@ def table(costs: list[dict], accuracy: dict[str, list[dict]], steady: list[dict]
             r["pauses_moved_over_0.05"],
             r["readings_between_0.2_and_0.8"],
         ]
-        for r in steady
+        for precision, run in runs.items()
+        for r in run["stability"]
     ]
     lines.append(results.markdown_table(header, body))
     return "\n".join(lines)
@@ -259,39 +302,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="model calls timed per batch size")
     args = parser.parse_args()
 
-    model = SmartTurnModel()
     sources = [recording("jfk.flac"), recording("silero_test.wav")]
     windows = np.stack([model_window(a[: end * SAMPLE_RATE]) for a in sources for end in (4, 8, 11)])
-    costs = [cost(model, windows, batch, args.repeats) for batch in BATCHES]
-
     found, skipped = pauses()
-    probabilities = model.predict([cut for _, cut in found])
-    for (pause, _), probability in zip(found, probabilities.tolist(), strict=True):
-        pause.probability = probability
-    labelled_pauses = [p for p, _ in found]
-    groups = {
-        "real (jfk.flac)": [p for p in labelled_pauses if p.source == "jfk.flac"],
-        "synthetic (espeak-ng)": [p for p in labelled_pauses if p.source != "jfk.flac"],
+    runs = {
+        precision: measure(SmartTurnModel(precision=precision), windows, found, sources, args.repeats)
+        for precision in PRECISIONS
     }
-    accuracy = {name: [decisions(group, t) for t in THRESHOLDS] for name, group in groups.items() if group}
-    steady = stability(model, sources[:2])
-
     data = {
         "machine": results.machine() | {"onnxruntime": onnxruntime.__version__},
-        "costs": costs,
-        "accuracy": accuracy,
-        "stability": steady,
-        "pauses": [asdict(p) for p in labelled_pauses],
+        "precisions": runs,
         "skipped_texts": skipped,
     }
     out = results.directory
     out.mkdir(parents=True, exist_ok=True)
     (out / "turn_model.json").write_text(json.dumps(data, indent=2) + "\n")
-    text = table(costs, accuracy, steady)
+    text = table(runs)
     (out / "turn_model.md").write_text(text + "\n")
     print(text)
-    for p in labelled_pauses:
-        print(f"{p.probability:.3f}  {'END   ' if p.complete else 'inside'}  {p.source}: {p.words}")
+    for i, pause in enumerate(runs["int8"]["pauses"]):
+        readings = "  ".join(f"{run['pauses'][i]['probability']:.3f}" for run in runs.values())
+        print(f"{readings}  {'END   ' if pause['complete'] else 'inside'}  {pause['source']}: {pause['words']}")
     if skipped:
         print("skipped:", *skipped, sep="\n  ")
 

@@ -97,6 +97,17 @@ async def test_after_check_the_eager_transcription_waits_for_the_turn_model(make
     assert eager("used") == used and eager("discarded") == discarded
 
 
+async def test_float32_precision_ends_the_same_turn_at_the_same_place(make_edge) -> None:
+    """SMART_TURN_PRECISION=float32 (the quantization folded away): the pause inside the sentence
+    still reads unfinished and its end finished."""
+    audio, end_ms = sentence()
+    complete, incomplete = checks("complete"), checks("incomplete")
+    events = await turns(make_edge(smart_turn_precision="float32"), audio, "low", settle=1)
+    [stopped] = of_type(events, "input_audio_buffer.speech_stopped")
+    assert abs(stopped["audio_end_ms"] - end_ms) <= 100, (stopped, end_ms)
+    assert checks("complete") == complete + 1 and checks("incomplete") >= incomplete + 1
+
+
 async def test_without_the_model_semantic_vad_is_server_vad_with_its_eagerness_silence(make_edge) -> None:
     audio, end_ms = sentence()
     events = await turns(make_edge(semantic_vad="server_vad"), audio, "low", settle=2)

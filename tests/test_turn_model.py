@@ -6,18 +6,26 @@ import asyncio
 from functools import cache
 
 import numpy as np
+import onnx
+import onnxruntime
 import pytest
 from vad_helpers import RATE, load_recording, silence
 
 from server.core.settings import Settings
 from vad import BatchedSmartTurn, SmartTurnModel, speech_segments
 from vad.log_mel import HOP, N_FFT, N_MELS, hz_to_mel, log_mel, mel_filters, power_spectrogram
+from vad.qdq import fold_qdq
 from vad.smart_turn import DEFAULT_MODEL_PATH, WINDOW_SAMPLES, model_window
 
 
 @cache
 def model() -> SmartTurnModel:
     return SmartTurnModel()
+
+
+@cache
+def float32_model() -> SmartTurnModel:
+    return SmartTurnModel(precision="float32")
 
 
 @cache
@@ -98,6 +106,82 @@ def test_end_of_sentence_reads_more_complete_than_pauses_inside_it() -> None:
     # The model hears "And so, my fellow Americans |" as finished too: a falling, sentence-final
     # cadence on a vocative; it is counted as a miss in benchmarks/turn_model_bench.py.
     assert americans > 0.5
+
+
+def test_float32_precision_has_no_quantization_left_and_reads_the_clear_cases_alike() -> None:
+    folded = fold_qdq(onnx.load(DEFAULT_MODEL_PATH))
+    ops = {node.op_type for node in folded.graph.node}
+    assert not ops & {"QuantizeLinear", "DequantizeLinear"} and {"MatMul", "Conv"} <= ops
+    used = {name for node in folded.graph.node for name in node.input}
+    weights = [init for init in folded.graph.initializer if init.name in used and len(init.dims) >= 2]
+    assert weights and all(init.data_type == onnx.TensorProto.FLOAT for init in weights)
+
+    inside, end = jfk_pauses()
+    quantized, unquantized = model().predict([*inside, end]), float32_model().predict([*inside, end])
+    assert (unquantized[1:3] < 0.1).all() and unquantized[3] > 0.9
+    np.testing.assert_allclose(unquantized, quantized, atol=0.15)
+
+
+def test_float32_readings_do_not_jump_when_the_features_move_by_a_millionth() -> None:
+    """The int8 graph rounds its activations at every layer, so its in-between readings can jump
+    by a quarter for such a nudge (benchmarks/README.md); the folded graph's stay put."""
+    inside, end = jfk_pauses()
+    audios = [*inside, end, load_recording("silero_test.wav")[: 6 * RATE]]
+    features = log_mel(np.stack([model_window(a) for a in audios]))
+    base = float32_model().predict_features(features)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        nudged = (features * (1 + 1e-6 * rng.standard_normal(features.shape))).astype(np.float32)
+        np.testing.assert_allclose(float32_model().predict_features(nudged), base, atol=1e-3)
+
+
+def _qdq_matmul(x: np.ndarray, weight: np.ndarray, axis_scales: np.ndarray, zero: np.ndarray) -> onnx.ModelProto:
+    """X -> Q -> DQ -> MatMul(DQ(int8 weight, per-column scales and zero points)) -> Y."""
+    h, t = onnx.helper, onnx.TensorProto
+    inits = [
+        onnx.numpy_helper.from_array(weight, "w"),
+        onnx.numpy_helper.from_array(axis_scales, "w_scale"),
+        onnx.numpy_helper.from_array(zero, "w_zero"),
+        onnx.numpy_helper.from_array(np.float32(0.05), "x_scale"),
+        onnx.numpy_helper.from_array(np.uint8(128), "x_zero"),
+    ]
+    nodes = [
+        h.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
+        h.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
+        h.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wd"], axis=1),
+        h.make_node("MatMul", ["xd", "wd"], ["y"]),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "qdq",
+        [h.make_tensor_value_info("x", t.FLOAT, list(x.shape))],
+        [h.make_tensor_value_info("y", t.FLOAT, [x.shape[0], weight.shape[1]])],
+        inits,
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
+
+
+def test_folding_dequantizes_per_axis_weights_and_drops_the_activation_rounding() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (3, 4)).astype(np.float32)
+    weight = rng.integers(-128, 128, (4, 5)).astype(np.int8)
+    scales = np.array([0.01, 0.02, 0.03, 0.04, 0.05], np.float32)
+    zero = np.array([0, 1, -2, 3, 0], np.int8)
+    folded = fold_qdq(_qdq_matmul(x, weight, scales, zero))
+    assert [node.op_type for node in folded.graph.node] == ["MatMul"]
+    session = onnxruntime.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": x})
+    np.testing.assert_allclose(y, x @ ((weight.astype(np.float32) - zero) * scales), rtol=1e-5)
+
+
+def test_folding_refuses_a_graph_it_does_not_cover() -> None:
+    model = _qdq_matmul(
+        np.zeros((1, 4), np.float32), np.zeros((4, 2), np.int8), np.ones(2, np.float32), np.zeros(2, np.int8)
+    )
+    # A quantized activation that reaches an op other than DequantizeLinear cannot be folded.
+    model.graph.node.append(onnx.helper.make_node("Identity", ["xq"], ["xq_copy"]))
+    with pytest.raises(ValueError, match="feeds something other than a DequantizeLinear"):
+        fold_qdq(model)
 
 
 def test_batch_equals_one_at_a_time() -> None:

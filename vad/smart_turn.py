@@ -10,6 +10,10 @@ audio is zero-padded at the start, as the reference does. It is meant to be
 asked at a pause the VAD found: it judges the speech's end (wording, intonation),
 and silence alone reads as complete.
 
+``precision="float32"`` runs the same weights with the quantization folded away
+(:mod:`vad.qdq`): readings that do not depend on the CPU's int8 kernels, for more
+CPU per call (benchmarks/README.md, "Turn completion model").
+
 :class:`SmartTurnModel` runs a batch in one call. :class:`BatchedSmartTurn`
 lets many sessions ask at once: calls that arrive while a run is in progress
 are gathered into the next run, which takes at most ``max_batch`` of them, in
@@ -24,14 +28,18 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from vad.log_mel import log_mel
 from vad.model import SAMPLE_RATE
+from vad.qdq import fold_qdq
 
 WINDOW_SAMPLES = 8 * SAMPLE_RATE
+Precision = Literal["int8", "float32"]
 DEFAULT_MODEL_PATH = Path(sys.prefix, "share", "smart-turn", "smart-turn-v3.2-cpu.onnx")
 
 
@@ -61,7 +69,9 @@ def model_window(audio: np.ndarray) -> np.ndarray:
 class SmartTurnModel:
     """The ONNX model on onnxruntime; ``run`` is thread-safe, so one instance can be shared."""
 
-    def __init__(self, path: str | Path | None = None, intra_op_threads: int = 1) -> None:
+    def __init__(
+        self, path: str | Path | None = None, intra_op_threads: int = 1, precision: Precision = "int8"
+    ) -> None:
         path = Path(path) if path is not None else DEFAULT_MODEL_PATH
         if not path.is_file():
             raise FileNotFoundError(
@@ -71,7 +81,10 @@ class SmartTurnModel:
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        graph: str | bytes = str(path)
+        if precision == "float32":
+            graph = fold_qdq(onnx.load(path)).SerializeToString()
+        self._session = ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"])
 
     def predict(self, audios: Sequence[np.ndarray]) -> np.ndarray:
         """Probability that each recording ends a finished turn, ``[len(audios)]`` float32, in one model call."""

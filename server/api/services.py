@@ -110,7 +110,11 @@ def _turn_judge(settings: Settings) -> TurnJudge | None:
     if settings.semantic_vad != "smart_turn":
         return None
     try:
-        model = SmartTurnModel(settings.smart_turn_model, intra_op_threads=settings.vad_intra_op_threads)
+        model = SmartTurnModel(
+            settings.smart_turn_model,
+            intra_op_threads=settings.vad_intra_op_threads,
+            precision=settings.smart_turn_precision,
+        )
     except FileNotFoundError as exc:
         log.warning("%s: semantic_vad is served as server_vad", exc)
         return None

@@ -100,6 +100,7 @@ class Settings(BaseSettings):
         default=str(Path(sys.prefix, "share", "smart-turn", "smart-turn-v3.2-cpu.onnx")),
         description="Smart Turn v3.2 ONNX file, the turn-completion model",
     )
+    smart_turn_precision: Literal["int8", "float32"] = "int8"
 
     # RunPod worker.
     max_concurrency: int = 16
