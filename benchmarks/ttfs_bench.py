@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 from tqdm import tqdm
 
 from benchmarks import processes, results
+from benchmarks.procstats import ProcessMeter
 from benchmarks.realtime_client import (
     SERVER_VAD,
     SessionLog,
@@ -81,23 +82,26 @@ class Load:
     ramp_s: float = 2.0
 
 
-def measure(edge_url: str, mode: Mode, n: int, audio: SessionAudio, load: Load, seed: int = 0) -> dict[str, Any]:
-    ws_url = edge_url.replace("http", "ws", 1) + "/v1/realtime?intent=transcription"
+def measure(
+    edge: processes.Child, mode: Mode, n: int, audio: SessionAudio, load: Load, seed: int = 0
+) -> dict[str, Any]:
+    ws_url = edge.url.replace("http", "ws", 1) + "/v1/realtime?intent=transcription"
     plans = [audio.plan(load.seconds, seed + i) for i in range(n)]
     update = transcription_update(mode.turn_detection)
-    before = scrape(edge_url)
-    logs = asyncio.run(
-        run_many(
-            ws_url,
-            plans,
-            audio.messages,
-            load.chunk_ms / 1000,
-            load.drain_s,
-            load.ramp_s,
-            lambda: SessionLog(session_update=update),
+    before = scrape(edge.url)
+    with ProcessMeter(edge.pid) as meter:
+        logs = asyncio.run(
+            run_many(
+                ws_url,
+                plans,
+                audio.messages,
+                load.chunk_ms / 1000,
+                load.drain_s,
+                load.ramp_s,
+                lambda: SessionLog(session_update=update),
+            )
         )
-    )
-    after = scrape(edge_url)
+    after = scrape(edge.url)
     scores = [score_session(plan, log) for plan, log in zip(plans, logs, strict=True)]
     return {
         "mode": asdict(mode),
@@ -120,6 +124,8 @@ def measure(edge_url: str, mode: Mode, n: int, audio: SessionAudio, load: Load, 
             outcome: counter_delta(before, after, "edge_realtime_turn_checks_total", outcome=outcome)
             for outcome in ("complete", "incomplete", "failed")
         },
+        # The edge's own CPU (VAD, turn model, protocol) over the run, per second of audio sent.
+        "edge_cpu_ms_per_session_s": 1000 * meter.cpu_s / (n * load.seconds),
     }
 
 
@@ -128,13 +134,14 @@ def table(rows: list[dict[str, Any]]) -> str:
         "mode",
         "sessions",
         "turns completed / sent",
-        "TTFS p50 / p95 ms",
+        "TTFS p50 / p95 / p99 ms",
         "speech end → stopped p50 ms",
         "stopped → completed p50 / p95 ms",
         "edge share p50 / p99 ms",
         "eager used / discarded",
         "turn checks complete / incomplete",
         "turn check p50 / p95 ms",
+        "edge CPU ms per session-second",
     ]
     body = []
     for r in rows:
@@ -149,13 +156,14 @@ def table(rows: list[dict[str, Any]]) -> str:
                 r["mode"]["name"],
                 r["sessions"],
                 f"{r['turns_completed']} / {r['turns_sent']}",
-                f"{results.ms(ttfs['p50'])} / {results.ms(ttfs['p95'])}",
+                f"{results.ms(ttfs['p50'])} / {results.ms(ttfs['p95'])} / {results.ms(ttfs['p99'])}",
                 results.ms(stop["p50"]),
                 f"{results.ms(done['p50'])} / {results.ms(done['p95'])}",
                 f"{results.ms(edge['p50'])} / {results.ms(edge['p99'])}",
                 f"{r['eager']['used']:.0f} / {r['eager']['discarded']:.0f}",
                 f"{r['turn_checks']['complete']:.0f} / {r['turn_checks']['incomplete']:.0f}",
                 f"{results.ms(r['turn_check_s']['p50'])} / {results.ms(r['turn_check_s']['p95'])}",
+                f"{r['edge_cpu_ms_per_session_s']:.1f}",
             ]
         )
     return results.markdown_table(header, body)
@@ -186,9 +194,9 @@ def run(vllm_url: str, levels: list[int], load: Load, backend: str, realtime_vll
     for index, mode in enumerate(modes):
         with processes.edge(vllm_url, **engine, **mode.settings) as edge:
             if index == 0:  # a cold vLLM takes its first requests of each shape far slower
-                measure(edge.url, mode, 2, audio, Load(min(load.seconds, 15.0), load.chunk_ms))
+                measure(edge, mode, 2, audio, Load(min(load.seconds, 15.0), load.chunk_ms))
             for n in levels:
-                row = measure(edge.url, mode, n, audio, load)
+                row = measure(edge, mode, n, audio, load)
                 rows.append(row)
                 tqdm.write(
                     f"  {mode.name}, N={n}: TTFS p50 {results.ms(row['ttfs_s']['p50'])} ms, "

@@ -90,11 +90,14 @@ def test_conversation_sessions_against_vllm(tmp_path: Path, vllm_url: str) -> No
 def test_time_to_final_segment_by_turn_detection_against_vllm(tmp_path: Path, vllm_url: str) -> None:
     bench("ttfs", tmp_path, "--vllm-url", vllm_url)
     rows = load(tmp_path, "ttfs")["rows"]
-    assert len(rows) == 6 and all(row["sessions_dropped"] == 0 and row["turns_completed"] > 0 for row in rows)
+    assert len(rows) == 7 and all(row["sessions_dropped"] == 0 and row["turns_completed"] > 0 for row in rows)
+    assert all(row["edge_cpu_ms_per_session_s"] > 0 for row in rows)
     by_name = {row["mode"]["name"]: row for row in rows}
     assert by_name["server_vad 500 ms"]["eager"]["used"] == 0
     assert by_name["server_vad 500 ms + eager finals"]["eager"]["used"] > 0
-    assert sum(by_name["semantic_vad high (Smart Turn), eager after the check"]["turn_checks"].values()) > 0
+    for precision in ("", " float32"):
+        row = by_name[f"semantic_vad high (Smart Turn{precision}), eager at the pause"]
+        assert sum(row["turn_checks"].values()) > 0
 
 
 @pytest.mark.timeout(300)

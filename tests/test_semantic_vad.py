@@ -3,6 +3,7 @@ a turn stays open through a mid-sentence pause longer than `server_vad`'s silenc
 sentence's end without waiting out its eagerness's longest wait."""
 
 import json
+import logging
 
 import numpy as np
 from realtime_helpers import (
@@ -97,12 +98,15 @@ async def test_after_check_the_eager_transcription_waits_for_the_turn_model(make
     assert eager("used") == used and eager("discarded") == discarded
 
 
-async def test_float32_precision_ends_the_same_turn_at_the_same_place(make_edge) -> None:
+async def test_float32_precision_ends_the_same_turn_at_the_same_place(make_edge, caplog) -> None:
     """SMART_TURN_PRECISION=float32 (the quantization folded away): the pause inside the sentence
     still reads unfinished and its end finished."""
     audio, end_ms = sentence()
     complete, incomplete = checks("complete"), checks("incomplete")
-    events = await turns(make_edge(smart_turn_precision="float32"), audio, "low", settle=1)
+    caplog.set_level(logging.INFO, logger="edge")
+    edge = make_edge(smart_turn_precision="float32")
+    assert "semantic_vad: Smart Turn (float32)" in caplog.text
+    events = await turns(edge, audio, "low", settle=1)
     [stopped] = of_type(events, "input_audio_buffer.speech_stopped")
     assert abs(stopped["audio_end_ms"] - end_ms) <= 100, (stopped, end_ms)
     assert checks("complete") == complete + 1 and checks("incomplete") >= incomplete + 1

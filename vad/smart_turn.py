@@ -81,6 +81,7 @@ class SmartTurnModel:
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.precision = precision
         graph: str | bytes = str(path)
         if precision == "float32":
             graph = fold_qdq(onnx.load(path)).SerializeToString()

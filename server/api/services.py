@@ -7,6 +7,7 @@ shared by all of them).
 """
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +110,7 @@ def _turn_judge(settings: Settings) -> TurnJudge | None:
     """Smart Turn for `semantic_vad`, unless `SEMANTIC_VAD=server_vad` or its file is missing (said once)."""
     if settings.semantic_vad != "smart_turn":
         return None
+    started = time.perf_counter()
     try:
         model = SmartTurnModel(
             settings.smart_turn_model,
@@ -118,6 +120,12 @@ def _turn_judge(settings: Settings) -> TurnJudge | None:
     except FileNotFoundError as exc:
         log.warning("%s: semantic_vad is served as server_vad", exc)
         return None
+    log.info(
+        "semantic_vad: Smart Turn (%s) from %s, loaded in %.2f s",
+        model.precision,
+        settings.smart_turn_model,
+        time.perf_counter() - started,
+    )
     return TurnJudge(BatchedSmartTurn(model))
 
 
