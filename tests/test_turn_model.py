@@ -174,6 +174,16 @@ def test_folding_dequantizes_per_axis_weights_and_drops_the_activation_rounding(
     np.testing.assert_allclose(y, x @ ((weight.astype(np.float32) - zero) * scales), rtol=1e-5)
 
 
+def test_folding_keeps_the_name_of_an_output_made_by_an_activation_pair() -> None:
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    model = _qdq_matmul(x, np.zeros((4, 2), np.int8), np.ones(2, np.float32), np.zeros(2, np.int8))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("xd", onnx.TensorProto.FLOAT, [2, 4]))
+    folded = fold_qdq(model)
+    session = onnxruntime.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"])
+    _, xd = session.run(["y", "xd"], {"x": x})
+    np.testing.assert_array_equal(xd, x)  # not rounded to the 0.05 steps any more
+
+
 def test_folding_refuses_a_graph_it_does_not_cover() -> None:
     model = _qdq_matmul(
         np.zeros((1, 4), np.float32), np.zeros((4, 2), np.int8), np.ones(2, np.float32), np.zeros(2, np.int8)

@@ -24,8 +24,8 @@ def fold_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     """A float32 copy of ``model`` with every ``QuantizeLinear``/``DequantizeLinear`` folded away.
 
     Raises ValueError for a graph this does not cover: a ``DequantizeLinear`` of a computed tensor
-    not made by a ``QuantizeLinear``, a ``QuantizeLinear`` whose output reaches anything but a
-    ``DequantizeLinear`` or a graph output, blocked quantization, or a parameter that is not an
+    not made by a ``QuantizeLinear``, a ``QuantizeLinear`` whose output is a graph output or reaches
+    anything but a ``DequantizeLinear``, blocked quantization, or a parameter that is not an
     initializer.
     """
     folded = onnx.ModelProto()
@@ -64,12 +64,21 @@ def fold_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
             raise ValueError(f"DequantizeLinear {node.name!r}: input {source!r} is neither a weight nor quantized")
         dropped.add(node.output[0])
 
+    def resolve(name: str) -> str:  # through chains: DequantizeLinear -> QuantizeLinear -> DequantizeLinear
+        while name in replace:
+            name = replace[name]
+        return name
+
     kept = [node for node in graph.node if not set(node.output) & dropped]
     for node in kept:
         for i, name in enumerate(node.input):
-            node.input[i] = replace.get(name, name)
-    for output in graph.output:
-        output.name = replace.get(output.name, output.name)
+            node.input[i] = resolve(name)
+    # A graph output made by a folded pair keeps its name.
+    kept += [
+        onnx.helper.make_node("Identity", [resolve(output.name)], [output.name])
+        for output in graph.output
+        if output.name in replace
+    ]
     del graph.node[:]
     graph.node.extend(kept)
     graph.initializer.extend(weights)
