@@ -31,12 +31,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from vad.log_mel import log_mel
 from vad.model import SAMPLE_RATE
-from vad.qdq import fold_qdq
 
 WINDOW_SAMPLES = 8 * SAMPLE_RATE
 Precision = Literal["int8", "float32"]
@@ -84,6 +82,12 @@ class SmartTurnModel:
         self.precision = precision
         graph: str | bytes = str(path)
         if precision == "float32":
+            # Imported here: onnx is needed only for folding, and every process that imports vad
+            # would otherwise pay for importing it.
+            import onnx
+
+            from vad.qdq import fold_qdq
+
             graph = fold_qdq(onnx.load(path)).SerializeToString()
         self._session = ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"])
 
