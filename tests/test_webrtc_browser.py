@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page
 from ui_helpers import (
+    BROWSER_FLOW,
     chromium_with_fake_microphone,
     events,
     fake_speech_wav,
@@ -30,28 +31,6 @@ from tests.conftest import SERVED_NAME, EdgeServer
 
 KEY = "sk-browser-0123456789abcdefghijklmn"
 COMPLETED = "conversation.item.input_audio_transcription.completed"
-
-# OpenAI's browser example, as documented: offer posted as soon as it is set (no waiting for ICE
-# gathering), the answer set from the response body. What the channel receives, ui_helpers.RECORDER_SCRIPT keeps.
-BROWSER_FLOW = """
-async ({ url, secret }) => {
-  const pc = (window.__pc = new RTCPeerConnection());
-  const microphone = await navigator.mediaDevices.getUserMedia({ audio: true });
-  pc.addTrack(microphone.getTracks()[0]);
-  const channel = (window.__channel = pc.createDataChannel("oai-events"));
-  const offer = await pc.createOffer();
-  await pc.setLocalDescription(offer);
-  const response = await fetch(`${url}/v1/realtime/calls`, {
-    method: "POST",
-    body: offer.sdp,
-    headers: { Authorization: `Bearer ${secret}`, "Content-Type": "application/sdp" },
-  });
-  const answer = await response.text();
-  if (response.status !== 201) return { status: response.status, answer };
-  await pc.setRemoteDescription({ type: "answer", sdp: answer });
-  return { status: response.status, answer, location: response.headers.get("Location") };
-}
-"""
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,28 @@ new MutationObserver(() => {
 }).observe(document, { subtree: true, childList: true, characterData: true });
 """
 
+# OpenAI's browser example, as documented: offer posted as soon as it is set (no waiting for ICE
+# gathering), the answer set from the response body. What the channel receives, ui_helpers.RECORDER_SCRIPT keeps.
+BROWSER_FLOW = """
+async ({ url, secret }) => {
+  const pc = (window.__pc = new RTCPeerConnection());
+  const microphone = await navigator.mediaDevices.getUserMedia({ audio: true });
+  pc.addTrack(microphone.getTracks()[0]);
+  const channel = (window.__channel = pc.createDataChannel("oai-events"));
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  const response = await fetch(`${url}/v1/realtime/calls`, {
+    method: "POST",
+    body: offer.sdp,
+    headers: { Authorization: `Bearer ${secret}`, "Content-Type": "application/sdp" },
+  });
+  const answer = await response.text();
+  if (response.status !== 201) return { status: response.status, answer };
+  await pc.setRemoteDescription({ type: "answer", sdp: answer });
+  return { status: response.status, answer, location: response.headers.get("Location") };
+}
+"""
+
 DENY_MICROPHONE_SCRIPT = """
 navigator.mediaDevices.getUserMedia = () =>
   Promise.reject(new DOMException("Permission denied", "NotAllowedError"));

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -162,4 +163,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_upload_mb * 1_048_576))
     app.add_middleware(RequestMetrics)
+    if origins := settings.cors_origin_list:
+        # Outermost, so that preflights are answered before any route's key check, and refusals
+        # (401, 413, 503) carry the headers too: a page can read why it was refused. Keys travel
+        # in the Authorization header, never cookies, so no credentials mode.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["Location", "Retry-After"],
+            max_age=600,
+        )
     return app

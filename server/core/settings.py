@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     ephemeral_secret_key: str | None = Field(default=None, repr=False)
     metrics_require_key: bool = False
     api_key_max_sessions: int | None = Field(default=None, ge=1)
+    cors_allow_origins: str = Field(
+        default="",
+        description="Origins (scheme://host[:port], comma-separated, or *) whose pages may call the HTTP API",
+    )
 
     # Edge processes.
     workers: int = Field(default=1, ge=1, description="Edge processes serving PORT together (the launcher runs them)")
@@ -164,6 +168,23 @@ class Settings(BaseSettings):
     @property
     def allowed_host_set(self) -> set[str]:
         return {h.strip().lower() for h in self.allowed_url_hosts.split(",") if h.strip()}
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_allow_origins.split(",") if o.strip()]
+
+    @model_validator(mode="after")
+    def _cors_origins(self) -> "Settings":
+        for origin in self.cors_origin_list:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+                raise ValueError(
+                    f"CORS_ALLOW_ORIGINS: {origin!r} is not an origin; write scheme://host[:port], "
+                    "e.g. https://app.example.com, or *"
+                )
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "Settings":
