@@ -286,7 +286,7 @@ async def test_a_transcription_session_refuses_conversation_events(edge: EdgeSer
 
 
 async def test_an_unknown_model_in_the_url_is_said_and_the_served_one_answers(edge: EdgeServer) -> None:
-    async with openai_client(edge).realtime.connect(model="gpt-realtime") as conn:
+    async with openai_client(edge).realtime.connect(model="gpt-5-realtime-nonexistent") as conn:
         created = json.loads(await conn.recv_bytes())
         error = json.loads(await conn.recv_bytes())
     assert created["session"]["type"] == "realtime" and created["session"]["model"] == SERVED_NAME

@@ -94,3 +94,30 @@ def replied(history: list[Any]) -> bool:
     """The history ends with the assistant's text reply (after the tool's call)."""
     replies = [item for item in history if getattr(item, "role", None) == "assistant"]
     return bool(replies) and any(getattr(part, "text", None) for part in replies[-1].content)
+
+
+async def test_an_agent_with_the_sdks_default_model_gets_no_error(edge: EdgeServer) -> None:
+    """Named nowhere, the model is the SDK's default (`gpt-realtime-2.1`, in its `session.update`):
+    an alias of the served model, so the session starts without an `error`."""
+    agent = RealtimeAgent(name="plain", instructions="Answer briefly.")
+    runner = RealtimeRunner(agent, config={"model_settings": {"modalities": ["text"]}})
+    url = f"{edge.url.replace('http://', 'ws://')}/v1/realtime"
+    session = await runner.run(model_config={"url": url, "api_key": "unused"})
+    server_events: list[dict[str, Any]] = []
+    errors: list[Any] = []
+
+    async def until_updated() -> None:
+        async for event in session:
+            if event.type == "error":
+                errors.append(event)
+            if event.type == "raw_model_event" and event.data.type == "raw_server_event":
+                server_events.append(event.data.data)
+                if event.data.data.get("type") == "session.updated":
+                    return
+
+    async with session:
+        await asyncio.wait_for(until_updated(), timeout=60)
+        await asyncio.sleep(0.5)  # an error after the update would follow it at once
+    updated = server_events[-1]["session"]
+    assert updated["model"] == "gpt-realtime-2.1", updated  # the alias, as asked
+    assert not errors and not [e for e in server_events if e.get("type") == "error"], (errors, server_events)

@@ -74,8 +74,13 @@ class Settings(BaseSettings):
     max_output_tokens: int | None = None
     backend_audio_upload: Literal["auto", "multipart", "json"] = "auto"
 
-    # Model names clients may send; all map to the served model.
-    model_aliases: str = "whisper-1,gpt-4o-transcribe,gpt-4o-mini-transcribe,voxtral"
+    # Model names clients may send; all map to the served model. The realtime names are the SDKs'
+    # defaults (the Agents SDKs name `gpt-realtime-2.1` when no model is given).
+    model_aliases: str = (
+        "whisper-1,gpt-4o-transcribe,gpt-4o-mini-transcribe,voxtral,"
+        "gpt-realtime,gpt-realtime-mini,gpt-realtime-1.5,gpt-realtime-2,gpt-realtime-2.1,gpt-realtime-2.1-mini,"
+        "gpt-4o-realtime-preview,gpt-4o-mini-realtime-preview"
+    )
 
     # Audio input.
     max_upload_mb: float = 1024.0
