@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -204,3 +205,15 @@ def media_url(media_dir: Path) -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Chromium (a Playwright `Browser`) whose fake microphone speaks
+    `ui_helpers.fake_speech_wav`'s utterances; one per test module that asks for it."""
+    from ui_helpers import chromium_with_fake_microphone, fake_speech_wav
+
+    recording = tmp_path_factory.mktemp("microphone") / "utterances.wav"
+    fake_speech_wav(recording)
+    with chromium_with_fake_microphone(recording) as browser:
+        yield browser

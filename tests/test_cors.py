@@ -15,8 +15,6 @@ import pytest
 from playwright.sync_api import Browser, Page
 from ui_helpers import (
     BROWSER_FLOW,
-    chromium_with_fake_microphone,
-    fake_speech_wav,
     mint_secret,
     page_opener,
     wait_for_events,
@@ -53,14 +51,6 @@ async ({ url, key, audio }) => {
   return { status: response.status, body: await response.json() };
 }
 """
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    recording = tmp_path_factory.mktemp("cors") / "utterances.wav"
-    fake_speech_wav(recording)
-    with chromium_with_fake_microphone(recording) as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
-from ui_helpers import ARTIFACTS, chromium_with_fake_microphone, events, fake_speech_wav, page_opener
+from ui_helpers import ARTIFACTS, events, page_opener
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 HOLD_MS = 2500
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    recording = tmp_path_factory.mktemp("ptt") / "utterances.wav"
-    fake_speech_wav(recording)
-    with chromium_with_fake_microphone(recording) as browser:
-        yield browser
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
-from ui_helpers import ARTIFACTS, UTTERANCES_S, chromium_with_fake_microphone, events, fake_speech_wav, page_opener
+from ui_helpers import ARTIFACTS, UTTERANCES_S, events, page_opener
 
 from tests.conftest import EdgeServer
 
@@ -24,14 +24,6 @@ new MutationObserver(() => {
   }
 }).observe(document, { subtree: true, childList: true, characterData: true });
 """
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    recording = tmp_path_factory.mktemp("streaming-ui") / "utterances.wav"
-    fake_speech_wav(recording)
-    with chromium_with_fake_microphone(recording) as browser:
-        yield browser
 
 
 @pytest.fixture

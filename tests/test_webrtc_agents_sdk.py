@@ -14,9 +14,7 @@ import pytest
 from node_helpers import node_packages
 from playwright.sync_api import Browser, Page
 from ui_helpers import (
-    chromium_with_fake_microphone,
     events,
-    fake_speech_wav,
     mint_secret,
     page_opener,
     wait_for_events,
@@ -60,14 +58,6 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=120,
     )  # fmt: skip
     return out
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    recording = tmp_path_factory.mktemp("agents-mic") / "utterances.wav"
-    fake_speech_wav(recording)
-    with chromium_with_fake_microphone(recording) as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 from ui_helpers import (
     BROWSER_FLOW,
-    chromium_with_fake_microphone,
     events,
-    fake_speech_wav,
     mint_secret,
     page_opener,
     wait_for_events,
@@ -31,14 +29,6 @@ from tests.conftest import SERVED_NAME, EdgeServer
 
 KEY = "sk-browser-0123456789abcdefghijklmn"
 COMPLETED = "conversation.item.input_audio_transcription.completed"
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    recording = tmp_path_factory.mktemp("webrtc") / "utterances.wav"
-    fake_speech_wav(recording)
-    with chromium_with_fake_microphone(recording) as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")
