@@ -11,34 +11,25 @@
 
 import { AudioClock } from "./audio-clock.js";
 import { toBase64 } from "./base64.js";
+import { SessionClient } from "./session-client.js";
 
 const TRY_AGAIN_LATER = 1013;
-const MAX_DELAY_MS = 15000;
-const FULL_DELAY_MS = 5000;
 
 export function realtimeUrl(location = window.location) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}/v1/realtime?intent=transcription`;
 }
 
-export class RealtimeClient {
+export class RealtimeClient extends SessionClient {
   /**
    * @param {{url: string, session: () => object, rate: number, onEvent: (event: object) => void,
    *          onState: (state: string, info?: object) => void, protocols?: () => string[]}} options
    */
   constructor({ url, session, rate, onEvent, onState, protocols = () => [] }) {
-    Object.assign(this, { url, session, rate, onEvent, onState, protocols });
+    super({ session, onEvent, onState });
+    Object.assign(this, { url, rate, protocols });
     this.socket = null;
-    this.ready = false;
-    this.closed = false;
-    this.failures = 0;
-    this.retryTimer = null;
     this.clock = new AudioClock();
-  }
-
-  connect() {
-    this.closed = false;
-    this.open();
   }
 
   /** Send PCM16 audio; dropped (returns false) while the session is not configured. */
@@ -49,23 +40,10 @@ export class RealtimeClient {
     return true;
   }
 
-  /** Send the current settings to a configured session (they apply at once). */
-  updateSession() {
-    if (this.ready) this.send({ type: "session.update", session: this.session() });
-  }
-
-  /** End the turn in progress now instead of waiting for a pause. */
-  commit() {
-    if (this.ready) this.send({ type: "input_audio_buffer.commit" });
-  }
-
-  close() {
-    this.closed = true;
-    this.ready = false;
-    clearTimeout(this.retryTimer);
-    this.socket?.close(1000, "client closed");
+  hangUp() {
+    const socket = this.socket;
     this.socket = null;
-    this.onState("closed");
+    socket?.close(1000, "client closed");
   }
 
   open() {
@@ -80,28 +58,8 @@ export class RealtimeClient {
     socket.onmessage = (message) => this.receive(JSON.parse(message.data));
     socket.onclose = (event) => {
       if (socket !== this.socket || this.closed) return;
-      this.ready = false;
-      this.retry(closeReason(event, opened), event);
+      this.retry(closeReason(event, opened), { code: event.code, detail: event.reason });
     };
-  }
-
-  receive(event) {
-    if (event.type === "session.created") {
-      this.send({ type: "session.update", session: this.session() });
-    } else if (event.type === "session.updated" && !this.ready) {
-      this.ready = true;
-      this.failures = 0;
-      this.onState("open");
-    }
-    this.onEvent(event);
-  }
-
-  retry(reason, event) {
-    this.failures += 1;
-    const backoff = Math.min(500 * 2 ** this.failures, MAX_DELAY_MS);
-    const delayMs = reason === "full" ? Math.max(backoff, FULL_DELAY_MS) : backoff;
-    this.onState("retrying", { reason, delayMs, code: event.code, detail: event.reason });
-    this.retryTimer = setTimeout(() => this.open(), delayMs);
   }
 
   send(event) {

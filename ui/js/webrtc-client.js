@@ -6,10 +6,10 @@
 //                            /v1/realtime/calls, or no network path for it): use the WebSocket.
 // It is only reported before a call ever opened; later losses are retried like the WebSocket's.
 
+import { SessionClient } from "./session-client.js";
+
 const CALLS_PATH = "/v1/realtime/calls";
 const CONNECT_TIMEOUT_MS = 8000;
-const MAX_DELAY_MS = 15000;
-const FULL_DELAY_MS = 5000;
 
 /** The audio position the edge reports (`audio_end_ms`, on the RTP clock) → `performance.now()`. */
 class StreamClock {
@@ -28,20 +28,16 @@ class StreamClock {
   forgetBefore() {}
 }
 
-export class WebRtcClient {
+export class WebRtcClient extends SessionClient {
   /**
    * @param {{track: () => MediaStreamTrack, session: () => object, headers: () => object,
    *          onEvent: (event: object) => void, onState: (state: string, info?: object) => void}} options
    */
   constructor({ track, session, headers, onEvent, onState }) {
-    Object.assign(this, { track, session, headers, onEvent, onState });
+    super({ session, onEvent, onState });
+    Object.assign(this, { track, headers });
     this.pc = null;
     this.channel = null;
-    this.ready = false;
-    this.closed = false;
-    this.everOpened = false;
-    this.failures = 0;
-    this.retryTimer = null;
     this.connectTimer = null;
     this.clock = new StreamClock();
   }
@@ -50,30 +46,9 @@ export class WebRtcClient {
     return typeof RTCPeerConnection === "function";
   }
 
-  connect() {
-    this.closed = false;
-    this.open();
-  }
-
   /** The audio travels on the track: chunks are only counted as sent while the call is live. */
   sendAudio() {
     return this.ready;
-  }
-
-  updateSession() {
-    if (this.ready) this.send({ type: "session.update", session: this.session() });
-  }
-
-  commit() {
-    if (this.ready) this.send({ type: "input_audio_buffer.commit" });
-  }
-
-  close() {
-    this.closed = true;
-    this.ready = false;
-    clearTimeout(this.retryTimer);
-    this.hangUp();
-    this.onState("closed");
   }
 
   hangUp() {
@@ -142,18 +117,6 @@ export class WebRtcClient {
     return this.lost("refused", detail || `HTTP ${response.status}`);
   }
 
-  receive(event) {
-    if (event.type === "session.created") {
-      this.send({ type: "session.update", session: this.session() });
-    } else if (event.type === "session.updated" && !this.ready) {
-      this.ready = true;
-      this.everOpened = true;
-      this.failures = 0;
-      this.onState("open");
-    }
-    this.onEvent(event);
-  }
-
   /** WebRTC cannot be used: before any call opened, say so (the page falls back); later, retry. */
   unsupported(detail) {
     if (!this.everOpened) {
@@ -167,13 +130,7 @@ export class WebRtcClient {
 
   lost(reason, detail = "") {
     if (reason === "no-path") return this.unsupported("No network path for WebRTC to the server (ICE failed).");
-    this.ready = false;
-    this.hangUp();
-    this.failures += 1;
-    const backoff = Math.min(500 * 2 ** this.failures, MAX_DELAY_MS);
-    const delayMs = reason === "full" ? Math.max(backoff, FULL_DELAY_MS) : backoff;
-    this.onState("retrying", { reason, delayMs, detail });
-    this.retryTimer = setTimeout(() => this.open(), delayMs);
+    this.retry(reason, { detail });
   }
 
   send(event) {
